@@ -1,0 +1,191 @@
+"""``asynctrainer-learn``: ML-Agents' ``mlagents-learn`` on the asyncio runtime (DESIGN §7).
+
+Bad input is reported as one paragraph on stderr, with exit code 2, before anything is
+written; a failure during training exits with 1. ``--debug`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+import signal
+import sys
+import textwrap
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from asynctrainer.errors import AsyncTrainerError, RunDirectoryError, SettingsError
+
+__all__ = ["main", "parse_args"]
+
+logger = logging.getLogger("asynctrainer")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="asynctrainer-learn",
+        description="Train agents with ML-Agents' run config on the asyncio runtime.",
+    )
+    p.add_argument("trainer_config_path", nargs="?", default=None, help="ML-Agents YAML run config.")
+    p.add_argument("--env", dest="env_path", default=None, help="Gymnasium id (CartPole-v1) or package.module:factory.")
+    p.add_argument("--run-id", default=None, help="Name of this run; its files go to <results-dir>/<run-id>/.")
+    p.add_argument("--results-dir", default=None, help="Where run directories go (default: results).")
+    p.add_argument("--num-envs", type=int, default=None, help="Copies of the env stepped together.")
+    p.add_argument("--seed", type=int, default=None, help="Random seed; -1 picks one.")
+    p.add_argument("--max-steps", type=float, default=None, help="Override max_steps of every behavior.")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--force", action="store_true", help="Overwrite an existing run directory.")
+    mode.add_argument("--resume", action="store_true", help="Resume the run from its last checkpoint.")
+    mode.add_argument(
+        "--initialize-from", default=None, metavar="RUN_ID", help="Start from another run's weights, at step 0."
+    )
+    p.add_argument("--inference", action="store_true", help="Run the trained policy without training.")
+    p.add_argument("--deterministic", action="store_true", help="Act with the distribution's mode.")
+    p.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
+    return p
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    return _parser().parse_args(argv)
+
+
+def _override(args: argparse.Namespace) -> Any:
+    """Load the config and apply command-line flags over it (flags win, as in ML-Agents)."""
+    from asynctrainer.settings import load_run_settings, run_settings_from_dict
+
+    settings = load_run_settings(args.trainer_config_path)
+    data = settings.to_yaml_dict()
+    env = data.setdefault("env_settings", {})
+    ckpt = data.setdefault("checkpoint_settings", {})
+    for key, value in (("env_path", args.env_path), ("num_envs", args.num_envs), ("seed", args.seed)):
+        if value is not None:
+            env[key] = value
+    for key, value in (
+        ("run_id", args.run_id),
+        ("results_dir", args.results_dir),
+        ("initialize_from", args.initialize_from),
+    ):
+        if value is not None:
+            ckpt[key] = value
+    for key in ("force", "resume", "inference"):
+        if getattr(args, key):
+            ckpt[key] = True
+    if args.max_steps is not None:
+        targets = list((data.get("behaviors") or {}).values())
+        if data.get("default_settings"):
+            targets.append(data["default_settings"])
+        for trainer in targets:
+            trainer["max_steps"] = args.max_steps
+    return run_settings_from_dict(data)
+
+
+def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
+    if run_dir.exists() and not (ckpt.force or ckpt.resume or ckpt.inference):
+        raise RunDirectoryError(
+            f"Previous data from this run ID was found in '{run_dir}'. Either specify a new run ID, "
+            "use --resume to resume this run, or use the --force parameter to overwrite existing data."
+        )
+    if not run_dir.exists() and (ckpt.resume or ckpt.inference):
+        flag = "--resume" if ckpt.resume else "--inference"
+        raise RunDirectoryError(
+            f"Previous data from this run ID was not found in '{run_dir}'. Train a new run by removing the {flag} flag."
+        )
+
+
+async def _train(settings: Any, env: Any, run_dir: Path) -> Any:
+    import anyio
+
+    from asynctrainer.runtime.runner import Runner
+    from asynctrainer.runtime.stats import ConsoleWriter, TensorboardWriter
+
+    ckpt = settings.checkpoint_settings
+    runner = Runner(
+        settings,
+        env,
+        results_dir=ckpt.results_dir,
+        run_id=ckpt.run_id,
+        env_id=settings.env_settings.env_path,
+        training=not ckpt.inference,
+        stats_writers=[ConsoleWriter(), TensorboardWriter(run_dir, clear_past_data=not ckpt.resume)],
+    )
+
+    async def on_signal(scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                logger.info(
+                    "Learning was interrupted (%s). Please wait while the model is saved.", signal.Signals(signum).name
+                )
+                runner.stop()
+                scope.cancel()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(on_signal, tg.cancel_scope)
+        result = await runner.run()
+        tg.cancel_scope.cancel()
+    return result
+
+
+def _report(exc: BaseException, debug: bool) -> int:
+    code = exc.exit_code if isinstance(exc, AsyncTrainerError) else 1
+    message = str(exc) if isinstance(exc, AsyncTrainerError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, AsyncTrainerError) and exc.__cause__ is not None and code == 1 and not debug:
+        message += " (run with --debug for the traceback)"
+    print(textwrap.fill(f"asynctrainer-learn: error: {message}", width=100), file=sys.stderr)
+    if debug:
+        import traceback
+
+        traceback.print_exception(exc)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``asynctrainer-learn``; returns the exit code."""
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s", stream=sys.stdout)
+    try:
+        import anyio
+
+        from asynctrainer.envs.gymnasium_env import load_env
+
+        settings = _override(args)
+        env_settings = settings.env_settings
+        ckpt = settings.checkpoint_settings
+        if not env_settings.env_path:
+            raise SettingsError(
+                "No env was given: pass --env with a gymnasium id (e.g. --env CartPole-v1) or "
+                "package.module:factory, or set env_settings.env_path in the config."
+            )
+        run_dir = Path(ckpt.results_dir) / ckpt.run_id
+        _check_run_dir(run_dir, ckpt)
+        seed = None if env_settings.seed < 0 else env_settings.seed
+        env = load_env(env_settings.env_path, num_envs=env_settings.num_envs, seed=seed)
+        for name in env.behavior_specs:
+            resolved = (
+                settings.resolve_behavior_name(name, env_settings.env_path) if len(env.behavior_specs) == 1 else name
+            )
+            settings.trainer_settings_for(resolved)
+        if ckpt.force and run_dir.exists():
+            shutil.rmtree(run_dir)
+        result = anyio.run(_train, settings, env, run_dir)
+    except (AsyncTrainerError, KeyboardInterrupt) as exc:
+        if isinstance(exc, KeyboardInterrupt):
+            return 130
+        return _report(exc, args.debug)
+    except Exception as exc:  # anything unexpected: still one paragraph, exit 1
+        return _report(exc, args.debug)
+    for name, steps in result.steps.items():
+        logger.info(
+            "%s: trained %d steps, %d episodes, %d updates.", name, steps, result.episodes[name], result.updates[name]
+        )
+    return 0
+
+
+def entry_point() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    entry_point()

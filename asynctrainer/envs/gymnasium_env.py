@@ -1,0 +1,216 @@
+"""Gymnasium envs as an :class:`AsyncEnv`: N copies stepped in a worker thread (DESIGN §5).
+
+The copies run in gymnasium's vector API with ``SAME_STEP`` autoreset, so an episode's
+final observation arrives as a terminal step and the next episode's first observation as
+a decision step *in the same step*: no transition ever spans an episode boundary.
+``terminated`` becomes a terminal step, ``truncated`` an interrupted one.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import (
+    ActionBatch,
+    ActionSpec,
+    BehaviorSpec,
+    DecisionSteps,
+    ObservationSpec,
+    StepBatch,
+    TerminalSteps,
+)
+from asynctrainer.errors import EnvError, SpecError
+
+__all__ = ["GymnasiumEnv", "behavior_name_for", "load_env"]
+
+F32 = npt.NDArray[np.float32]
+
+
+def behavior_name_for(env_id: str) -> str:
+    """``CartPole-v1`` → ``CartPole``; ``ALE/Pong-v5`` → ``Pong``; ``pkg.mod:make`` → ``make``."""
+    name = env_id.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
+    base, sep, version = name.rpartition("-v")
+    return base if sep and version.isdigit() else name
+
+
+def _action_spec(space: Any) -> ActionSpec:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Discrete):
+        return ActionSpec.create_discrete((int(space.n),))
+    if isinstance(space, spaces.MultiDiscrete):
+        return ActionSpec.create_discrete(tuple(int(n) for n in np.asarray(space.nvec).ravel()))
+    if isinstance(space, spaces.Box):
+        return ActionSpec.create_continuous(int(np.prod(space.shape)))
+    raise SpecError(f"Gymnasium action space {space} is not supported; supported: Discrete, MultiDiscrete and Box.")
+
+
+def _obs_spec(space: Any) -> ObservationSpec:
+    from gymnasium import spaces
+
+    if isinstance(space, spaces.Box):
+        return ObservationSpec(tuple(int(d) for d in space.shape) or (1,), "obs_0")
+    if isinstance(space, spaces.Discrete):
+        return ObservationSpec((int(space.n),), "obs_0")
+    raise SpecError(f"Gymnasium observation space {space} is not supported; supported: Box and Discrete.")
+
+
+class GymnasiumEnv:
+    """``num_envs`` copies of a gymnasium env, one behavior, agent ids ``0 … num_envs-1``.
+
+    :param id_or_factory: a registered env id (``"CartPole-v1"``) or a callable returning a ``gymnasium.Env``.
+    :param behavior_name: defaults to the id without its version (DESIGN §5).
+    """
+
+    def __init__(
+        self,
+        id_or_factory: str | Callable[[], Any],
+        num_envs: int = 1,
+        seed: int | None = None,
+        *,
+        behavior_name: str | None = None,
+        env_kwargs: Mapping[str, Any] | None = None,
+    ) -> None:
+        import gymnasium
+        from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+        if num_envs < 1:
+            raise EnvError(f"num_envs must be >= 1, got {num_envs}.")
+        kwargs = dict(env_kwargs or {})
+        if isinstance(id_or_factory, str):
+            env_id = id_or_factory
+            if env_id not in gymnasium.registry:
+                close = gymnasium.envs.registration.find_highest_version(None, behavior_name_for(env_id))
+                hint = f" Did you mean '{behavior_name_for(env_id)}-v{close}'?" if close is not None else ""
+                raise EnvError(
+                    f"Unknown gymnasium env id '{env_id}'.{hint} Pass a registered id or package.module:factory."
+                )
+
+            def make() -> Any:
+                return gymnasium.make(env_id, **kwargs)
+
+            factory: Callable[[], Any] = make
+            default_name = behavior_name_for(env_id)
+        else:
+            factory = id_or_factory
+            default_name = getattr(id_or_factory, "__name__", "Env")
+        try:
+            self._vec = SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        except Exception as exc:
+            raise EnvError(f"Could not create env {id_or_factory!r}: {type(exc).__name__}: {exc}") from exc
+        self.num_envs = num_envs
+        self.seed = seed
+        self.behavior_name = behavior_name or default_name
+        single_action = self._vec.single_action_space
+        single_obs = self._vec.single_observation_space
+        self._action_space = single_action
+        self._obs_space = single_obs
+        self._spec = BehaviorSpec((_obs_spec(single_obs),), _action_spec(single_action))
+        self._ids = np.arange(num_envs, dtype=np.int64)
+        self._lock = anyio.Lock()
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return {self.behavior_name: self._spec}
+
+    # ----- conversions ------------------------------------------------------------------------
+
+    def _obs(self, raw: Any) -> F32:
+        from gymnasium import spaces
+
+        if isinstance(self._obs_space, spaces.Discrete):
+            out = np.zeros((len(raw), int(self._obs_space.n)), np.float32)
+            out[np.arange(len(raw)), np.asarray(raw, np.int64) - int(self._obs_space.start)] = 1.0
+            return out
+        obs = np.asarray(raw, np.float32).reshape(len(raw), *self._spec.observation_specs[0].shape)
+        if not np.isfinite(obs).all():
+            raise SpecError(f"Env '{self.behavior_name}' returned a NaN or infinite observation.")
+        return obs
+
+    def _env_actions(self, batch: ActionBatch) -> Any:
+        from gymnasium import spaces
+
+        space = self._action_space
+        if isinstance(space, spaces.Discrete):
+            return batch.discrete[:, 0].astype(np.int64) + int(space.start)
+        if isinstance(space, spaces.MultiDiscrete):
+            return (batch.discrete.astype(np.int64) + np.asarray(space.start).ravel()).reshape(-1, *space.shape)
+        assert isinstance(space, spaces.Box)
+        low, high = space.low.ravel(), space.high.ravel()
+        a = batch.continuous.astype(np.float64)
+        bounded = np.isfinite(low) & np.isfinite(high)
+        scaled = np.where(bounded, low + (a + 1.0) * 0.5 * (high - low), a)
+        return scaled.reshape(-1, *space.shape).astype(space.dtype or np.float32)
+
+    # ----- AsyncEnv -----------------------------------------------------------------------------
+
+    def _reset_sync(self) -> dict[str, StepBatch]:
+        obs, _ = self._vec.reset(seed=self.seed)
+        decision = DecisionSteps([self._obs(obs)], np.zeros(self.num_envs, np.float32), self._ids.copy())
+        return {self.behavior_name: StepBatch(decision, TerminalSteps.empty(self._spec))}
+
+    def _step_sync(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
+        batch = actions.get(self.behavior_name)
+        if batch is None or len(batch.agent_id) != self.num_envs:
+            raise SpecError(f"Env '{self.behavior_name}' needs one action for each of its {self.num_envs} copies.")
+        obs, reward, terminated, truncated, info = self._vec.step(self._env_actions(batch))
+        reward32: F32 = np.asarray(reward, np.float32)
+        next_obs = self._obs(obs)
+        done = np.logical_or(terminated, truncated)
+        if done.any():
+            final = info["final_obs"]
+            ended = np.flatnonzero(done)
+            t_obs = self._obs(np.stack([final[i] for i in ended]))
+            terminal = TerminalSteps(
+                [t_obs],
+                reward32[ended],
+                self._ids[ended],
+                np.asarray(truncated, bool)[ended] & ~np.asarray(terminated, bool)[ended],
+            )
+            decision_reward = np.where(done, 0.0, reward32).astype(np.float32)
+        else:
+            terminal = TerminalSteps.empty(self._spec)
+            decision_reward = reward32
+        decision = DecisionSteps([next_obs], decision_reward, self._ids.copy())
+        return {self.behavior_name: StepBatch(decision, terminal)}
+
+    async def reset(self) -> dict[str, StepBatch]:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._reset_sync)
+
+    async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
+        async with self._lock:
+            return await anyio.to_thread.run_sync(self._step_sync, actions)
+
+    async def aclose(self) -> None:
+        self._vec.close()
+
+
+def load_env(spec: str, *, num_envs: int = 1, seed: int | None = None) -> Any:
+    """Resolve ``--env``: a gymnasium id, or ``package.module:factory`` returning a gymnasium env or an AsyncEnv.
+
+    :raises EnvError: naming the id or factory that could not be loaded.
+    """
+    from asynctrainer.envs.base import AsyncEnv
+
+    if ":" in spec and "/" not in spec.split(":", 1)[0]:
+        module_name, _, attr = spec.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            raise EnvError(f"Could not import env module '{module_name}' from --env {spec}: {exc}.") from exc
+        factory = getattr(module, attr, None)
+        if not callable(factory):
+            raise EnvError(f"--env {spec}: '{module_name}' has no callable '{attr}'.")
+        probe = factory()
+        if isinstance(probe, AsyncEnv):
+            return probe
+        probe.close()
+        return GymnasiumEnv(factory, num_envs, seed, behavior_name=attr)
+    return GymnasiumEnv(spec, num_envs, seed)

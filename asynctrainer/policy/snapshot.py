@@ -1,0 +1,232 @@
+"""Immutable numpy copies of a policy, used for acting on the event loop (DESIGN §2, §3).
+
+A snapshot is built on the update thread from the trainer's variables and is never
+mutated afterwards; its arrays are read-only. ``act`` runs the actor's forward pass in
+numpy (dense layers as ``x @ W + b``), so no TensorFlow op ever runs on the loop thread.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import ActionSpec, BehaviorSpec
+from asynctrainer.errors import SpecError
+
+__all__ = ["ActOutput", "Dense", "PolicySnapshot", "flatten_obs"]
+
+F32 = npt.NDArray[np.float32]
+
+#: Continuous samples are clipped to this many standard units, then divided by it, so the
+#: env sees [-1, 1] (ML-Agents' action clipping, also in its ONNX export).
+CONTINUOUS_CLIP = 3.0
+#: Added to masked logits (negated); the same constant ML-Agents' export uses.
+MASK_PENALTY = 1e8
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+
+class Dense(NamedTuple):
+    kernel: F32
+    bias: F32
+
+
+class ActOutput(NamedTuple):
+    """What one forward pass decided for a batch of agents.
+
+    ``continuous_raw`` is the unclipped Gaussian sample (the learner's log-prob is of this);
+    ``continuous`` is what the env receives, in [-1, 1]. ``log_prob`` is the sum over all
+    action components; ``entropy`` likewise, per agent.
+    """
+
+    continuous_raw: F32
+    continuous: F32
+    discrete: npt.NDArray[np.int32]
+    log_prob: F32
+    entropy: F32
+
+
+def _readonly(a: npt.ArrayLike) -> F32:
+    arr = np.array(a, dtype=np.float32, copy=True)
+    arr.setflags(write=False)
+    return arr
+
+
+def flatten_obs(obs: Sequence[npt.ArrayLike] | npt.ArrayLike, n: int | None = None) -> F32:
+    """Concatenate a list of per-observation arrays ``[n, *shape]`` into ``[n, obs_size]``."""
+    if isinstance(obs, np.ndarray):
+        parts: list[npt.NDArray[np.float32]] = [obs.astype(np.float32, copy=False)]
+    else:
+        parts = [np.asarray(o, dtype=np.float32) for o in obs]  # type: ignore[union-attr]
+    rows = parts[0].shape[0] if n is None else n
+    flat = [p.reshape(rows, -1) for p in parts]
+    return flat[0] if len(flat) == 1 else np.concatenate(flat, axis=1)
+
+
+def _log_softmax(x: F32) -> F32:
+    m = x.max(axis=1, keepdims=True)
+    z = x - m
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+@dataclass(frozen=True, eq=False)
+class PolicySnapshot:
+    """A frozen, versioned numpy copy of one behavior's actor.
+
+    :ivar version: number of updates that produced these weights (0 = initial weights).
+    :ivar step: the trainer step when the snapshot was taken.
+    """
+
+    behavior_name: str
+    version: int
+    step: int
+    behavior_spec: BehaviorSpec
+    hidden: tuple[Dense, ...]
+    discrete_head: Dense | None
+    continuous_head: Dense | None
+    log_std: F32 | None
+    obs_mean: F32 | None = None
+    obs_std: F32 | None = None
+
+    @classmethod
+    def create(
+        cls,
+        behavior_name: str,
+        version: int,
+        step: int,
+        behavior_spec: BehaviorSpec,
+        *,
+        hidden: Sequence[tuple[npt.ArrayLike, npt.ArrayLike]],
+        discrete_head: tuple[npt.ArrayLike, npt.ArrayLike] | None,
+        continuous_head: tuple[npt.ArrayLike, npt.ArrayLike] | None,
+        log_std: npt.ArrayLike | None,
+        obs_mean: npt.ArrayLike | None = None,
+        obs_std: npt.ArrayLike | None = None,
+    ) -> PolicySnapshot:
+        """Copy the given arrays into read-only float32 arrays and build a snapshot."""
+
+        def dense(pair: tuple[npt.ArrayLike, npt.ArrayLike] | None) -> Dense | None:
+            return None if pair is None else Dense(_readonly(pair[0]), _readonly(pair[1]))
+
+        return cls(
+            behavior_name=behavior_name,
+            version=version,
+            step=step,
+            behavior_spec=behavior_spec,
+            hidden=tuple(Dense(_readonly(w), _readonly(b)) for w, b in hidden),
+            discrete_head=dense(discrete_head),
+            continuous_head=dense(continuous_head),
+            log_std=None if log_std is None else _readonly(log_std),
+            obs_mean=None if obs_mean is None else _readonly(obs_mean),
+            obs_std=None if obs_std is None else _readonly(obs_std),
+        )
+
+    @property
+    def action_spec(self) -> ActionSpec:
+        return self.behavior_spec.action_spec
+
+    def weights(self) -> dict[str, F32]:
+        """All arrays by a stable name (used by export, checkpoints and equality tests)."""
+        out: dict[str, F32] = {}
+        for i, layer in enumerate(self.hidden):
+            out[f"hidden_{i}/kernel"], out[f"hidden_{i}/bias"] = layer
+        if self.discrete_head is not None:
+            out["discrete_head/kernel"], out["discrete_head/bias"] = self.discrete_head
+        if self.continuous_head is not None:
+            out["continuous_head/kernel"], out["continuous_head/bias"] = self.continuous_head
+        if self.log_std is not None:
+            out["log_std"] = self.log_std
+        if self.obs_mean is not None and self.obs_std is not None:
+            out["obs_mean"], out["obs_std"] = self.obs_mean, self.obs_std
+        return out
+
+    def normalize(self, x: F32) -> F32:
+        if self.obs_mean is None or self.obs_std is None:
+            return x
+        return np.clip((x - self.obs_mean) / self.obs_std, -5.0, 5.0).astype(np.float32)
+
+    def _features(self, x: F32) -> F32:
+        h = self.normalize(x)
+        for layer in self.hidden:
+            h = h @ layer.kernel
+            h += layer.bias
+            np.tanh(h, out=h)
+        return h
+
+    def distribution_params(
+        self, obs: Sequence[npt.ArrayLike] | npt.ArrayLike, action_mask: npt.ArrayLike | None = None
+    ) -> tuple[F32 | None, list[F32]]:
+        """Return (continuous mean, masked log-probabilities per discrete branch)."""
+        x = flatten_obs(obs)
+        if x.shape[1] != self.behavior_spec.observation_size:
+            raise SpecError(
+                f"Behavior '{self.behavior_name}' expects observations of total size "
+                f"{self.behavior_spec.observation_size}, got {x.shape[1]}."
+            )
+        h = self._features(x)
+        mean = None
+        if self.continuous_head is not None:
+            mean = h @ self.continuous_head.kernel + self.continuous_head.bias
+        branch_logp: list[F32] = []
+        if self.discrete_head is not None:
+            logits = h @ self.discrete_head.kernel + self.discrete_head.bias
+            if action_mask is not None:
+                allowed = np.asarray(action_mask, dtype=np.float32)
+                logits = logits * allowed - MASK_PENALTY * (1.0 - allowed)
+            start = 0
+            for size in self.action_spec.discrete_branches:
+                branch_logp.append(_log_softmax(logits[:, start : start + size]))
+                start += size
+        return mean, branch_logp
+
+    def act(
+        self,
+        obs: Sequence[npt.ArrayLike] | npt.ArrayLike,
+        action_mask: npt.ArrayLike | None = None,
+        *,
+        deterministic: bool = False,
+        rng: np.random.Generator,
+    ) -> ActOutput:
+        """Choose actions for a batch of agents with a pure numpy forward pass.
+
+        :param obs: one array ``[n, *shape]`` per observation spec (or one flat array).
+        :param action_mask: ``[n, sum(branches)]`` with 1 = allowed, 0 = forbidden, or None.
+        :param deterministic: take the distribution's mode (mean / argmax) instead of sampling.
+        :param rng: the caller's generator; the only source of randomness.
+        """
+        mean, branch_logp = self.distribution_params(obs, action_mask)
+        n = (mean if mean is not None else branch_logp[0]).shape[0]
+        log_prob = np.zeros(n, np.float32)
+        entropy = np.zeros(n, np.float32)
+        raw = np.zeros((n, self.action_spec.continuous_size), np.float32)
+        if mean is not None and self.log_std is not None:
+            std = np.exp(self.log_std)
+            if deterministic:
+                raw = mean.astype(np.float32)
+            else:
+                noise = rng.standard_normal(mean.shape, dtype=np.float32)
+                raw = (mean + std * noise).astype(np.float32)
+            z = (raw - mean) / std
+            log_prob += (-0.5 * z * z - self.log_std - 0.5 * LOG_2PI).sum(axis=1)
+            entropy += float((self.log_std + 0.5 * (1.0 + LOG_2PI)).sum())
+        discrete = np.zeros((n, len(branch_logp)), np.int32)
+        for b, logp in enumerate(branch_logp):
+            probs = np.exp(logp)
+            if deterministic:
+                idx = probs.argmax(axis=1)
+            else:
+                u = rng.random((n, 1), dtype=np.float32)
+                cdf = np.cumsum(probs, axis=1)
+                idx = np.minimum((cdf < u * cdf[:, -1:]).sum(axis=1), probs.shape[1] - 1)
+                # Never pick a masked action, even through float round-off at the cdf's edge.
+                bad = probs[np.arange(n), idx] <= 0.0
+                if bad.any():
+                    idx[bad] = probs[bad].argmax(axis=1)
+            discrete[:, b] = idx
+            log_prob += logp[np.arange(n), idx]
+            entropy -= (probs * np.where(probs > 0, logp, 0.0)).sum(axis=1)
+        clipped = np.clip(raw, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
+        return ActOutput(raw, clipped.astype(np.float32), discrete, log_prob, entropy)

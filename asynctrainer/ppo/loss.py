@@ -1,0 +1,54 @@
+"""PPO's losses as pure functions of tensors (Schulman et al. 2017, arXiv:1707.06347).
+
+Each takes ``[B]`` tensors and scalars and returns a scalar; nothing here reads settings,
+networks or optimizers.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from asynctrainer.policy.tf_setup import tf
+
+__all__ = ["approx_kl", "clip_fraction", "clipped_surrogate_loss", "clipped_value_loss"]
+
+Tensor = Any
+
+
+def _check(*tensors: Tensor) -> None:
+    for t in tensors:
+        if t.shape.rank != 1:
+            raise ValueError(f"expected a rank-1 [B] tensor, got shape {t.shape}")
+
+
+def clipped_surrogate_loss(log_prob: Tensor, behavior_log_prob: Tensor, advantage: Tensor, epsilon: Tensor) -> Tensor:
+    """``−E[min(ρ A, clip(ρ, 1−ε, 1+ε) A)]`` with ``ρ = exp(log π(a|s) − log μ(a|s))``.
+
+    ``behavior_log_prob`` is the log-probability under the snapshot that really acted, so
+    the ratio stays correct when acting ran ahead of learning (DESIGN §2, staleness).
+    """
+    _check(log_prob, behavior_log_prob, advantage)
+    ratio = tf().exp(log_prob - behavior_log_prob)
+    clipped = tf().clip_by_value(ratio, 1.0 - epsilon, 1.0 + epsilon)
+    return -tf().reduce_mean(tf().minimum(ratio * advantage, clipped * advantage))
+
+
+def clipped_value_loss(values: Tensor, old_values: Tensor, returns: Tensor, epsilon: Tensor) -> Tensor:
+    """ML-Agents' value loss: ``E[max((R − V)², (R − V_clip)²)]``, ``V_clip = V_old + clip(V − V_old, ±ε)``."""
+    _check(values, old_values, returns)
+    clipped = old_values + tf().clip_by_value(values - old_values, -epsilon, epsilon)
+    return tf().reduce_mean(tf().maximum(tf().square(returns - values), tf().square(returns - clipped)))
+
+
+def approx_kl(log_prob: Tensor, behavior_log_prob: Tensor) -> Tensor:
+    """``E[(ρ − 1) − log ρ]``, an unbiased, non-negative KL(μ‖π) estimate (J. Schulman, 2020 note)."""
+    _check(log_prob, behavior_log_prob)
+    log_ratio = log_prob - behavior_log_prob
+    return tf().reduce_mean(tf().exp(log_ratio) - 1.0 - log_ratio)
+
+
+def clip_fraction(log_prob: Tensor, behavior_log_prob: Tensor, epsilon: Tensor) -> Tensor:
+    """Fraction of samples whose ratio left ``[1−ε, 1+ε]``."""
+    _check(log_prob, behavior_log_prob)
+    ratio = tf().exp(log_prob - behavior_log_prob)
+    return tf().reduce_mean(tf().cast(tf().abs(ratio - 1.0) > epsilon, tf().float32))

@@ -1,0 +1,228 @@
+"""PPO on the asyncio runtime: trajectories in on the loop, updates in the worker thread."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.policy.networks import ActorCritic
+from asynctrainer.policy.normalizer import Normalizer
+from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.policy.tf_setup import keras as tf_keras
+from asynctrainer.policy.tf_setup import tf
+from asynctrainer.ppo import loss
+from asynctrainer.ppo.gae import gae
+from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.runtime.trajectory import Trajectory
+
+__all__ = ["PPOTrainer", "decayed_value"]
+
+F32 = npt.NDArray[np.float32]
+MAX_GRAD_NORM = 5.0
+
+
+def decayed_value(schedule: str, initial: float, minimum: float, step: int, max_steps: int) -> float:
+    """ML-Agents' schedules: constant, or linear decay from ``initial`` to ``minimum`` at max_steps."""
+    if schedule == "constant":
+        return initial
+    frac = min(max(step, 0) / max(max_steps, 1), 1.0)
+    return (initial - minimum) * (1.0 - frac) + minimum
+
+
+class PPOTrainer(RLTrainer[ActorCritic]):
+    """Proximal Policy Optimisation with ML-Agents' settings (``trainer_type: ppo``)."""
+
+    def __init__(self, behavior_name: str, trainer_settings: Any, *, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(behavior_name, trainer_settings, **kwargs)
+        self.hyperparameters = trainer_settings.hyperparameters
+        self.seed = seed
+        self._buffer: list[Trajectory] = []
+        self._buffer_steps = 0
+        self._rng = np.random.default_rng(seed)
+        self.normalizer: Normalizer | None = None
+        self.net: ActorCritic | None = None
+        self._train_fn: Any = None
+        self._value_fn: Any = None
+        self.optimizer: Any = None
+
+    # ----- policy -------------------------------------------------------------------------------
+
+    def create_policy(self, behavior_id: str, behavior_spec: BehaviorSpec) -> ActorCritic:
+        keras = tf_keras()
+        t = tf()
+        t.random.set_seed(self.seed)
+        ns = self.trainer_settings.network_settings
+        net = ActorCritic(behavior_spec, hidden_units=ns.hidden_units, num_layers=ns.num_layers, seed=self.seed)
+        self.net = net
+        if ns.normalize:
+            self.normalizer = Normalizer(behavior_spec.observation_size)
+        self.optimizer = keras.optimizers.Adam(learning_rate=self.hyperparameters.learning_rate, epsilon=1e-5)
+        self.optimizer.build(net.trainable_variables)
+        self._compile(behavior_spec)
+        return net
+
+    def _compile(self, spec: BehaviorSpec) -> None:
+        t = tf()
+        net = self.net
+        assert net is not None
+        optimizer = self.optimizer
+        variables = net.trainable_variables
+        a = spec.action_spec
+        f32 = t.float32
+
+        @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)])
+        def value_fn(obs: Any) -> Any:
+            return net.value(obs)
+
+        @t.function(
+            input_signature=[
+                t.TensorSpec([None, spec.observation_size], f32),  # obs
+                t.TensorSpec([None, a.continuous_size], f32),  # continuous (raw)
+                t.TensorSpec([None, a.discrete_size], t.int32),  # discrete
+                t.TensorSpec([None, a.mask_size], f32),  # masks, 1 = allowed
+                t.TensorSpec([None], f32),  # behavior log-probs
+                t.TensorSpec([None], f32),  # advantages
+                t.TensorSpec([None], f32),  # returns
+                t.TensorSpec([None], f32),  # old values
+                t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
+                t.TensorSpec([], f32),  # beta
+                t.TensorSpec([], f32),  # epsilon
+            ]
+        )
+        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, old_values, idx, beta, epsilon):  # type: ignore[no-untyped-def]
+            n_mb = t.shape(idx)[0]
+            sums = t.zeros([5], f32)
+            for i in t.range(n_mb):
+                b = idx[i]
+                mb_adv = t.gather(adv, b)
+                mb_old_logp = t.gather(old_logp, b)
+                with t.GradientTape() as tape:
+                    logp, ent = net.log_prob_entropy(
+                        t.gather(obs, b), t.gather(cont, b), t.gather(disc, b), t.gather(masks, b)
+                    )
+                    values = net.value(t.gather(obs, b))
+                    policy_loss = loss.clipped_surrogate_loss(logp, mb_old_logp, mb_adv, epsilon)
+                    value_loss = loss.clipped_value_loss(values, t.gather(old_values, b), t.gather(returns, b), epsilon)
+                    entropy = t.reduce_mean(ent)
+                    total = policy_loss + 0.5 * value_loss - beta * entropy
+                grads = tape.gradient(total, variables)
+                grads, _ = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
+                optimizer.apply(grads, variables)
+                sums += t.stack(
+                    [
+                        policy_loss,
+                        value_loss,
+                        entropy,
+                        loss.approx_kl(logp, mb_old_logp),
+                        loss.clip_fraction(logp, mb_old_logp, epsilon),
+                    ]
+                )
+            return sums / t.cast(t.maximum(n_mb, 1), f32)
+
+        self._value_fn = value_fn
+        self._train_fn = train_fn
+
+    def _make_snapshot(self, version: int) -> PolicySnapshot:
+        assert self.net is not None
+        mean = std = None
+        if self.normalizer is not None:
+            mean, std = self.normalizer.mean.astype(np.float32), self.normalizer.std
+        return self.net.snapshot(self.behavior_name, version, self._step, mean, std)
+
+    # ----- loop side ----------------------------------------------------------------------------
+
+    def _store_trajectory(self, trajectory: Trajectory) -> None:
+        self._buffer.append(trajectory)
+        self._buffer_steps += len(trajectory)
+
+    def _is_ready_update(self) -> bool:
+        return self._buffer_steps >= self.hyperparameters.buffer_size
+
+    @property
+    def update_threshold(self) -> int:
+        return int(self.hyperparameters.buffer_size)
+
+    def _take_buffer(self) -> list[Trajectory]:
+        trajs, self._buffer, self._buffer_steps = self._buffer, [], 0
+        return trajs
+
+    # ----- thread side --------------------------------------------------------------------------
+
+    def _advantages(self, trajs: list[Trajectory], obs: F32) -> tuple[F32, F32, F32]:
+        """Values, advantages and returns over the whole buffer (one critic call)."""
+        hp = self.trainer_settings.reward_signals["extrinsic"]
+        next_obs = np.stack([t.next_obs for t in trajs])
+        if self.normalizer is not None:
+            next_obs = self.normalizer.apply(next_obs)
+        all_values = self._value_fn(np.concatenate([obs, next_obs])).numpy()
+        n = obs.shape[0]
+        values, bootstrap = all_values[:n], all_values[n:]
+        adv = np.empty(n, np.float32)
+        ret = np.empty(n, np.float32)
+        start = 0
+        for k, traj in enumerate(trajs):
+            end = start + len(traj)
+            discounts = np.full(len(traj), hp.gamma, np.float32)
+            if traj.terminated:
+                discounts[-1] = 0.0
+            v = np.append(values[start:end], bootstrap[k]).astype(np.float32)
+            adv[start:end], ret[start:end] = gae(traj.rewards * hp.strength, discounts, v, self.hyperparameters.lambd)
+            start = end
+        return values.astype(np.float32), adv, ret
+
+    def _update_policy(self) -> dict[str, float]:
+        hp = self.hyperparameters
+        trajs = self._take_buffer()
+        obs = np.concatenate([t.obs for t in trajs])
+        if self.normalizer is not None:
+            self.normalizer.update(obs)
+            obs = self.normalizer.apply(obs)
+        values, adv, ret = self._advantages(trajs, obs)
+        # ML-Agents normalises advantages over the whole buffer, once per update.
+        norm_adv = ((adv - adv.mean()) / (adv.std() + 1e-10)).astype(np.float32)
+        n = obs.shape[0]
+        a = self.net.spec.action_spec if self.net else None
+        assert a is not None
+        masks = np.concatenate(
+            [
+                t.action_masks if t.action_masks is not None else np.ones((len(t), a.mask_size), np.float32)
+                for t in trajs
+            ]
+        )
+        batch = min(hp.batch_size, n)
+        n_mb = n // batch
+        idx = np.stack([self._rng.permutation(n)[: n_mb * batch].reshape(n_mb, batch) for _ in range(hp.num_epoch)])
+        max_steps = self.get_max_steps
+        lr = decayed_value(hp.learning_rate_schedule, hp.learning_rate, 1e-10, self._step, max_steps)
+        beta = decayed_value(hp.beta_schedule or hp.learning_rate_schedule, hp.beta, 1e-5, self._step, max_steps)
+        epsilon = decayed_value(
+            hp.epsilon_schedule or hp.learning_rate_schedule, hp.epsilon, 0.1, self._step, max_steps
+        )
+        self.optimizer.learning_rate = lr
+        out = self._train_fn(
+            obs,
+            np.concatenate([t.actions_continuous for t in trajs]),
+            np.concatenate([t.actions_discrete for t in trajs]),
+            masks,
+            np.concatenate([t.log_probs for t in trajs]),
+            norm_adv,
+            ret,
+            values,
+            idx.reshape(-1, batch).astype(np.int32),
+            np.float32(beta),
+            np.float32(epsilon),
+        ).numpy()
+        return {
+            "Losses/Policy Loss": float(abs(out[0])),
+            "Losses/Value Loss": float(out[1]),
+            "Policy/Entropy (update)": float(out[2]),
+            "Policy/Approx KL": float(out[3]),
+            "Policy/Clip Fraction": float(out[4]),
+            "Policy/Learning Rate": lr,
+            "Policy/Beta": beta,
+            "Policy/Epsilon": epsilon,
+            "Policy/Extrinsic Value Estimate": float(values.mean()),
+        }

@@ -1,0 +1,143 @@
+"""One env loop: step the env, act with the newest snapshot, feed trajectories to trainers."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anyio
+import numpy as np
+import numpy.typing as npt
+from anyio.abc import TaskStatus
+
+from asynctrainer.envs.base import AsyncEnv
+from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, DecisionSteps
+from asynctrainer.errors import SpecError
+from asynctrainer.runtime.agent_processor import AgentProcessor
+from asynctrainer.runtime.channels import TrajectorySender
+from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.timers import hierarchical_timer
+from asynctrainer.runtime.trajectory import Trajectory
+
+__all__ = ["BehaviorLink", "EnvLoopStats", "allowed_mask", "run_env_loop"]
+
+
+@dataclass
+class BehaviorLink:
+    """What an env loop needs to serve one behavior.
+
+    :ivar update_threshold: experiences after which the trainer updates; with
+        ``strict_on_policy`` the loop waits for the new snapshot once that many were sent.
+    """
+
+    name: str
+    spec: BehaviorSpec
+    slot: PolicySlot
+    send: TrajectorySender[Trajectory]
+    time_horizon: int
+    strict_on_policy: bool = False
+    update_threshold: int | None = None
+    deterministic: bool = False
+    training: bool = True
+    _since_update: int = 0
+    _since_publish: int = 0
+    _version_seen: int = -1
+
+
+@dataclass
+class EnvLoopStats:
+    env_steps: int = 0
+    decisions: int = 0
+    trajectories: int = 0
+    lag_waits: int = 0
+
+
+def allowed_mask(decision: DecisionSteps) -> npt.NDArray[np.float32] | None:
+    """ML-Agents' masks say True = forbidden; the policy takes 1 = allowed."""
+    if decision.action_mask is None:
+        return None
+    return (~np.asarray(decision.action_mask, dtype=bool)).astype(np.float32)
+
+
+async def run_env_loop(
+    env: AsyncEnv,
+    links: Mapping[str, BehaviorLink],
+    *,
+    rng: np.random.Generator,
+    worker_id: int = 0,
+    stats: EnvLoopStats | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Drive ``env`` until cancelled. Reports readiness after the first reset.
+
+    Cancellation may land while waiting on the env, on a full channel or for a snapshot;
+    trajectories already sent stay sent, and the env is closed (shielded) on the way out.
+    """
+    stats = stats if stats is not None else EnvLoopStats()
+    processors = {
+        name: AgentProcessor(name, link.spec, time_horizon=link.time_horizon, worker_id=worker_id)
+        for name, link in links.items()
+    }
+    try:
+        with hierarchical_timer("env_reset"):
+            steps = await env.reset()
+        task_status.started()
+        while True:
+            actions: dict[str, ActionBatch] = {}
+            for name, batch in steps.items():
+                link = links.get(name)
+                if link is None:
+                    raise SpecError(
+                        f"The env reported behavior '{name}', which it did not declare; known: {sorted(links)}."
+                    )
+                processor = processors[name]
+                await _send_trajectories(link, processor.add_steps(batch.decision, batch.terminal), stats)
+                decision = batch.decision
+                if len(decision):
+                    snapshot = link.slot.latest()
+                    masks = allowed_mask(decision)
+                    acted = snapshot.act(decision.obs, masks, deterministic=link.deterministic, rng=rng)
+                    if link.training:
+                        processor.record_actions(decision, acted, snapshot.version, masks)
+                    actions[name] = ActionBatch(acted.continuous, acted.discrete, decision.agent_id)
+                    stats.decisions += len(decision)
+            with hierarchical_timer("env_step"):
+                steps = await env.step(actions)
+            stats.env_steps += 1
+    finally:
+        with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+            await env.aclose()
+
+
+async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], stats: EnvLoopStats) -> None:
+    """Send what was cut, then hold acting back if it ran too far ahead of learning.
+
+    With ``strict_on_policy`` the loop waits for the new snapshot as soon as the trainer's
+    buffer is full. Otherwise it may run one more buffer ahead while the update runs, and
+    waits only when it has sent two buffers' worth of experience since the last snapshot:
+    acting overlaps updates, but the policy lag stays bounded by about one update however
+    fast the env is.
+    """
+    if not link.training:
+        return
+    version = link.slot.version
+    if version != link._version_seen:
+        link._version_seen = version
+        link._since_publish = 0
+    crossed = False
+    for trajectory in trajectories:
+        await link.send.send(trajectory)
+        stats.trajectories += 1
+        if link.update_threshold is None:
+            continue
+        link._since_publish += len(trajectory)
+        if link.strict_on_policy:
+            # Mirror the trainer's readiness count: it updates right after the trajectory
+            # that takes its buffer to the threshold, and starts counting again from zero.
+            link._since_update += len(trajectory)
+            if link._since_update >= link.update_threshold:
+                link._since_update = 0
+                crossed = True
+    if crossed or (link.update_threshold is not None and link._since_publish >= 2 * link.update_threshold):
+        stats.lag_waits += 1
+        await link.slot.wait_newer(version)

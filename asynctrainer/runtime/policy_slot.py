@@ -1,0 +1,54 @@
+"""Latest-wins holder of one behavior's newest policy snapshot (DESIGN §2)."""
+
+from __future__ import annotations
+
+import anyio
+
+from asynctrainer.policy.snapshot import PolicySnapshot
+
+__all__ = ["PolicySlot"]
+
+
+class PolicySlot:
+    """Holds the newest :class:`PolicySnapshot` of one behavior.
+
+    ``publish`` replaces the held snapshot (latest wins; nothing queues), ``latest`` reads
+    it without waiting and ``wait_newer`` waits until a newer version is published.
+    """
+
+    def __init__(self, behavior_name: str, initial: PolicySnapshot | None = None) -> None:
+        self.behavior_name = behavior_name
+        self._snapshot = initial
+        self._changed = anyio.Event()
+        self.published = 0 if initial is None else 1
+
+    def publish(self, snapshot: PolicySnapshot) -> None:
+        """Make ``snapshot`` the newest; an older or equal version than the held one is ignored."""
+        if self._snapshot is not None and snapshot.version <= self._snapshot.version:
+            return
+        self._snapshot = snapshot
+        self.published += 1
+        self._changed.set()
+        self._changed = anyio.Event()
+
+    def latest(self) -> PolicySnapshot:
+        """The newest snapshot, without waiting.
+
+        :raises LookupError: when nothing was published yet.
+        """
+        if self._snapshot is None:
+            raise LookupError(f"No policy was published yet for behavior '{self.behavior_name}'.")
+        return self._snapshot
+
+    @property
+    def version(self) -> int:
+        return -1 if self._snapshot is None else self._snapshot.version
+
+    async def wait_newer(self, version: int) -> PolicySnapshot:
+        """Wait until a snapshot with a version above ``version`` is held, and return it.
+
+        Cancellation simply stops the wait.
+        """
+        while self._snapshot is None or self._snapshot.version <= version:
+            await self._changed.wait()
+        return self._snapshot

@@ -1,0 +1,412 @@
+"""The Runner: one task group with env loops, trainer loops and the stats writer (DESIGN §2)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+import anyio
+import numpy as np
+from anyio.abc import TaskGroup, TaskStatus
+
+from asynctrainer.envs.base import AsyncEnv
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import AsyncTrainerError, EnvError
+from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
+from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop
+from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
+from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
+from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.runtime.trajectory import Trajectory
+
+__all__ = ["RunResult", "Runner", "TrainerContext", "TrainerFactory"]
+
+logger = logging.getLogger("asynctrainer")
+
+#: Trajectories that may wait for a trainer; the env loop also bounds lag in steps (env_loop.py).
+DEFAULT_CHANNEL_CAPACITY = 64
+
+EnvSource = AsyncEnv | Callable[[], AsyncEnv] | Callable[[], Awaitable[AsyncEnv]]
+
+
+@dataclass(frozen=True)
+class TrainerContext:
+    """What a trainer factory gets besides the behavior's settings and spec."""
+
+    seed: int
+    artifact_path: Path | None
+    training: bool
+    stats_reporter: StatsReporter
+    resume: bool = False
+
+
+class TrainerFactory(Protocol):
+    def __call__(
+        self, behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
+    ) -> RLTrainer[Any]: ...
+
+
+@dataclass
+class RunResult:
+    """What a finished run did, per behavior."""
+
+    steps: dict[str, int]
+    episodes: dict[str, int]
+    updates: dict[str, int]
+    mean_reward: dict[str, float]
+    env_steps: int
+    paths: list[Path] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def _default_trainer_factory(
+    behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
+) -> RLTrainer[Any]:
+    from asynctrainer.trainers import create_trainer
+
+    return create_trainer(behavior_name, trainer_settings, behavior_spec, context)
+
+
+def _resolve_seed(seed: int | None) -> int:
+    if seed is None or seed < 0:
+        return int(np.random.default_rng().integers(0, 10000))
+    return seed
+
+
+class Runner:
+    """Trains every behavior of one env on the caller's event loop.
+
+    :param settings: the run config (``asynctrainer.settings.RunSettings``).
+    :param env: an :class:`AsyncEnv`, or a callable (sync or async) returning one.
+    :param results_dir: where ``<run_id>/`` goes; None writes no files.
+    :param env_id: the env's id, used to name a single-behavior env (DESIGN §5).
+    :param trainer_factory: builds one trainer per behavior; defaults to PPO/SAC by ``trainer_type``.
+
+    ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
+    called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
+    the background of the host's loop; leaving the block stops it cleanly.
+    Cancelling ``run()`` stops promptly: an update thread in flight is waited for and its
+    result discarded.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        env: EnvSource,
+        *,
+        results_dir: str | os.PathLike[str] | None = None,
+        run_id: str | None = None,
+        env_id: str | None = None,
+        seed: int | None = None,
+        trainer_factory: TrainerFactory | None = None,
+        training: bool = True,
+        stats_writers: list[StatsWriter] | None = None,
+        channel_capacity: int | None = None,
+        overflow: Overflow = "block",
+        deterministic: bool = False,
+    ) -> None:
+        self.settings = settings
+        self._env_source = env
+        self.run_id = run_id or settings.checkpoint_settings.run_id
+        self.run_dir = None if results_dir is None else Path(results_dir) / self.run_id
+        self.env_id = env_id
+        self.seed = _resolve_seed(seed if seed is not None else settings.env_settings.seed)
+        self._trainer_factory = trainer_factory or _default_trainer_factory
+        self.training = training
+        self._writers: list[StatsWriter] = stats_writers if stats_writers is not None else [ConsoleWriter()]
+        self._channel_capacity = channel_capacity
+        self._overflow = overflow
+        self.deterministic = deterministic
+        self.trainers: dict[str, RLTrainer[Any]] = {}
+        self.slots: dict[str, PolicySlot] = {}
+        self.env_stats = EnvLoopStats()
+        self.timers = TimerTree("asynctrainer")
+        self._stop = anyio.Event()
+        self._stopped_early = False
+        self._paths: list[Path] = []
+        self._tg: TaskGroup | None = None
+        self._result: RunResult | None = None
+        self._done = anyio.Event()
+        self._started = anyio.Event()
+
+    # ----- public API -------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Ask for a clean stop: env loops end, trainers stop, the final save runs."""
+        self._stopped_early = True
+        self._stop.set()
+
+    async def run(self) -> RunResult:
+        """Train until done or stopped.
+
+        :raises UpdateError: when an update fails (behavior and step attached).
+        :raises AsyncTrainerError: for bad settings or env errors.
+        """
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self._guarded_main)
+        except BaseExceptionGroup as group:
+            _raise_single(group)
+            raise
+        assert self._result is not None
+        return self._result
+
+    async def __aenter__(self) -> Runner:
+        self._tg = anyio.create_task_group()
+        await self._tg.__aenter__()
+        await self._tg.start(self._start_in_background)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        self.stop()
+        assert self._tg is not None
+        try:
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        except BaseExceptionGroup as group:
+            _raise_single(group)
+            raise
+
+    async def wait(self) -> RunResult:
+        """Wait for a run started with ``async with`` to finish, and return its result."""
+        await self._done.wait()
+        assert self._result is not None
+        return self._result
+
+    @property
+    def result(self) -> RunResult | None:
+        return self._result
+
+    # ----- internals -------------------------------------------------------------------------
+
+    async def _start_in_background(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        assert self._tg is not None
+        self._tg.start_soon(self._guarded_main)
+        await self._started.wait()
+        task_status.started()
+
+    async def _guarded_main(self) -> None:
+        try:
+            await self._main()
+        finally:
+            self._started.set()
+            self._done.set()
+
+    async def _make_env(self) -> AsyncEnv:
+        source = self._env_source
+        if isinstance(source, AsyncEnv):
+            return source
+        try:
+            made = source()
+            env = await made if isinstance(made, Awaitable) else made
+        except AsyncTrainerError:
+            raise
+        except Exception as exc:
+            raise EnvError(f"Could not create the env: {type(exc).__name__}: {exc}") from exc
+        if not isinstance(env, AsyncEnv):
+            raise EnvError(f"The env factory returned {type(env).__name__}, which is not an AsyncEnv.")
+        return env
+
+    def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, Any]]:
+        """Map env behavior names to (trainer name, trainer settings), by DESIGN §5's rule."""
+        out: dict[str, tuple[str, Any]] = {}
+        for env_name in specs:
+            name = env_name
+            if len(specs) == 1:
+                name = self.settings.resolve_behavior_name(env_name, self.env_id)
+            out[env_name] = (name, self.settings.trainer_settings_for(name))
+        return out
+
+    async def _main(self) -> None:
+        token_tree = self.timers
+        token_tree.activate()
+        send_records, receive_records = anyio.create_memory_object_stream[StatsSummaryRecord](math.inf)
+        env = await self._make_env()
+        try:
+            seeds = np.random.SeedSequence(self.seed)
+            behaviors = self._resolve_behaviors(env.behavior_specs)
+            links: dict[str, BehaviorLink] = {}
+            children = seeds.spawn(len(behaviors) + 1)
+            for i, (env_name, (name, ts)) in enumerate(behaviors.items()):
+                spec = env.behavior_specs[env_name]
+                links[env_name] = await self._setup_behavior(
+                    name, ts, spec, int(children[i].generate_state(1)[0]), send_records
+                )
+            if self.run_dir is not None:
+                self._write_configuration()
+            rng = np.random.default_rng(children[-1])
+            async with anyio.create_task_group() as outer:
+                outer.start_soon(self._write_stats_forever, receive_records)
+                try:
+                    await self._train(env, links, rng)
+                finally:
+                    send_records.close()
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                await env.aclose()
+            raise
+        self._result = self._collect_result()
+        if self.run_dir is not None:
+            await anyio.to_thread.run_sync(self._write_timers)
+
+    async def _setup_behavior(
+        self, name: str, trainer_settings: Any, spec: BehaviorSpec, seed: int, sink: Any
+    ) -> BehaviorLink:
+        reporter = StatsReporter(name, sink.send_nowait)
+        artifact = None if self.run_dir is None else self.run_dir / name
+        context = TrainerContext(seed=seed, artifact_path=artifact, training=self.training, stats_reporter=reporter)
+        trainer = self._trainer_factory(name, trainer_settings, spec, context)
+        policy = await anyio.to_thread.run_sync(trainer.create_policy, name, spec)
+        trainer.add_policy(name, policy)
+        slot = PolicySlot(name)
+        trainer.publish_policy_queue(slot)
+        capacity = self._channel_capacity or DEFAULT_CHANNEL_CAPACITY
+        send_t: TrajectorySender[Trajectory]
+        send_t, receive = open_trajectory_channel(capacity, self._overflow)
+        trainer.subscribe_trajectory_queue(receive)
+        await trainer.initial_snapshot()
+        self.trainers[name] = trainer
+        self.slots[name] = slot
+        return BehaviorLink(
+            name=name,
+            spec=spec,
+            slot=slot,
+            send=send_t,
+            time_horizon=int(trainer_settings.time_horizon),
+            strict_on_policy=bool(getattr(trainer_settings, "strict_on_policy", False)),
+            update_threshold=trainer.update_threshold,
+            deterministic=self.deterministic,
+            training=self.training,
+        )
+
+    async def _train(self, env: AsyncEnv, links: dict[str, BehaviorLink], rng: np.random.Generator) -> None:
+        all_done = anyio.Event()
+        remaining = {name for name, t in self.trainers.items() if t.should_still_train}
+        if not remaining and self.training:
+            all_done.set()
+
+        async def advance_loop(trainer: RLTrainer[Any]) -> None:
+            while trainer.should_still_train and not trainer.input_closed:
+                await trainer.advance()
+            remaining.discard(trainer.behavior_name)
+            if not remaining:
+                all_done.set()
+
+        async def stop_watch() -> None:
+            await self._stop.wait()
+            all_done.set()
+
+        try:
+            async with anyio.create_task_group() as tg:
+                if self.training:
+                    for trainer in self.trainers.values():
+                        if trainer.should_still_train:
+                            tg.start_soon(advance_loop, trainer)
+                tg.start_soon(stop_watch)
+                await tg.start(self._env_loop, env, links, rng)
+                self._started.set()
+                await all_done.wait()
+                tg.cancel_scope.cancel()
+        finally:
+            for link in links.values():
+                link.send.close()
+            for trainer in self.trainers.values():
+                for queue in trainer.trajectory_queues:
+                    queue.close()
+
+    async def _env_loop(
+        self,
+        env: AsyncEnv,
+        links: dict[str, BehaviorLink],
+        rng: np.random.Generator,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        await run_env_loop(env, links, rng=rng, stats=self.env_stats, task_status=task_status)
+
+    async def _write_stats_forever(self, receive: Any) -> None:
+        limiter = anyio.CapacityLimiter(1)
+        async with receive:
+            async for record in receive:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(self._write_record, record, limiter=limiter)
+        await anyio.to_thread.run_sync(self._close_writers, limiter=limiter)
+
+    def _write_record(self, record: StatsSummaryRecord) -> None:
+        with hierarchical_timer("write_stats"):
+            for writer in self._writers:
+                try:
+                    writer.write_stats(record)
+                except Exception:  # a broken writer must not stop training
+                    logger.exception("Stats writer %s failed", type(writer).__name__)
+
+    def _close_writers(self) -> None:
+        for writer in self._writers:
+            writer.close()
+
+    def _collect_result(self) -> RunResult:
+        mean_reward: dict[str, float] = {}
+        for name, t in self.trainers.items():
+            rewards = list(t.reward_buffer)
+            mean_reward[name] = float(np.mean(rewards)) if rewards else math.nan
+        return RunResult(
+            steps={n: t.step for n, t in self.trainers.items()},
+            episodes={n: t.episodes for n, t in self.trainers.items()},
+            updates={n: t.update_count for n, t in self.trainers.items()},
+            mean_reward=mean_reward,
+            env_steps=self.env_stats.env_steps,
+            paths=list(self._paths),
+            stopped_early=self._stopped_early,
+        )
+
+    def _write_configuration(self) -> None:
+        import yaml
+
+        assert self.run_dir is not None
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        path = self.run_dir / "configuration.yaml"
+        data = self.settings.to_yaml_dict()
+        _atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+        self._paths.append(path)
+
+    def _write_timers(self) -> None:
+        assert self.run_dir is not None
+        path = self.run_dir / "run_logs" / "timers.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.timers.metadata.update(run_id=self.run_id, seed=str(self.seed))
+        _atomic_write_text(path, json.dumps(self.timers.to_dict(), indent=2))
+        self._paths.append(path)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
+    """Re-raise the only real error of a task-group failure, not the group (DESIGN §2)."""
+    leaves: list[BaseException] = []
+
+    def collect(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                collect(e)
+            elif not isinstance(e, anyio.get_cancelled_exc_class()):
+                leaves.append(e)
+
+    collect(group)
+    if len(leaves) == 1:
+        raise leaves[0]

@@ -1,0 +1,292 @@
+"""The trainer contract of ML-Agents, as coroutines (DESIGN §2).
+
+``Trainer`` is the abstract base; ``RLTrainer`` adds step accounting, summaries,
+checkpoint requests and the loop-side processing of trajectories. An algorithm subclass
+implements the synchronous, thread-side parts: building its networks, ``_update_policy``
+and ``_make_snapshot``. Nothing here imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import UpdateError
+from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.stats import StatsReporter
+from asynctrainer.runtime.timers import hierarchical_timer
+from asynctrainer.runtime.trajectory import Trajectory
+
+__all__ = ["RLTrainer", "Trainer"]
+
+PolicyT = TypeVar("PolicyT")
+
+
+class Trainer(abc.ABC, Generic[PolicyT]):
+    """One behavior's learner.
+
+    :param trainer_settings: the behavior's settings (``asynctrainer.settings.TrainerSettings``).
+    :param training: False for ``--inference``: no updates.
+    :param artifact_path: where this behavior's files go (``results/<run>/<behavior>``), or None.
+    """
+
+    def __init__(
+        self,
+        behavior_name: str,
+        trainer_settings: Any,
+        *,
+        training: bool = True,
+        load: bool = False,
+        artifact_path: str | None = None,
+        reward_buff_cap: int = 100,
+        stats_reporter: StatsReporter | None = None,
+    ) -> None:
+        self.behavior_name = behavior_name
+        self.brain_name = behavior_name
+        self.trainer_settings = trainer_settings
+        self.is_training = training
+        self.load = load
+        self.artifact_path = artifact_path
+        self._stats_reporter = stats_reporter or StatsReporter(behavior_name)
+        self._reward_buffer: deque[float] = deque(maxlen=reward_buff_cap)
+        self.policy_queues: list[PolicySlot] = []
+        self.trajectory_queues: list[MemoryObjectReceiveStream[Trajectory]] = []
+        self.policies: dict[str, PolicyT] = {}
+        self._step = 0
+        self.summary_freq: int = trainer_settings.summary_freq
+        #: One update in flight per trainer; several trainers update in parallel.
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @property
+    def stats_reporter(self) -> StatsReporter:
+        return self._stats_reporter
+
+    @property
+    def parameters(self) -> Any:
+        return self.trainer_settings
+
+    @property
+    def step(self) -> int:
+        return self._step
+
+    @property
+    def get_step(self) -> int:
+        return self._step
+
+    @property
+    def get_max_steps(self) -> int:
+        return int(self.trainer_settings.max_steps)
+
+    @property
+    def should_still_train(self) -> bool:
+        """ML-Agents' rule, ``<=`` included: training stops once the step passes max_steps."""
+        return self.is_training and self._step <= self.get_max_steps
+
+    @property
+    def reward_buffer(self) -> deque[float]:
+        """Returns of recent episodes, newest first."""
+        return self._reward_buffer
+
+    def publish_policy_queue(self, policy_queue: PolicySlot) -> None:
+        self.policy_queues.append(policy_queue)
+
+    def subscribe_trajectory_queue(self, trajectory_queue: MemoryObjectReceiveStream[Trajectory]) -> None:
+        if self.trajectory_queues:
+            raise ValueError(
+                f"Trainer '{self.behavior_name}' already reads a trajectory channel; clone the "
+                "channel's send end to feed it from several env loops."
+            )
+        self.trajectory_queues.append(trajectory_queue)
+
+    def get_policy(self, behavior_id: str) -> PolicyT:
+        return self.policies[behavior_id]
+
+    @abc.abstractmethod
+    def create_policy(self, behavior_id: str, behavior_spec: BehaviorSpec) -> PolicyT:
+        """Build the policy (networks). Called in a worker thread."""
+
+    @abc.abstractmethod
+    def add_policy(self, behavior_id: str, policy: PolicyT) -> None: ...
+
+    @abc.abstractmethod
+    async def advance(self) -> None: ...
+
+    @abc.abstractmethod
+    def end_episode(self) -> None: ...
+
+    @abc.abstractmethod
+    async def save_model(self) -> None: ...
+
+    @abc.abstractmethod
+    async def export_model(self) -> None: ...
+
+
+class RLTrainer(Trainer[PolicyT]):
+    """Step accounting, summaries and trajectory intake shared by PPO and SAC.
+
+    Subclasses implement, all called in the update thread under the trainer's limiter:
+    ``create_policy``, ``_update_policy() -> dict[str, float]`` (the update, returning stats)
+    and ``_make_snapshot(version) -> PolicySnapshot``; and on the loop ``_is_ready_update``
+    and ``_store_trajectory``.
+    """
+
+    def __init__(self, behavior_name: str, trainer_settings: Any, **kwargs: Any) -> None:
+        super().__init__(behavior_name, trainer_settings, **kwargs)
+        self._next_summary_step = 0
+        self._next_save_step = 0
+        self.version = 0
+        self.input_closed = False
+        self.update_count = 0
+        #: Called with the step whenever a checkpoint is due (set by the checkpoint manager).
+        self.checkpoint_requester: Callable[[RLTrainer[Any], int], None] | None = None
+        self._episodes = 0
+
+    # ----- loop side -----------------------------------------------------------------------
+
+    def add_policy(self, behavior_id: str, policy: PolicyT) -> None:
+        self.policies[behavior_id] = policy
+        self._next_summary_step = self._next_threshold(self.summary_freq)
+        self._next_save_step = self._next_threshold(self.trainer_settings.checkpoint_interval)
+
+    def _next_threshold(self, interval: int) -> int:
+        return self._step + (interval - self._step % interval)
+
+    @property
+    def episodes(self) -> int:
+        return self._episodes
+
+    def _increment_step(self, n_steps: int) -> None:
+        self._step += n_steps
+        self._next_summary_step = self._next_threshold(self.summary_freq)
+        self._next_save_step = self._next_threshold(self.trainer_settings.checkpoint_interval)
+
+    def _maybe_write_summary(self, step_after: int) -> None:
+        if step_after >= self._next_summary_step and self._step != 0:
+            self.stats_reporter.set_stat("Is Training", float(self.should_still_train))
+            self.stats_reporter.write_stats(self._next_summary_step)
+
+    def _maybe_save_model(self, step_after: int) -> None:
+        if step_after >= self._next_save_step and self._step != 0 and self.checkpoint_requester is not None:
+            self.checkpoint_requester(self, self._step)
+
+    def _process_trajectory(self, trajectory: Trajectory) -> None:
+        """Account for one trajectory: summaries, checkpoints, steps, episode stats, policy lag."""
+        n = len(trajectory)
+        self._maybe_write_summary(self._step + n)
+        self._maybe_save_model(self._step + n)
+        self._increment_step(n)
+        reporter = self.stats_reporter
+        reporter.add_stat("Policy/Entropy", float(trajectory.entropies.mean()))
+        reporter.add_stat("Policy/Lag", float(self.version - trajectory.oldest_version))
+        if trajectory.episode_return is not None:
+            self._episodes += 1
+            self._reward_buffer.appendleft(trajectory.episode_return)
+            reporter.add_stat("Environment/Cumulative Reward", trajectory.episode_return)
+            reporter.add_stat("Environment/Episode Length", float(trajectory.episode_length or 0))
+        if self.should_still_train:
+            self._store_trajectory(trajectory)
+
+    def _accept(self, trajectory: Trajectory) -> bool:
+        """Process one trajectory; True when an update is due now."""
+        with hierarchical_timer("process_trajectory"):
+            self._process_trajectory(trajectory)
+        return self.should_still_train and self._is_ready_update()
+
+    async def advance(self) -> None:
+        """Await one trajectory, take what else is ready without waiting, and update when due.
+
+        Readiness is checked after every trajectory, so which trajectories make up an update
+        depends only on their order, never on timing. Returns without waiting further once
+        the channel is closed (``input_closed`` becomes True). Cancelled while an update runs,
+        it waits for the update thread, discards the result and re-raises the cancellation.
+        """
+        receive = self.trajectory_queues[0]
+        try:
+            first = await receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            self.input_closed = True
+            return
+        with hierarchical_timer("trainer_advance"):
+            if self._accept(first):
+                await self._update()
+                return
+            while True:
+                try:
+                    item = receive.receive_nowait()
+                except anyio.WouldBlock:
+                    return
+                except (anyio.EndOfStream, anyio.ClosedResourceError):
+                    self.input_closed = True
+                    return
+                if self._accept(item):
+                    await self._update()
+                    return
+
+    def _update_and_snapshot(self) -> tuple[dict[str, float], PolicySnapshot]:
+        with hierarchical_timer("_update_policy"):
+            stats = self._update_policy()
+        snapshot = self._make_snapshot(self.version + 1)
+        return stats, snapshot
+
+    async def _update(self) -> None:
+        """Run one update in the worker thread, then publish the new snapshot on the loop.
+
+        :raises UpdateError: with behavior and step, the original error as ``__cause__``.
+        """
+        step = self._step
+        try:
+            stats, snapshot = await anyio.to_thread.run_sync(self._update_and_snapshot, limiter=self._limiter)
+        except Exception as exc:
+            raise UpdateError(self.behavior_name, step, exc) from exc
+        # Cancelled while the thread ran: the thread was waited for, its result is discarded.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self.version = snapshot.version
+        self.update_count += 1
+        for key, value in stats.items():
+            self.stats_reporter.add_stat(key, value)
+        for slot in self.policy_queues:
+            slot.publish(snapshot)
+
+    async def initial_snapshot(self) -> PolicySnapshot:
+        """Build the snapshot of the current weights in the worker thread and publish it."""
+        snapshot = await anyio.to_thread.run_sync(self._make_snapshot, self.version, limiter=self._limiter)
+        for slot in self.policy_queues:
+            slot.publish(snapshot)
+        return snapshot
+
+    def end_episode(self) -> None:
+        """Nothing to reset: episode bookkeeping lives in the env loop's AgentProcessor."""
+
+    async def save_model(self) -> None:
+        """Request a checkpoint (handled by the checkpoint manager when one is attached)."""
+        if self.checkpoint_requester is not None:
+            self.checkpoint_requester(self, self._step)
+
+    async def export_model(self) -> None:
+        """Export hook; algorithms with an exporter override it."""
+
+    @property
+    def update_threshold(self) -> int | None:
+        """Experiences after which an update is due (for ``strict_on_policy``); None if not fixed."""
+        return None
+
+    # ----- thread side (override) ------------------------------------------------------------
+
+    @abc.abstractmethod
+    def _is_ready_update(self) -> bool: ...
+
+    @abc.abstractmethod
+    def _store_trajectory(self, trajectory: Trajectory) -> None: ...
+
+    @abc.abstractmethod
+    def _update_policy(self) -> dict[str, float]: ...
+
+    @abc.abstractmethod
+    def _make_snapshot(self, version: int) -> PolicySnapshot: ...

@@ -1,0 +1,55 @@
+"""Trajectories: the unit of experience sent from env loops to trainers (DESIGN §5)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["Trajectory"]
+
+F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class Trajectory:
+    """Consecutive experiences of one agent, cut at an episode end or at ``time_horizon``.
+
+    Index ``t`` holds the observation an action was chosen from, that action, its
+    behavior-policy log-probability, the reward that followed and the version of the
+    snapshot that chose it. ``next_obs`` is the observation after the last step: the
+    learner bootstraps from its value unless ``terminated`` (a true terminal, value 0).
+
+    :ivar actions_continuous: the *unclipped* Gaussian samples, ``[T, continuous_size]``.
+    :ivar action_masks: 1 = allowed, ``[T, sum(branches)]``, or None when nothing is masked.
+    :ivar episode_return: the whole episode's return, on the trajectory that ends it.
+    """
+
+    behavior_name: str
+    agent_id: str
+    obs: F32
+    next_obs: F32
+    actions_continuous: F32
+    actions_discrete: npt.NDArray[np.int32]
+    log_probs: F32
+    entropies: F32
+    rewards: F32
+    action_masks: F32 | None
+    policy_versions: npt.NDArray[np.int64]
+    terminated: bool = False
+    interrupted: bool = False
+    episode_return: float | None = None
+    episode_length: int | None = None
+
+    def __len__(self) -> int:
+        return int(self.rewards.shape[0])
+
+    @property
+    def done_reached(self) -> bool:
+        """True when the episode ended (terminated or interrupted) at the last step."""
+        return self.terminated or self.interrupted
+
+    @property
+    def oldest_version(self) -> int:
+        return int(self.policy_versions.min()) if len(self) else 0

@@ -1,0 +1,736 @@
+"""ML-Agents' YAML run config as pydantic models, with ML-Agents' names and defaults (DESIGN §7).
+
+Every key ML-Agents accepts is accepted. A feature asynctrainer does not build yet is refused
+with :class:`~asynctrainer.errors.UnsupportedFeatureError`; any other bad key or value raises
+:class:`~asynctrainer.errors.SettingsError` with one short paragraph naming the key path, the
+bad value and what is allowed (DESIGN §10). This module never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import re
+import warnings
+from collections.abc import Iterable, Mapping
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError, PydanticUseDefault
+
+from asynctrainer.errors import SettingsError, UnsupportedFeatureError
+
+__all__ = [
+    "AsyncTrainerDeprecationWarning",
+    "CheckpointSettings",
+    "EngineSettings",
+    "EnvSettings",
+    "MemorySettings",
+    "NetworkSettings",
+    "PPOHyperparameters",
+    "RewardSignalSettings",
+    "RunSettings",
+    "SACHyperparameters",
+    "TorchSettings",
+    "TrainerSettings",
+    "load_run_settings",
+    "run_settings_from_dict",
+]
+
+Schedule = Literal["constant", "linear"]
+VisEncodeType = Literal["simple", "nature_cnn", "resnet", "match3", "fully_connected"]
+
+
+class AsyncTrainerDeprecationWarning(UserWarning):
+    """Warned for an ML-Agents option that is accepted but has no effect in asynctrainer."""
+
+
+# Error types of the PydanticCustomErrors raised by validators; ``_settings_error`` turns them
+# into SettingsError / UnsupportedFeatureError. ctx["where"] is a dotted suffix of the key path.
+_INVALID = "asynctrainer_invalid"
+_UNSUPPORTED = "asynctrainer_unsupported"
+_UNKNOWN_KEY = "asynctrainer_unknown_key"
+
+
+def _invalid(detail: str, where: str = "") -> PydanticCustomError:
+    return PydanticCustomError(_INVALID, "{detail}", {"detail": detail, "where": where})
+
+
+def _unsupported(detail: str, where: str = "") -> PydanticCustomError:
+    return PydanticCustomError(_UNSUPPORTED, "{detail}", {"detail": detail, "where": where})
+
+
+def _unknown_key(key: object, allowed: Iterable[str], where: str = "") -> PydanticCustomError:
+    return PydanticCustomError(
+        _UNKNOWN_KEY,
+        "The option '{key}' is invalid",
+        {"key": str(key), "allowed": ", ".join(sorted(allowed)), "where": where},
+    )
+
+
+def _show(value: object) -> str:
+    """Shows a config value the way a YAML user wrote it, on one short line."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    else:
+        text = repr(value)
+    text = text.replace("\n", " ")
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _coerce_int(value: Any) -> Any:
+    """Accepts ``5.0e5``, ``"1e6"`` and ``500000.0`` for integer counts, as ML-Agents does."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)
+        except ValueError:
+            pass
+        try:
+            number = float(text)
+        except ValueError:
+            return value
+        return int(number) if math.isfinite(number) and number.is_integer() else value
+    if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+        return int(value)
+    return value
+
+
+#: An int that also accepts integral floats and float strings ("5.0e5").
+Count = Annotated[int, BeforeValidator(_coerce_int)]
+
+
+class _Settings(BaseModel):
+    """Base of every settings model: unknown keys and bad values raise SettingsError."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, /, **data: Any) -> None:
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    # As pydantic's RootModel does: nested validation must not call this __init__, so that a
+    # nested model's errors keep their full key path.
+    __init__.__pydantic_base_init__ = True  # type: ignore[attr-defined]
+
+    @classmethod
+    def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
+        """Validates ``obj``; raises SettingsError (never a pydantic ValidationError)."""
+        try:
+            return super().model_validate(obj, *args, **kwargs)
+        except ValidationError as exc:
+            raise _settings_error(exc) from None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _refuse_unknown_keys(cls, data: Any) -> Any:
+        if isinstance(data, Mapping):
+            for key in data:
+                if key not in cls.model_fields:
+                    raise _unknown_key(key, cls.model_fields)
+        return data
+
+
+class MemorySettings(_Settings):
+    """Recurrent memory of a network (``network_settings.memory``); parsed, then refused."""
+
+    sequence_length: Count = Field(
+        default=64, gt=0, description="Length of the sequences a recurrent network trains on."
+    )
+    memory_size: Count = Field(default=128, gt=0, description="Size of the recurrent state; must be even.")
+
+    @field_validator("memory_size")
+    @classmethod
+    def _even_memory(cls, value: int) -> int:
+        if value % 2:
+            raise _invalid(f"{value} is not valid: memory_size must be even.")
+        return value
+
+
+class NetworkSettings(_Settings):
+    """Network shape (``network_settings``)."""
+
+    normalize: bool = Field(default=False, description="Normalise vector observations (running stats).")
+    hidden_units: Count = Field(default=128, gt=0, description="Units in each hidden dense layer.")
+    num_layers: Count = Field(default=2, gt=0, description="Number of hidden dense layers.")
+    vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations (accepted).")
+    memory: MemorySettings | None = Field(default=None, description="Recurrent memory; not supported yet.")
+    goal_conditioning_type: Literal["hyper", "none"] = Field(
+        default="hyper", description="How goal observations condition the network."
+    )
+    deterministic: bool = Field(default=False, description="Act with the distribution's mode.")
+
+    @field_validator("memory")
+    @classmethod
+    def _refuse_memory(cls, value: MemorySettings | None) -> MemorySettings | None:
+        if value is not None:
+            raise _unsupported(
+                "recurrent networks (memory) are not supported yet by asynctrainer; "
+                "remove the memory section to train a feed-forward network."
+            )
+        return value
+
+
+class PPOHyperparameters(_Settings):
+    """``hyperparameters`` of a ``trainer_type: ppo`` behavior."""
+
+    batch_size: Count = Field(default=1024, gt=0, description="Experiences per minibatch.")
+    buffer_size: Count = Field(default=10240, gt=0, description="Experiences per policy update.")
+    learning_rate: float = Field(default=3e-4, gt=0, description="Initial learning rate of the optimizer.")
+    beta: float = Field(default=5e-3, ge=0, description="Strength of the entropy regularisation.")
+    epsilon: float = Field(default=0.2, gt=0, description="Clipping range of the PPO policy ratio.")
+    lambd: float = Field(default=0.95, ge=0, le=1, description="GAE lambda.")
+    num_epoch: Count = Field(default=3, gt=0, description="Passes through the buffer per update.")
+    shared_critic: bool = Field(default=False, description="Share the value network with the policy.")
+    learning_rate_schedule: Schedule = Field(
+        default="linear", description="How the learning rate changes over max_steps."
+    )
+    beta_schedule: Schedule | None = Field(default=None, description="Schedule of beta (null: learning_rate's).")
+    epsilon_schedule: Schedule | None = Field(default=None, description="Schedule of epsilon (null: learning_rate's).")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        if self.batch_size > self.buffer_size:
+            raise _invalid(
+                f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size}).", where="batch_size"
+            )
+        if self.beta_schedule is None:
+            self.beta_schedule = self.learning_rate_schedule
+        if self.epsilon_schedule is None:
+            self.epsilon_schedule = self.learning_rate_schedule
+        return self
+
+
+class SACHyperparameters(_Settings):
+    """``hyperparameters`` of a ``trainer_type: sac`` behavior."""
+
+    batch_size: Count = Field(default=128, gt=0, description="Experiences per minibatch.")
+    buffer_size: Count = Field(default=50000, gt=0, description="Capacity of the replay buffer.")
+    learning_rate: float = Field(default=3e-4, gt=0, description="Initial learning rate of the optimizers.")
+    learning_rate_schedule: Schedule = Field(
+        default="constant", description="How the learning rate changes over max_steps."
+    )
+    buffer_init_steps: Count = Field(default=0, ge=0, description="Random-action steps before the first update.")
+    tau: float = Field(default=0.005, gt=0, le=1, description="Target networks' soft-update rate.")
+    steps_per_update: float = Field(default=1.0, gt=0, description="Agent steps per gradient update (on average).")
+    save_replay_buffer: bool = Field(default=False, description="Save the replay buffer with checkpoints.")
+    init_entcoef: float = Field(default=1.0, gt=0, description="Initial entropy coefficient.")
+    reward_signal_steps_per_update: float | None = Field(default=None, gt=0, description="Null means steps_per_update.")
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        if self.reward_signal_steps_per_update is None:
+            self.reward_signal_steps_per_update = self.steps_per_update
+        return self
+
+
+class RewardSignalSettings(_Settings):
+    """One entry of ``reward_signals``; the keys of gail/curiosity/rnd parse before being refused."""
+
+    gamma: float = Field(default=0.99, ge=0, le=1, description="Discount factor of this reward.")
+    strength: float = Field(default=1.0, ge=0, description="Factor the reward is multiplied by.")
+    network_settings: NetworkSettings | None = Field(default=None, description="Network of a learned reward signal.")
+    learning_rate: float | None = Field(default=None, gt=0, description="Learning rate of a learned signal.")
+    encoding_size: Count | None = Field(default=None, gt=0, description="Deprecated: use hidden_units.")
+    demo_path: str | None = Field(default=None, description="Demonstration file of gail.")
+    use_actions: bool | None = Field(default=None, description="gail: discriminate on actions too.")
+    use_vail: bool | None = Field(default=None, description="gail: use a variational bottleneck.")
+
+    @field_validator("encoding_size")
+    @classmethod
+    def _warn_encoding_size(cls, value: int | None) -> int | None:
+        if value is not None:
+            warnings.warn(
+                "reward signal option 'encoding_size' is deprecated: use network_settings.hidden_units instead.",
+                AsyncTrainerDeprecationWarning,
+                stacklevel=2,
+            )
+        return value
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_signal_keys(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in _LEARNED_SIGNAL_KEYS}
+
+
+_LEARNED_SIGNAL_KEYS = frozenset({"learning_rate", "encoding_size", "demo_path", "use_actions", "use_vail"})
+_BASE_SIGNAL_KEYS = frozenset({"gamma", "strength", "network_settings"})
+_SIGNAL_KEYS: dict[str, frozenset[str]] = {
+    "extrinsic": _BASE_SIGNAL_KEYS,
+    "gail": _BASE_SIGNAL_KEYS | _LEARNED_SIGNAL_KEYS,
+    "curiosity": _BASE_SIGNAL_KEYS | {"learning_rate", "encoding_size"},
+    "rnd": _BASE_SIGNAL_KEYS | {"learning_rate", "encoding_size"},
+}
+
+_DEPRECATED_TRAINER_KEYS: dict[str, str] = {
+    "threaded": "has no effect: asynctrainer always runs updates off the event loop (see strict_on_policy)",
+    "framework": "is ignored: asynctrainer always uses TensorFlow",
+}
+
+
+def _default_hyperparameters() -> PPOHyperparameters | SACHyperparameters:
+    return PPOHyperparameters()
+
+
+def _default_reward_signals() -> dict[str, RewardSignalSettings]:
+    return {"extrinsic": RewardSignalSettings()}
+
+
+class TrainerSettings(_Settings):
+    """Settings of one behavior (an entry of ``behaviors``, or ``default_settings``)."""
+
+    trainer_type: Literal["ppo", "sac"] = Field(default="ppo", description="Algorithm: ppo or sac.")
+    hyperparameters: PPOHyperparameters | SACHyperparameters = Field(
+        default_factory=_default_hyperparameters, description="Keys depend on trainer_type."
+    )
+    checkpoint_interval: Count = Field(default=500000, gt=0, description="Trainer steps between two checkpoints.")
+    network_settings: NetworkSettings = Field(default_factory=NetworkSettings, description="Shape of the networks.")
+    reward_signals: dict[str, RewardSignalSettings] = Field(
+        default_factory=_default_reward_signals, description="Reward signals by name."
+    )
+    init_path: str | None = Field(default=None, description="Checkpoint to initialise the weights from.")
+    keep_checkpoints: Count = Field(default=5, ge=1, description="Checkpoints kept on disk.")
+    even_checkpoints: bool = Field(default=False, description="Spread the checkpoints over max_steps.")
+    max_steps: Count = Field(default=500000, ge=0, description="Trainer steps after which training ends.")
+    time_horizon: Count = Field(default=64, gt=0, description="Agent steps per trajectory cut.")
+    summary_freq: Count = Field(default=50000, gt=0, description="Trainer steps between two summaries.")
+    threaded: bool | None = Field(default=None, description="Deprecated, ignored: updates run off the loop.")
+    framework: str | None = Field(default=None, description="Deprecated by ML-Agents and ignored.")
+    self_play: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
+    behavioral_cloning: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
+    strict_on_policy: bool = Field(
+        default=False,
+        description="The env loop of this behavior waits for the new policy once a buffer is "
+        "full, as ML-Agents' non-threaded trainers do.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _prepare(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = dict(data)
+        for key, effect in _DEPRECATED_TRAINER_KEYS.items():
+            if data.get(key) is not None:
+                warnings.warn(
+                    f"The option '{key}' is deprecated and {effect}.", AsyncTrainerDeprecationWarning, stacklevel=2
+                )
+        hyperparameters = data.get("hyperparameters")
+        if "trainer_type" not in data:
+            if isinstance(hyperparameters, PPOHyperparameters):
+                data["trainer_type"] = "ppo"
+            elif isinstance(hyperparameters, SACHyperparameters):
+                data["trainer_type"] = "sac"
+            elif "hyperparameters" in data:
+                raise _invalid(
+                    "hyperparameters were specified but no trainer_type was given; "
+                    "add trainer_type: ppo or trainer_type: sac.",
+                    where="hyperparameters",
+                )
+        if hyperparameters is None:
+            data["hyperparameters"] = {}
+        return data
+
+    @field_validator("trainer_type", mode="before")
+    @classmethod
+    def _check_trainer_type(cls, value: Any) -> Any:
+        if value == "poca":
+            raise _unsupported("the 'poca' trainer is not supported yet by asynctrainer (supported: ppo, sac).")
+        if value not in ("ppo", "sac"):
+            raise _invalid(f"{_show(value)} is not valid: expected one of ppo, sac.")
+        return value
+
+    @field_validator("hyperparameters", mode="before")
+    @classmethod
+    def _hyperparameters_for_type(cls, value: Any, info: ValidationInfo) -> Any:
+        trainer_type = info.data.get("trainer_type")
+        if trainer_type is None:  # trainer_type itself was invalid and is reported
+            raise PydanticUseDefault()
+        model = PPOHyperparameters if trainer_type == "ppo" else SACHyperparameters
+        if isinstance(value, (PPOHyperparameters, SACHyperparameters)):
+            if not isinstance(value, model):
+                raise _invalid(f"{type(value).__name__} given for trainer_type {trainer_type}.")
+            return value
+        return model.__pydantic_validator__.validate_python({} if value is None else value)
+
+    @field_validator("reward_signals", mode="before")
+    @classmethod
+    def _check_reward_signal_keys(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        for name, signal in value.items():
+            allowed = _SIGNAL_KEYS.get(name) if isinstance(name, str) else None
+            if allowed is None:
+                raise _invalid(
+                    f"{_show(name)} is not a reward signal: expected one of extrinsic, gail, curiosity, rnd.",
+                    where=str(name),
+                )
+            if isinstance(signal, Mapping):
+                for key in signal:
+                    if key not in allowed:
+                        raise _unknown_key(key, allowed, where=name)
+        return value
+
+    @field_validator("reward_signals")
+    @classmethod
+    def _refuse_learned_reward_signals(cls, value: dict[str, RewardSignalSettings]) -> dict[str, RewardSignalSettings]:
+        for name in value:
+            if name != "extrinsic":
+                raise _unsupported(
+                    f"the '{name}' reward signal is not supported yet by asynctrainer (supported: extrinsic).",
+                    where=name,
+                )
+        return value
+
+    @field_validator("self_play", "behavioral_cloning")
+    @classmethod
+    def _refuse_unbuilt(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+        if value is not None:
+            feature = "self-play" if info.field_name == "self_play" else "behavioral cloning"
+            raise _unsupported(f"{feature} is not supported yet by asynctrainer; remove the section or set it to null.")
+        return value
+
+    @model_validator(mode="after")
+    def _resolve(self) -> Self:
+        if self.even_checkpoints:
+            self.checkpoint_interval = max(1, int(self.max_steps / self.keep_checkpoints))
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_deprecated(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        return {k: v for k, v in data.items() if v is not None or k not in _DEPRECATED_TRAINER_KEYS}
+
+
+class EnvSettings(_Settings):
+    """``env_settings``: where the envs come from and how many run."""
+
+    env_path: str | None = Field(default=None, description="Env to train in (the --env value).")
+    env_args: list[str] | None = Field(default=None, description="Extra arguments for the env.")
+    base_port: Count = Field(default=5005, ge=0, le=65535, description="First port of Unity workers.")
+    num_envs: Count = Field(default=1, ge=1, description="Number of env copies stepped in parallel.")
+    num_areas: Count = Field(default=1, ge=1, description="Training areas per Unity env instance.")
+    seed: Count = Field(default=-1, description="Random seed; -1 picks one at random.")
+    timeout_wait: Count = Field(default=60, gt=0, description="Seconds to wait for an env to answer.")
+    max_lifetime_restarts: Count = Field(default=10, ge=-1, description="Env restarts allowed (-1: unlimited).")
+    restarts_rate_limit_n: Count = Field(default=1, ge=-1, description="Restarts per period (-1: unlimited).")
+    restarts_rate_limit_period_s: Count = Field(default=60, gt=0, description="Restart rate-limit period (s).")
+    executor: Literal["local", "ray"] = Field(default="local", description="Where env loops run.")
+    num_workers: Count = Field(default=1, ge=1, description="Ray env actors (executor: ray).")
+    envs_per_worker: Count = Field(default=1, ge=1, description="Env copies per Ray actor.")
+    ray_address: str | None = Field(default=None, description="Address of the Ray cluster; null: local.")
+
+    @field_validator("env_args", mode="before")
+    @classmethod
+    def _split_env_args(cls, value: Any) -> Any:
+        return value.split() if isinstance(value, str) else value
+
+
+class EngineSettings(_Settings):
+    """``engine_settings``: Unity engine options, kept for compatibility."""
+
+    width: Count = Field(default=84, gt=0, description="Width of the Unity window in pixels.")
+    height: Count = Field(default=84, gt=0, description="Height of the Unity window in pixels.")
+    quality_level: Count = Field(default=5, ge=0, description="Unity quality level.")
+    time_scale: float = Field(default=20.0, gt=0, description="Unity time scale.")
+    target_frame_rate: Count = Field(default=-1, description="Unity target frame rate (-1: unlimited).")
+    capture_frame_rate: Count = Field(default=60, description="Unity capture frame rate.")
+    no_graphics: bool = Field(default=False, description="Run Unity without graphics.")
+
+
+class CheckpointSettings(_Settings):
+    """``checkpoint_settings``: the run id, where results go and how a run starts."""
+
+    run_id: str = Field(default="ppo", description="Name of the run: results go to results_dir/run_id.")
+    initialize_from: str | None = Field(default=None, description="Run id whose weights initialise this run (step 0).")
+    load_model: bool = Field(default=False, description="Deprecated ML-Agents alias of resume.")
+    resume: bool = Field(default=False, description="Resume the run from its last checkpoint.")
+    force: bool = Field(default=False, description="Overwrite an existing run directory.")
+    train_model: bool = Field(default=False, description="Deprecated ML-Agents flag (--train).")
+    inference: bool = Field(default=False, description="Run the policy without training.")
+    results_dir: str = Field(default="results", description="Directory holding all runs.")
+
+    @property
+    def write_path(self) -> str:
+        """Directory of this run: ``results_dir/run_id``."""
+        return os.path.join(self.results_dir, self.run_id)
+
+    @property
+    def maybe_init_path(self) -> str | None:
+        """Directory of the run to initialise from, or None."""
+        if self.initialize_from is None:
+            return None
+        return os.path.join(self.results_dir, self.initialize_from)
+
+    @property
+    def run_logs_dir(self) -> str:
+        """Directory of timers.json and training_status.json."""
+        return os.path.join(self.write_path, "run_logs")
+
+
+class TorchSettings(_Settings):
+    """``torch_settings``, kept for compatibility with ML-Agents configs."""
+
+    device: str | None = Field(default=None, description="Device to train on (cpu, cuda, cuda:0).")
+
+
+_SAMPLER_TYPES = ("uniform", "gaussian", "multirangeuniform")
+_SECTIONS = ("behaviors", "env_settings", "engine_settings", "checkpoint_settings", "torch_settings")
+#: Keys of a trainer section in configs older than ML-Agents 0.17.
+_FLAT_TRAINER_KEYS = frozenset(
+    {"trainer", "batch_size", "buffer_size", "learning_rate", "max_steps", "hidden_units"}
+    | {"num_layers", "summary_freq", "time_horizon", "beta", "epsilon", "lambd", "num_epoch"}
+    | {"normalize", "use_recurrent", "reward_signals", "trainer_type", "hyperparameters"}
+)
+
+
+def _deep_update(target: dict[str, Any], update: Mapping[str, Any]) -> None:
+    """ML-Agents' deep_update_dict: nested mappings are merged, other values replaced."""
+    for key, value in update.items():
+        if isinstance(target.get(key), dict) and isinstance(value, Mapping):
+            _deep_update(target[key], value)
+        else:
+            target[key] = copy.deepcopy(value)
+
+
+def _merge_trainer_dicts(default: Mapping[str, Any], own: Any) -> Any:
+    """The behavior's own keys over default_settings' (hyperparameters only for one trainer).
+
+    ``own`` that is neither a mapping nor null is returned as it is, for validation to refuse.
+    """
+    if own is not None and not isinstance(own, Mapping):
+        return own
+    own = own or {}
+    merged: dict[str, Any] = {}
+    _deep_update(merged, default)
+    if own.get("trainer_type", merged.get("trainer_type", "ppo")) != merged.get("trainer_type", "ppo"):
+        merged.pop("hyperparameters", None)
+    _deep_update(merged, own)
+    return merged
+
+
+class RunSettings(_Settings):
+    """The whole run config: one YAML file of ML-Agents' format."""
+
+    default_settings: TrainerSettings | None = Field(default=None, description="Base of every behavior's settings.")
+    behaviors: dict[str, TrainerSettings] = Field(
+        default_factory=dict, description="Trainer settings by behavior name."
+    )
+    env_settings: EnvSettings = Field(default_factory=EnvSettings, description="Env options.")
+    engine_settings: EngineSettings = Field(default_factory=EngineSettings, description="Unity engine options.")
+    environment_parameters: dict[str, Any] | None = Field(default=None, description="Constants or samplers by name.")
+    checkpoint_settings: CheckpointSettings = Field(
+        default_factory=CheckpointSettings, description="Run id and results directory."
+    )
+    torch_settings: TorchSettings = Field(default_factory=TorchSettings, description="Torch options (compatibility).")
+    debug: bool = Field(default=False, description="Verbose logging and tracebacks.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_default_settings(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data
+        data = {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
+        if "behaviors" not in data:
+            old = [
+                str(k)
+                for k, v in data.items()
+                if k not in cls.model_fields and isinstance(v, Mapping) and _FLAT_TRAINER_KEYS & set(v)
+            ]
+            if old:
+                raise _invalid(
+                    "This config uses the format of ML-Agents before 0.17, with behavior names "
+                    f"({', '.join(old)}) at the top level. Since 0.17 each behavior's settings go "
+                    "under a `behaviors:` key, with `trainer` renamed `trainer_type`, "
+                    "hyperparameters under `hyperparameters:` and network options under "
+                    "`network_settings:`; convert the file to the new format."
+                )
+        default = data.get("default_settings")
+        behaviors = data.get("behaviors")
+        if isinstance(default, TrainerSettings):
+            default = default.model_dump()
+        if isinstance(default, Mapping) and isinstance(behaviors, Mapping):
+            data["behaviors"] = {
+                name: own if isinstance(own, TrainerSettings) else _merge_trainer_dicts(default, own)
+                for name, own in behaviors.items()
+            }
+        return data
+
+    @field_validator("environment_parameters")
+    @classmethod
+    def _check_environment_parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        for name, parameter in (value or {}).items():
+            if isinstance(parameter, Mapping):
+                if "curriculum" in parameter:
+                    raise _unsupported(
+                        "curriculum lessons are not supported yet by asynctrainer; use a constant or a sampler.",
+                        where=f"{name}.curriculum",
+                    )
+                for key in parameter:
+                    if key not in ("sampler_type", "sampler_parameters"):
+                        raise _unknown_key(key, ("sampler_type", "sampler_parameters", "curriculum"), name)
+                sampler = parameter.get("sampler_type")
+                if sampler not in _SAMPLER_TYPES:
+                    raise _invalid(
+                        f"{_show(sampler)} is not valid: expected one of {', '.join(_SAMPLER_TYPES)}.",
+                        where=f"{name}.sampler_type",
+                    )
+                if not isinstance(parameter.get("sampler_parameters"), Mapping):
+                    raise _invalid(
+                        f"{_show(parameter.get('sampler_parameters'))} is not valid: "
+                        "expected a mapping of sampler parameters.",
+                        where=f"{name}.sampler_parameters",
+                    )
+            elif isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
+                raise _invalid(
+                    f"{_show(parameter)} is not valid: expected a number or a sampler "
+                    "(sampler_type and sampler_parameters).",
+                    where=name,
+                )
+        return value
+
+    def trainer_settings_for(self, behavior_name: str) -> TrainerSettings:
+        """The behavior's entry, else a copy of default_settings, else SettingsError."""
+        if behavior_name in self.behaviors:
+            return self.behaviors[behavior_name]
+        if self.default_settings is not None:
+            return self.default_settings.model_copy(deep=True)
+        configured = ", ".join(self.behaviors) or "none"
+        raise SettingsError(
+            f"The behavior '{behavior_name}' has no entry in the config's behaviors "
+            f"(configured: {configured}) and there are no default_settings. Add an entry for "
+            f"'{behavior_name}' under behaviors, or set default_settings.",
+            key_path=f"behaviors.{behavior_name}",
+        )
+
+    def resolve_behavior_name(self, env_behavior: str, env_id: str | None) -> str:
+        """Names the behavior of a single-behavior env (DESIGN §5).
+
+        The config's only behavior when it lists exactly one; else the env id without its
+        namespace and version (``CartPole-v1`` → ``CartPole``, ``ALE/Pong-v5`` → ``Pong``);
+        else (no id, or a ``module:factory`` id) ``env_behavior``.
+        """
+        if len(self.behaviors) == 1:
+            return next(iter(self.behaviors))
+        if env_id is None or ":" in env_id:
+            return env_behavior
+        name = re.sub(r"-v\d+$", "", env_id.rsplit("/", 1)[-1])
+        return name or env_behavior
+
+    def to_yaml_dict(self) -> dict[str, Any]:
+        """The fully resolved config as plain YAML-safe types, for configuration.yaml."""
+        return self.model_dump(mode="json")
+
+
+_TYPE_EXPECTATIONS: dict[str, str] = {
+    "int_type": "expected an integer",
+    "int_parsing": "expected an integer",
+    "int_from_float": "expected an integer",
+    "int_parsing_size": "expected an integer",
+    "float_type": "expected a number",
+    "float_parsing": "expected a number",
+    "finite_number": "expected a finite number",
+    "bool_type": "expected true or false",
+    "bool_parsing": "expected true or false",
+    "string_type": "expected a string",
+    "list_type": "expected a list",
+    "dict_type": "expected a mapping",
+    "model_type": "expected a mapping of options",
+    "model_attributes_type": "expected a mapping of options",
+    "missing": "a value is required",
+}
+_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
+
+
+def _settings_error(exc: ValidationError) -> SettingsError:
+    """Turns a pydantic ValidationError into one SettingsError about its first error."""
+    error = exc.errors(include_url=False)[0]
+    ctx: dict[str, Any] = dict(error.get("ctx") or {})
+    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and p.endswith("]") and "[" in p)]
+    where = str(ctx.get("where", ""))
+    if where:
+        parts.append(where)
+    path = ".".join(parts)
+    kind = error["type"]
+    value = _show(error.get("input"))
+    if kind in (_UNKNOWN_KEY, "extra_forbidden"):
+        key = str(ctx["key"]) if kind == _UNKNOWN_KEY else parts.pop()
+        owner = ".".join(parts) or "the top level"
+        allowed = f" Allowed: {ctx['allowed']}." if "allowed" in ctx else ""
+        message = f"The option '{key}' was specified in your YAML file for {owner}, but is invalid.{allowed}"
+        return SettingsError(message, key_path=".".join([*parts, key]))
+    if kind in (_INVALID, _UNSUPPORTED):
+        message = str(ctx["detail"])
+    elif kind in _BOUNDS:
+        bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")))
+        message = f"{value} is not valid: must be {_BOUNDS[kind]} {bound}."
+    elif kind == "literal_error":
+        message = f"{value} is not valid: expected {ctx['expected']}."
+    elif kind in _TYPE_EXPECTATIONS:
+        message = f"{value} is not valid: {_TYPE_EXPECTATIONS[kind]}."
+    else:
+        message = f"{value} is not valid: {error['msg']}."
+    message = f"{path}: {message}" if path else message
+    message = " ".join(message.split("\n"))
+    cls = UnsupportedFeatureError if kind == _UNSUPPORTED else SettingsError
+    return cls(message, key_path=path or None)
+
+
+def run_settings_from_dict(data: Mapping[str, Any]) -> RunSettings:
+    """Validates a run config already parsed from YAML (or built in Python)."""
+    if not isinstance(data, Mapping):
+        raise SettingsError(f"The config must be a mapping with a `behaviors` key, not {type(data).__name__}.")
+    return RunSettings.model_validate(dict(data))
+
+
+def load_run_settings(path: str | os.PathLike[str] | None = None) -> RunSettings:
+    """Loads and validates a YAML run config.
+
+    With no path, every behavior gets ML-Agents' defaults (``default_settings`` is set to
+    ``TrainerSettings()``), as ``mlagents-learn`` does without a config file.
+    """
+    if path is None:
+        return RunSettings(default_settings=TrainerSettings())
+    name = os.fspath(path)
+    if not os.path.exists(name):
+        raise SettingsError(f"Config file '{name}' was not found.")
+    if not os.path.isfile(name):
+        raise SettingsError(f"Config file '{name}' is not a file.")
+    try:
+        with open(name, encoding="utf-8") as stream:
+            text = stream.read()
+    except OSError as exc:
+        raise SettingsError(f"Config file '{name}' could not be read: {exc.strerror}.") from None
+    except UnicodeDecodeError:
+        raise SettingsError(f"Config file '{name}' could not be read: it is not UTF-8 text.") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where, problem = "", str(exc).replace("\n", " ")
+        if isinstance(exc, yaml.MarkedYAMLError):
+            problem = exc.problem or problem
+            if exc.problem_mark is not None:
+                mark = exc.problem_mark
+                where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        raise SettingsError(f"Config file '{name}' is not valid YAML{where}: {problem}.") from None
+    if not isinstance(data, Mapping):
+        found = "empty" if data is None else f"a {type(data).__name__}"
+        raise SettingsError(f"Config file '{name}' is {found}: the config must be a mapping with a `behaviors` key.")
+    return run_settings_from_dict(data)

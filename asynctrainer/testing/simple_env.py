@@ -1,0 +1,146 @@
+"""ML-Agents' SimpleEnvironment as an :class:`AsyncEnv` (reference: mlagents.md §6).
+
+Each agent has one position per action dimension, starting at 0; every episode draws a
+goal of −1 or +1, shown as the observation. Discrete branches (size 2) move a position by
+±``step_size``; continuous actions move it by the action clamped to ±``step_size``. The
+episode ends when every position reaches ±1: the last reward is
+``SUCCESS_REWARD · mean(position · goal)``, every other step costs ``TIME_PENALTY``.
+The optimal 1-D return at step size 0.2 is 1.02.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+from asynctrainer.envs.spec import (
+    ActionBatch,
+    ActionSpec,
+    BehaviorSpec,
+    DecisionSteps,
+    ObservationSpec,
+    StepBatch,
+    TerminalSteps,
+)
+from asynctrainer.errors import SpecError
+
+__all__ = ["SimpleEnvironment"]
+
+STEP_SIZE = 0.2
+TIME_PENALTY = 0.01
+MIN_STEPS = int(1.0 / STEP_SIZE) + 1
+SUCCESS_REWARD = 1.0 + MIN_STEPS * TIME_PENALTY
+
+
+class SimpleEnvironment:
+    """The 1-D/2-D test env; ``action_sizes=(continuous, discrete)``.
+
+    :param behavior_names: one behavior per name, each with ``num_agents`` agents.
+    :param max_episode_steps: interrupt (truncate) episodes longer than this.
+    :param masked_actions: per behavior, ``{branch: [forbidden indices]}`` applied on every step
+        (for mask tests; a forbidden move is never needed to reach the goal when the goal matches).
+    :ivar final_rewards: episode returns per behavior, in completion order (ML-Agents' name).
+    """
+
+    def __init__(
+        self,
+        behavior_names: list[str] | str = "1D",
+        *,
+        action_sizes: tuple[int, int] = (0, 1),
+        step_size: float = STEP_SIZE,
+        num_agents: int = 1,
+        seed: int = 0,
+        max_episode_steps: int = 100,
+        discrete_branch_size: int = 2,
+        masked_actions: Mapping[int, list[int]] | None = None,
+    ) -> None:
+        names = [behavior_names] if isinstance(behavior_names, str) else list(behavior_names)
+        continuous, discrete = action_sizes
+        self.action_spec = ActionSpec(continuous, (discrete_branch_size,) * discrete)
+        self.num_positions = continuous + discrete
+        self._specs = {n: BehaviorSpec((ObservationSpec((1,), "obs_0"),), self.action_spec) for n in names}
+        self.step_size = step_size
+        self.num_agents = num_agents
+        self.max_episode_steps = max_episode_steps
+        self.discrete_branch_size = discrete_branch_size
+        self.masked_actions = dict(masked_actions or {})
+        self._rng = np.random.default_rng(seed)
+        self._ids = np.arange(num_agents, dtype=np.int64)
+        self.positions = {n: np.zeros((num_agents, self.num_positions), np.float32) for n in names}
+        self.goals = {n: np.ones(num_agents, np.float32) for n in names}
+        self.episode_steps = {n: np.zeros(num_agents, np.int64) for n in names}
+        self.returns = {n: np.zeros(num_agents, np.float32) for n in names}
+        self.final_rewards: dict[str, list[float]] = {n: [] for n in names}
+        self.actions_taken: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        self.closed = False
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return self._specs
+
+    def _mask(self) -> np.ndarray | None:
+        if not self.action_spec.is_discrete():
+            return None
+        mask = np.zeros((self.num_agents, self.action_spec.mask_size), bool)
+        for branch, forbidden in self.masked_actions.items():
+            for a in forbidden:
+                mask[:, branch * self.discrete_branch_size + a] = True
+        return mask
+
+    def _reset_agents(self, name: str, which: np.ndarray) -> None:
+        self.positions[name][which] = 0.0
+        self.goals[name][which] = self._rng.choice(np.array([-1.0, 1.0], np.float32), size=int(which.sum()))
+        self.episode_steps[name][which] = 0
+        self.returns[name][which] = 0.0
+
+    def _obs(self, name: str) -> list[np.ndarray]:
+        return [self.goals[name][:, None].copy()]
+
+    async def reset(self) -> dict[str, StepBatch]:
+        out = {}
+        for name, spec in self._specs.items():
+            self._reset_agents(name, np.ones(self.num_agents, bool))
+            decision = DecisionSteps(
+                self._obs(name), np.zeros(self.num_agents, np.float32), self._ids.copy(), self._mask()
+            )
+            out[name] = StepBatch(decision, TerminalSteps.empty(spec))
+        return out
+
+    async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
+        out = {}
+        for name in self._specs:
+            batch = actions.get(name)
+            if batch is None or len(batch.agent_id) != self.num_agents:
+                raise SpecError(f"SimpleEnvironment: behavior '{name}' needs actions for {self.num_agents} agents.")
+            self.actions_taken[name].append(batch.discrete.copy())
+            moves = []
+            if self.action_spec.continuous_size:
+                moves.append(np.clip(batch.continuous, -self.step_size, self.step_size))
+            if self.action_spec.discrete_size:
+                moves.append(np.where(batch.discrete == 1, self.step_size, -self.step_size).astype(np.float32))
+            pos = np.clip(self.positions[name] + np.concatenate(moves, axis=1), -1.0, 1.0)
+            self.positions[name] = pos
+            self.episode_steps[name] += 1
+            done = (np.abs(pos) >= 1.0).all(axis=1)
+            truncated = ~done & (self.episode_steps[name] >= self.max_episode_steps)
+            reward = np.where(
+                done, SUCCESS_REWARD * (pos * self.goals[name][:, None]).mean(axis=1), -TIME_PENALTY
+            ).astype(np.float32)
+            self.returns[name] += reward
+            ended = done | truncated
+            if ended.any():
+                idx = np.flatnonzero(ended)
+                terminal = TerminalSteps([self._obs(name)[0][idx]], reward[idx], self._ids[idx], truncated[idx])
+                self.final_rewards[name].extend(float(r) for r in self.returns[name][ended])
+                self._reset_agents(name, ended)
+            else:
+                terminal = TerminalSteps.empty(self._specs[name])
+            decision = DecisionSteps(
+                self._obs(name), np.where(ended, 0.0, reward).astype(np.float32), self._ids.copy(), self._mask()
+            )
+            out[name] = StepBatch(decision, terminal)
+        return out
+
+    async def aclose(self) -> None:
+        self.closed = True

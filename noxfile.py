@@ -1,0 +1,33 @@
+"""Sessions: lint (ruff + mypy), tests (everything but learning), learning (SimpleEnvironment bars).
+
+Run them in the current environment with ``nox --no-venv -s lint tests learning`` or let nox
+make its own venvs with ``nox``.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "learning"]
+nox.options.reuse_existing_virtualenvs = True
+DEPS = ".[cpu,export,dev]"
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("-e", DEPS)
+    session.run("ruff", "check", "asynctrainer", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("ruff", "format", "--check", "asynctrainer", "tests", "benchmarks", "examples", "noxfile.py")
+    session.run("mypy")
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    session.install("-e", DEPS)
+    session.run("pytest", "-m", "not learning", *session.posargs)
+
+
+@nox.session
+def learning(session: nox.Session) -> None:
+    session.install("-e", DEPS)
+    session.run("pytest", "-m", "learning", *session.posargs)

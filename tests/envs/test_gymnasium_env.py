@@ -1,0 +1,70 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from asynctrainer.envs.gymnasium_env import GymnasiumEnv, behavior_name_for, load_env
+from asynctrainer.envs.spec import ActionBatch
+from asynctrainer.errors import EnvError
+from asynctrainer.runtime.agent_processor import AgentProcessor
+from asynctrainer.testing.fakes import random_snapshot
+
+
+def test_behavior_names_drop_the_version() -> None:
+    assert behavior_name_for("CartPole-v1") == "CartPole"
+    assert behavior_name_for("ALE/Pong-v5") == "Pong"
+    assert behavior_name_for("my.pkg:make_env") == "make_env"
+
+
+def test_unknown_env_id_is_a_clear_error() -> None:
+    with pytest.raises(EnvError, match="CartPole-v1"):
+        GymnasiumEnv("CartPole-v9")
+
+
+@pytest.mark.parametrize(
+    ("env_id", "continuous", "branches"),
+    [("CartPole-v1", 0, (2,)), ("Pendulum-v1", 1, ()), ("MountainCarContinuous-v0", 1, ())],
+)
+def test_spaces_map_to_action_specs(env_id: str, continuous: int, branches: tuple[int, ...]) -> None:
+    env = GymnasiumEnv(env_id, 2, seed=0)
+    spec = env.behavior_specs[env.behavior_name]
+    assert spec.action_spec.continuous_size == continuous
+    assert spec.action_spec.discrete_branches == branches
+
+
+async def test_truncation_is_interrupted_and_no_transition_crosses_an_episode() -> None:
+    import gymnasium
+
+    env = GymnasiumEnv(lambda: gymnasium.make("CartPole-v1", max_episode_steps=7), 3, seed=0, behavior_name="C")
+    spec = env.behavior_specs["C"]
+    snap = random_snapshot("C", spec)
+    proc = AgentProcessor("C", spec, time_horizon=1000)
+    rng = np.random.default_rng(0)
+    steps = await env.reset()
+    trajs = []
+    for _ in range(40):
+        b = steps["C"]
+        trajs += proc.add_steps(b.decision, b.terminal)
+        out = snap.act(b.decision.obs, rng=rng)
+        proc.record_actions(b.decision, out, 0)
+        steps = await env.step({"C": ActionBatch(out.continuous, out.discrete, b.decision.agent_id)})
+    await env.aclose()
+    assert trajs
+    for t in trajs:
+        assert t.done_reached
+        assert len(t) <= 7
+        if len(t) == 7:
+            assert t.interrupted and not t.terminated
+        else:
+            assert t.terminated
+        # CartPole's dynamics: consecutive observations within a trajectory are close; a reset
+        # would jump. The trajectory's next_obs continues its last step.
+        seq = np.vstack([t.obs, t.next_obs[None]])
+        assert np.abs(np.diff(seq[:, 0])).max() < 0.2
+
+
+def test_load_env_accepts_a_factory_path() -> None:
+    env = load_env("gymnasium.envs.classic_control.cartpole:CartPoleEnv", num_envs=2)
+    assert list(env.behavior_specs) == ["CartPoleEnv"]
+    with pytest.raises(EnvError, match="no_such_module"):
+        load_env("no_such_module:make")

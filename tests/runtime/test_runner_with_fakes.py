@@ -1,0 +1,115 @@
+"""Runner tests with fake trainers and fake envs: no TensorFlow, milliseconds each."""
+
+from __future__ import annotations
+
+import threading
+
+import anyio
+import numpy as np
+import pytest
+
+from asynctrainer.errors import UpdateError
+from asynctrainer.runtime.runner import Runner
+from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
+from tests.conftest import make_settings
+
+
+async def test_fake_trainer_run_counts_steps_and_updates_off_the_loop() -> None:
+    factory = fake_trainer_factory()
+    env = CountingEnv(num_agents=2, episode_length=5)
+    result = await Runner(make_settings(max_steps=100), env, trainer_factory=factory, seed=1, stats_writers=[]).run()
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    assert result.steps["Counter"] > 100
+    assert result.updates["Counter"] == trainer.updates_finished >= 2
+    assert threading.get_ident() not in trainer.update_threads
+    # CountingEnv's episodes are 5 steps, shorter than the time horizon: one trajectory each.
+    assert result.episodes["Counter"] * 5 == result.steps["Counter"]
+    assert env.closed
+
+
+async def test_fake_trainer_update_failure_surfaces_as_update_error_with_behavior_and_step() -> None:
+    factory = fake_trainer_factory(fail_at_update=2)
+    with pytest.raises(UpdateError) as info:
+        await Runner(make_settings(), CountingEnv(), trainer_factory=factory, stats_writers=[]).run()
+    err = info.value
+    assert err.behavior_name == "Counter"
+    assert err.step >= 64
+    assert isinstance(err.__cause__, RuntimeError)
+    assert not isinstance(err, BaseExceptionGroup)
+
+
+async def test_cancelling_run_mid_update_waits_for_the_thread_and_ends_promptly() -> None:
+    started = threading.Event()
+    factory = fake_trainer_factory(update_seconds=0.3, on_update=lambda t: started.set())
+    env = CountingEnv()
+    runner = Runner(make_settings(max_steps=10_000), env, trainer_factory=factory, stats_writers=[])
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            while not started.is_set():
+                await anyio.sleep(0.005)
+            tg.cancel_scope.cancel()
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    # The thread finished its update, but its result was discarded: no new version was published.
+    assert trainer.updates_finished == 1
+    assert runner.slots["Counter"].version == 0
+    assert env.closed
+
+
+async def test_fake_trainer_with_strict_on_policy_env_loop_waits_for_each_new_snapshot() -> None:
+    factory = fake_trainer_factory(update_seconds=0.02)
+    settings = make_settings(max_steps=200, strict_on_policy=True)
+    runner = Runner(settings, CountingEnv(num_agents=2, episode_length=5), trainer_factory=factory, stats_writers=[])
+    await runner.run()
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    # Once a buffer is full the env loop waits for the new snapshot, so an update never learns
+    # from experience older than the previous snapshot (only trajectories in progress at the
+    # update carry the previous version).
+    assert len(trainer.updated_batches) >= 5
+    for k, batch in enumerate(trainer.updated_batches):
+        versions = set(np.concatenate([t.policy_versions for t in batch]).tolist())
+        assert versions <= {k - 1, k}, f"update {k} saw versions {sorted(versions)}"
+    assert runner.env_stats.lag_waits >= len(trainer.updated_batches) - 1
+
+
+async def test_fake_trainer_without_strict_acting_runs_ahead_and_lag_is_reported() -> None:
+    factory = fake_trainer_factory(update_seconds=0.05)
+    runner = Runner(
+        make_settings(max_steps=300),
+        CountingEnv(num_agents=4, episode_length=5),
+        trainer_factory=factory,
+        stats_writers=[],
+    )
+    await runner.run()
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    seen = [set(np.concatenate([t.policy_versions for t in b]).tolist()) for b in trainer.updated_batches]
+    assert any(len(s) > 1 or min(s) < k for k, s in enumerate(seen)), "acting never overlapped an update"
+    lags = [r.values["Policy/Lag"].mean for r in trainer.stats_reporter.history if "Policy/Lag" in r.values]
+    assert max(lags) > 0
+
+
+async def test_runner_as_context_manager_stops_cleanly_on_exit() -> None:
+    factory = fake_trainer_factory()
+    env = CountingEnv(step_delay=0.001)
+    async with Runner(make_settings(max_steps=10**6), env, trainer_factory=factory, stats_writers=[]) as runner:
+        await anyio.sleep(0.1)
+    result = runner.result
+    assert result is not None and result.stopped_early
+    assert 0 < result.steps["Counter"] < 10**6
+    assert env.closed
+
+
+async def test_loop_keeps_ticking_while_a_fake_update_blocks_its_thread() -> None:
+    factory = fake_trainer_factory(update_seconds=0.2)
+    runner = Runner(make_settings(max_steps=10**6), CountingEnv(), trainer_factory=factory, stats_writers=[])
+    ticks_during_update = 0
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(runner.run)
+        with anyio.fail_after(10):
+            while ticks_during_update < 5:
+                await anyio.sleep(0.001)
+                made = factory.made  # type: ignore[attr-defined]
+                if made and len(made[0].update_threads) > made[0].updates_finished:
+                    ticks_during_update += 1
+        runner.stop()
+    assert ticks_during_update >= 5
