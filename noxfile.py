@@ -13,9 +13,15 @@ nox.options.reuse_existing_virtualenvs = True
 DEPS = ".[cpu,export,dev]"
 
 
+def install(session: nox.Session) -> None:
+    """Install the project, unless run with --no-venv in an environment that already has it (CI)."""
+    if session.venv_backend != "none":
+        session.install("-e", DEPS)
+
+
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("-e", DEPS)
+    install(session)
     session.run("ruff", "check", "asynctrainer", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("ruff", "format", "--check", "asynctrainer", "tests", "benchmarks", "examples", "noxfile.py")
     session.run("mypy")
@@ -23,11 +29,11 @@ def lint(session: nox.Session) -> None:
 
 @nox.session
 def tests(session: nox.Session) -> None:
-    session.install("-e", DEPS)
+    install(session)
     session.run("pytest", "-m", "not learning", *session.posargs)
 
 
 @nox.session
 def learning(session: nox.Session) -> None:
-    session.install("-e", DEPS)
+    install(session)
     session.run("pytest", "-m", "learning", *session.posargs)
