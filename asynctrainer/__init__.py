@@ -1,0 +1,94 @@
+"""asynctrainer: reinforcement-learning trainers on asyncio, with ML-Agents' trainer contract.
+
+The public names below are imported lazily, so ``import asynctrainer`` stays light and
+never imports TensorFlow; a name is loaded the first time it is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS: dict[str, str] = {
+    "ActionBatch": "asynctrainer.envs.spec",
+    "ActionSpec": "asynctrainer.envs.spec",
+    "AsyncEnv": "asynctrainer.envs.base",
+    "AsyncTrainerError": "asynctrainer.errors",
+    "BehaviorSpec": "asynctrainer.envs.spec",
+    "CheckpointError": "asynctrainer.errors",
+    "CheckpointLoadError": "asynctrainer.errors",
+    "CheckpointSaveError": "asynctrainer.errors",
+    "DecisionSteps": "asynctrainer.envs.spec",
+    "EnvError": "asynctrainer.errors",
+    "ExportError": "asynctrainer.errors",
+    "GymnasiumEnv": "asynctrainer.envs.gymnasium_env",
+    "ObservationSpec": "asynctrainer.envs.spec",
+    "PolicySlot": "asynctrainer.runtime.policy_slot",
+    "PolicySnapshot": "asynctrainer.policy.snapshot",
+    "RLTrainer": "asynctrainer.runtime.trainer",
+    "RunResult": "asynctrainer.runtime.runner",
+    "RunSettings": "asynctrainer.settings",
+    "Runner": "asynctrainer.runtime.runner",
+    "SettingsError": "asynctrainer.errors",
+    "SpecError": "asynctrainer.errors",
+    "StatsReporter": "asynctrainer.runtime.stats",
+    "StepBatch": "asynctrainer.envs.spec",
+    "TerminalSteps": "asynctrainer.envs.spec",
+    "Trainer": "asynctrainer.runtime.trainer",
+    "TrainerSettings": "asynctrainer.settings",
+    "Trajectory": "asynctrainer.runtime.trajectory",
+    "UpdateError": "asynctrainer.errors",
+    "load_run_settings": "asynctrainer.settings",
+    "open_trajectory_channel": "asynctrainer.runtime.channels",
+    "run_settings_from_dict": "asynctrainer.settings",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'asynctrainer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *__all__])
+
+
+if TYPE_CHECKING:
+    from asynctrainer.envs.base import AsyncEnv
+    from asynctrainer.envs.gymnasium_env import GymnasiumEnv
+    from asynctrainer.envs.spec import (
+        ActionBatch,
+        ActionSpec,
+        BehaviorSpec,
+        DecisionSteps,
+        ObservationSpec,
+        StepBatch,
+        TerminalSteps,
+    )
+    from asynctrainer.errors import (
+        AsyncTrainerError,
+        CheckpointError,
+        CheckpointLoadError,
+        CheckpointSaveError,
+        EnvError,
+        ExportError,
+        SettingsError,
+        SpecError,
+        UpdateError,
+    )
+    from asynctrainer.policy.snapshot import PolicySnapshot
+    from asynctrainer.runtime.channels import open_trajectory_channel
+    from asynctrainer.runtime.policy_slot import PolicySlot
+    from asynctrainer.runtime.runner import Runner, RunResult
+    from asynctrainer.runtime.stats import StatsReporter
+    from asynctrainer.runtime.trainer import RLTrainer, Trainer
+    from asynctrainer.runtime.trajectory import Trajectory
+    from asynctrainer.settings import RunSettings, TrainerSettings, load_run_settings, run_settings_from_dict

@@ -12,3 +12,11 @@ def test_import_asynctrainer_imports_no_tensorflow() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "False"]
+
+
+def test_every_public_name_resolves_and_all_is_sorted() -> None:
+    import asynctrainer
+
+    assert asynctrainer.__all__ == sorted(asynctrainer.__all__)
+    for name in asynctrainer.__all__:
+        assert getattr(asynctrainer, name) is not None

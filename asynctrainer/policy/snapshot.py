@@ -90,6 +90,8 @@ class PolicySnapshot:
     log_std: F32 | None
     obs_mean: F32 | None = None
     obs_std: F32 | None = None
+    #: SAC's policy: continuous actions are ``tanh(sample)`` (log-prob corrected), not clipped.
+    tanh_squash: bool = False
 
     @classmethod
     def create(
@@ -105,6 +107,7 @@ class PolicySnapshot:
         log_std: npt.ArrayLike | None,
         obs_mean: npt.ArrayLike | None = None,
         obs_std: npt.ArrayLike | None = None,
+        tanh_squash: bool = False,
     ) -> PolicySnapshot:
         """Copy the given arrays into read-only float32 arrays and build a snapshot."""
 
@@ -122,6 +125,7 @@ class PolicySnapshot:
             log_std=None if log_std is None else _readonly(log_std),
             obs_mean=None if obs_mean is None else _readonly(obs_mean),
             obs_std=None if obs_std is None else _readonly(obs_std),
+            tanh_squash=tanh_squash,
         )
 
     @property
@@ -228,5 +232,10 @@ class PolicySnapshot:
             discrete[:, b] = idx
             log_prob += logp[np.arange(n), idx]
             entropy -= (probs * np.where(probs > 0, logp, 0.0)).sum(axis=1)
-        clipped = np.clip(raw, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
-        return ActOutput(raw, clipped.astype(np.float32), discrete, log_prob, entropy)
+        if self.tanh_squash:
+            env_action = np.tanh(raw)
+            # Change of variables for a = tanh(u): log π(a) = log μ(u) − Σ log(1 − tanh²(u)).
+            log_prob -= np.log(1.0 - env_action * env_action + 1e-6).sum(axis=1)
+        else:
+            env_action = np.clip(raw, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
+        return ActOutput(raw, env_action.astype(np.float32), discrete, log_prob.astype(np.float32), entropy)
