@@ -7,6 +7,8 @@ numpy (dense layers as ``x @ W + b``), so no TensorFlow op ever runs on the loop
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -146,6 +148,55 @@ class PolicySnapshot:
         if self.obs_mean is not None and self.obs_std is not None:
             out["obs_mean"], out["obs_std"] = self.obs_mean, self.obs_std
         return out
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the snapshot as one ``.npz`` (arrays plus a JSON header; no pickle)."""
+        a = self.action_spec
+        header = {
+            "format": "asynctrainer.PolicySnapshot/1",
+            "behavior_name": self.behavior_name,
+            "version": self.version,
+            "step": self.step,
+            "observation_shapes": [list(o.shape) for o in self.behavior_spec.observation_specs],
+            "continuous_size": a.continuous_size,
+            "discrete_branches": list(a.discrete_branches),
+            "num_hidden": len(self.hidden),
+            "tanh_squash": self.tanh_squash,
+        }
+        arrays = {k.replace("/", "__"): v for k, v in self.weights().items()}
+        with open(path, "wb") as f:
+            arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)  # type: ignore[assignment]
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PolicySnapshot:
+        """Read a snapshot written by :meth:`save` (numpy only: no TensorFlow needed)."""
+        from asynctrainer.envs.spec import ObservationSpec
+
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["__header__"]).decode())
+            w = {k.replace("__", "/"): data[k] for k in data.files if k != "__header__"}
+        spec = BehaviorSpec(
+            tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"]),
+            ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])),
+        )
+
+        def pair(name: str) -> tuple[F32, F32] | None:
+            return (w[f"{name}/kernel"], w[f"{name}/bias"]) if f"{name}/kernel" in w else None
+
+        return cls.create(
+            header["behavior_name"],
+            header["version"],
+            header["step"],
+            spec,
+            hidden=[(w[f"hidden_{i}/kernel"], w[f"hidden_{i}/bias"]) for i in range(header["num_hidden"])],
+            discrete_head=pair("discrete_head"),
+            continuous_head=pair("continuous_head"),
+            log_std=w.get("log_std"),
+            obs_mean=w.get("obs_mean"),
+            obs_std=w.get("obs_std"),
+            tanh_squash=header["tanh_squash"],
+        )
 
     def normalize(self, x: F32) -> F32:
         if self.obs_mean is None or self.obs_std is None:

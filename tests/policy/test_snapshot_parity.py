@@ -53,3 +53,23 @@ def test_masked_actions_are_never_sampled_nor_chosen_deterministically() -> None
         out = snap.act(obs, mask, rng=rng, deterministic=deterministic)
         assert (out.discrete[:1000, 0] != 1).all() and (out.discrete[1000:, 0] != 2).all()
         assert (out.discrete[:, 1] == 0).all()
+
+
+def test_save_and_load_round_trip(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from asynctrainer.policy.snapshot import PolicySnapshot
+    from asynctrainer.testing.fakes import random_snapshot
+
+    spec = BehaviorSpec((ObservationSpec((4,)),), ActionSpec(2, (3, 2)))
+    snap = random_snapshot("b", spec, version=3, hidden=8)
+    path = Path(str(tmp_path)) / "b.npz"
+    snap.save(path)
+    back = PolicySnapshot.load(path)
+    assert (back.behavior_name, back.version, back.behavior_spec) == ("b", 3, spec)
+    assert back.weights().keys() == snap.weights().keys()
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    a = snap.act(obs, deterministic=True, rng=np.random.default_rng(0))
+    b = back.act(obs, deterministic=True, rng=np.random.default_rng(0))
+    np.testing.assert_array_equal(a.discrete, b.discrete)
+    np.testing.assert_array_equal(a.continuous, b.continuous)
