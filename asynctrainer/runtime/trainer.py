@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import abc
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
 import anyio
+import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asynctrainer.envs.spec import BehaviorSpec
@@ -276,6 +277,46 @@ class RLTrainer(Trainer[PolicyT]):
     def update_threshold(self) -> int | None:
         """Experiences after which an update is due (for ``strict_on_policy``); None if not fixed."""
         return None
+
+    # ----- checkpoint state (thread side, under the limiter) -------------------------------------
+
+    def get_state(self) -> dict[str, np.ndarray]:
+        """Everything needed to resume, as named numpy arrays (no pickle).
+
+        Called in the worker thread under the trainer's limiter, so it always sees the state
+        between two updates. Keys: ``trainer/*`` for the shared bookkeeping, the rest from
+        :meth:`_algorithm_state`.
+        """
+        state = {f"algo/{k}": v for k, v in self._algorithm_state().items()}
+        state["trainer/step"] = np.array([self._step], np.int64)
+        state["trainer/version"] = np.array([self.version], np.int64)
+        state["trainer/update_count"] = np.array([self.update_count], np.int64)
+        state["trainer/episodes"] = np.array([self._episodes], np.int64)
+        state["trainer/reward_buffer"] = np.array(list(self._reward_buffer), np.float64)
+        return state
+
+    def set_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool = False) -> None:
+        """Restore from :meth:`get_state`; ``weights_only`` (``--initialize-from``) keeps step 0."""
+        algo = {k[len("algo/") :]: v for k, v in state.items() if k.startswith("algo/")}
+        self._restore_algorithm_state(algo, weights_only=weights_only)
+        if weights_only:
+            return
+        self._step = int(state["trainer/step"][0])
+        self.version = int(state["trainer/version"][0])
+        self.update_count = int(state["trainer/update_count"][0])
+        self._episodes = int(state["trainer/episodes"][0])
+        self._reward_buffer.clear()
+        self._reward_buffer.extend(float(r) for r in state["trainer/reward_buffer"])
+        self._next_summary_step = self._next_threshold(self.summary_freq)
+        self._next_save_step = self._next_threshold(self.trainer_settings.checkpoint_interval)
+
+    def _algorithm_state(self) -> dict[str, np.ndarray]:
+        """Weights, optimizer slots, normalisers, RNG and schedules of the algorithm (override)."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
+        """Inverse of :meth:`_algorithm_state`; with ``weights_only`` restore network weights only."""
+        raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
 
     # ----- thread side (override) ------------------------------------------------------------
 
