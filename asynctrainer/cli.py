@@ -94,13 +94,16 @@ def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
         )
 
 
-async def _train(settings: Any, env: Any, run_dir: Path) -> Any:
+async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> Any:
     import anyio
 
     from asynctrainer.runtime.runner import Runner
     from asynctrainer.runtime.stats import ConsoleWriter, TensorboardWriter
 
     ckpt = settings.checkpoint_settings
+    writers: list[Any] = [ConsoleWriter()]
+    if not ckpt.inference:
+        writers.append(TensorboardWriter(run_dir, clear_past_data=not ckpt.resume))
     runner = Runner(
         settings,
         env,
@@ -108,23 +111,36 @@ async def _train(settings: Any, env: Any, run_dir: Path) -> Any:
         run_id=ckpt.run_id,
         env_id=settings.env_settings.env_path,
         training=not ckpt.inference,
-        stats_writers=[ConsoleWriter(), TensorboardWriter(run_dir, clear_past_data=not ckpt.resume)],
+        stats_writers=writers,
+        resume=ckpt.resume,
+        initialize_from=None if ckpt.initialize_from is None else Path(ckpt.results_dir) / ckpt.initialize_from,
+        deterministic=deterministic,
     )
 
     async def on_signal(scope: anyio.CancelScope) -> None:
+        # First signal: a clean stop (final checkpoint and model). A second one: cancel now;
+        # the final save still runs shielded, within its time limit.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            count = 0
             async for signum in signals:
-                logger.info(
-                    "Learning was interrupted (%s). Please wait while the model is saved.", signal.Signals(signum).name
-                )
-                runner.stop()
-                scope.cancel()
-                return
+                count += 1
+                if count == 1:
+                    logger.info(
+                        "Learning was interrupted (%s). Please wait while the model is saved.",
+                        signal.Signals(signum).name,
+                    )
+                    runner.stop()
+                else:
+                    scope.cancel()
+                    return
 
+    result = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(on_signal, tg.cancel_scope)
         result = await runner.run()
         tg.cancel_scope.cancel()
+    if result is None:
+        raise KeyboardInterrupt
     return result
 
 
@@ -160,6 +176,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         run_dir = Path(ckpt.results_dir) / ckpt.run_id
         _check_run_dir(run_dir, ckpt)
+        if ckpt.initialize_from is not None and not (Path(ckpt.results_dir) / ckpt.initialize_from).is_dir():
+            raise RunDirectoryError(
+                f"Could not initialize from '{Path(ckpt.results_dir) / ckpt.initialize_from}': no such run directory."
+            )
         seed = None if env_settings.seed < 0 else env_settings.seed
         env = load_env(env_settings.env_path, num_envs=env_settings.num_envs, seed=seed)
         for name in env.behavior_specs:
@@ -169,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             settings.trainer_settings_for(resolved)
         if ckpt.force and run_dir.exists():
             shutil.rmtree(run_dir)
-        result = anyio.run(_train, settings, env, run_dir)
+        result = anyio.run(_train, settings, env, run_dir, args.deterministic)
     except (AsyncTrainerError, KeyboardInterrupt) as exc:
         if isinstance(exc, KeyboardInterrupt):
             return 130

@@ -48,7 +48,11 @@ class ActorCritic:
         self.actor_body = mlp(hidden_units, num_layers, seed, "actor")
         self.critic_body = mlp(hidden_units, num_layers, seed + 100, "critic")
         self.discrete_head = (
-            keras.layers.Dense(a.mask_size, kernel_initializer=keras.initializers.Orthogonal(0.01, seed=seed + 200))
+            keras.layers.Dense(
+                a.mask_size,
+                kernel_initializer=keras.initializers.Orthogonal(0.01, seed=seed + 200),
+                name="discrete_head",
+            )
             if a.is_discrete()
             else None
         )
@@ -62,7 +66,9 @@ class ActorCritic:
         self.log_std = (
             keras.Variable(np.zeros(a.continuous_size, np.float32), name="log_std") if a.is_continuous() else None
         )
-        self.value_head = keras.layers.Dense(1, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400))
+        self.value_head = keras.layers.Dense(
+            1, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400), name="value_head"
+        )
         dummy = np.zeros((1, spec.observation_size), np.float32)
         self.features(dummy)
         self.value(dummy)
@@ -137,6 +143,17 @@ class ActorCritic:
     @property
     def trainable_variables(self) -> list[Any]:
         return self.actor_variables + self.critic_variables
+
+    def named_variables(self) -> dict[str, Any]:
+        """Variables by a stable name (``actor_0/kernel``, ``value_head/bias``, ``log_std``)."""
+        out: dict[str, Any] = {}
+        for layer in [*self.actor_body, self.discrete_head, self.continuous_head, *self.critic_body, self.value_head]:
+            if layer is not None:
+                out[f"{layer.name}/kernel"] = layer.kernel
+                out[f"{layer.name}/bias"] = layer.bias
+        if self.log_std is not None:
+            out["log_std"] = self.log_std
+        return out
 
     def snapshot(
         self,

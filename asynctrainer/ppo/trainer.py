@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import CheckpointLoadError
 from asynctrainer.policy.networks import ActorCritic
 from asynctrainer.policy.normalizer import Normalizer
 from asynctrainer.policy.snapshot import PolicySnapshot
@@ -22,6 +25,21 @@ __all__ = ["PPOTrainer", "decayed_value"]
 
 F32 = npt.NDArray[np.float32]
 MAX_GRAD_NORM = 5.0
+
+
+def restore_weights(variables: Mapping[str, Any], state: Mapping[str, np.ndarray], behavior: str) -> None:
+    """Assign ``weights/<name>`` arrays to variables, naming the layer on any mismatch."""
+    for name, var in variables.items():
+        key = f"weights/{name}"
+        if key not in state:
+            raise CheckpointLoadError(f"Behavior '{behavior}': the checkpoint has no weights for layer '{name}'.")
+        if tuple(state[key].shape) != tuple(var.shape):
+            raise CheckpointLoadError(
+                f"Behavior '{behavior}': layer '{name}' has shape {tuple(var.shape)} but the checkpoint has "
+                f"{tuple(state[key].shape)}; the network settings (hidden_units, num_layers) or the env's "
+                "spaces differ from the run that saved it."
+            )
+        var.assign(state[key])
 
 
 def decayed_value(schedule: str, initial: float, minimum: float, step: int, max_steps: int) -> float:
@@ -131,6 +149,37 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         if self.normalizer is not None:
             mean, std = self.normalizer.mean.astype(np.float32), self.normalizer.std
         return self.net.snapshot(self.behavior_name, version, self._step, mean, std)
+
+    # ----- checkpoint state (thread side) -------------------------------------------------------
+
+    def _algorithm_state(self) -> dict[str, np.ndarray]:
+        assert self.net is not None
+        state = {f"weights/{k}": np.array(v.numpy()) for k, v in self.net.named_variables().items()}
+        for i, v in enumerate(self.optimizer.variables):
+            state[f"optimizer/{i:03d}"] = np.array(v.numpy())
+        if self.normalizer is not None:
+            state.update({f"normalizer/{k}": v for k, v in self.normalizer.state().items()})
+        state["rng"] = np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8)
+        return state
+
+    def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
+        assert self.net is not None
+        restore_weights(self.net.named_variables(), state, self.behavior_name)
+        if weights_only:
+            return
+        opt_keys = sorted(k for k in state if k.startswith("optimizer/"))
+        variables = self.optimizer.variables
+        if len(opt_keys) != len(variables):
+            raise CheckpointLoadError(
+                f"Behavior '{self.behavior_name}': the checkpoint has {len(opt_keys)} optimizer variables, "
+                f"the trainer {len(variables)}; it was saved with other settings.",
+            )
+        for key, var in zip(opt_keys, variables, strict=True):
+            var.assign(state[key])
+        if self.normalizer is not None and "normalizer/mean" in state:
+            self.normalizer.load_state({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("normalizer/")})
+        if "rng" in state:
+            self._rng.bit_generator.state = json.loads(bytes(state["rng"]).decode())
 
     # ----- loop side ----------------------------------------------------------------------------
 

@@ -89,6 +89,9 @@ class Runner:
     :param results_dir: where ``<run_id>/`` goes; None writes no files.
     :param env_id: the env's id, used to name a single-behavior env (DESIGN §5).
     :param trainer_factory: builds one trainer per behavior; defaults to PPO/SAC by ``trainer_type``.
+    :param resume: restore every trainer from its newest checkpoint in ``<results_dir>/<run_id>``.
+    :param initialize_from: a run directory whose newest checkpoints give the initial weights (step 0).
+    :param checkpointing: save checkpoints (periodic and final) when there is a run directory.
 
     ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
     called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
@@ -112,8 +115,17 @@ class Runner:
         channel_capacity: int | None = None,
         overflow: Overflow = "block",
         deterministic: bool = False,
+        resume: bool = False,
+        initialize_from: str | os.PathLike[str] | None = None,
+        checkpointing: bool = True,
+        final_save_timeout: float = 60.0,
     ) -> None:
         self.settings = settings
+        self.resume = resume
+        self.initialize_from = initialize_from
+        self.checkpointing = checkpointing
+        self.final_save_timeout = final_save_timeout
+        self.checkpoints: Any = None
         self._env_source = env
         self.run_id = run_id or settings.checkpoint_settings.run_id
         self.run_dir = None if results_dir is None else Path(results_dir) / self.run_id
@@ -227,10 +239,15 @@ class Runner:
         return out
 
     async def _main(self) -> None:
-        token_tree = self.timers
-        token_tree.activate()
+        self.timers.activate()
         send_records, receive_records = anyio.create_memory_object_stream[StatsSummaryRecord](math.inf)
         env = await self._make_env()
+        writes = self.run_dir is not None and self.training
+        if writes and self.checkpointing:
+            assert self.run_dir is not None
+            from asynctrainer.checkpoints.manager import CheckpointManager
+
+            self.checkpoints = CheckpointManager(self.run_dir, resume=self.resume)
         try:
             seeds = np.random.SeedSequence(self.seed)
             behaviors = self._resolve_behaviors(env.behavior_specs)
@@ -241,21 +258,32 @@ class Runner:
                 links[env_name] = await self._setup_behavior(
                     name, ts, spec, int(children[i].generate_state(1)[0]), send_records
                 )
-            if self.run_dir is not None:
+            if writes:
                 self._write_configuration()
             rng = np.random.default_rng(children[-1])
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write_stats_forever, receive_records)
+                if self.checkpoints is not None:
+                    await outer.start(self.checkpoints.run)
+                clean = False
                 try:
                     await self._train(env, links, rng)
+                    clean = True
+                except anyio.get_cancelled_exc_class():
+                    clean = True  # cancelled from outside: still save (DESIGN §2)
+                    raise
                 finally:
+                    if clean and self.checkpoints is not None:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(self.final_save_timeout):
+                            self._paths += await self.checkpoints.final_save()
                     send_records.close()
+                    outer.cancel_scope.cancel()
         except BaseException:
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await env.aclose()
             raise
         self._result = self._collect_result()
-        if self.run_dir is not None:
+        if writes:
             await anyio.to_thread.run_sync(self._write_timers)
 
     async def _setup_behavior(
@@ -267,6 +295,9 @@ class Runner:
         trainer = self._trainer_factory(name, trainer_settings, spec, context)
         policy = await anyio.to_thread.run_sync(trainer.create_policy, name, spec)
         trainer.add_policy(name, policy)
+        await self._restore(trainer, trainer_settings)
+        if self.checkpoints is not None:
+            self.checkpoints.attach(trainer)
         slot = PolicySlot(name)
         trainer.publish_policy_queue(slot)
         capacity = self._channel_capacity or DEFAULT_CHANNEL_CAPACITY
@@ -288,6 +319,30 @@ class Runner:
             training=self.training,
         )
 
+    async def _restore(self, trainer: RLTrainer[Any], trainer_settings: Any) -> None:
+        """``--resume``: everything from the newest checkpoint; ``--initialize-from``/``init_path``: weights only."""
+        from asynctrainer.checkpoints.manager import find_checkpoint, load_checkpoint_state
+
+        name = trainer.behavior_name
+        source: Path | None = None
+        weights_only = True
+        if (self.resume or not self.training) and self.run_dir is not None:
+            source, weights_only = find_checkpoint(self.run_dir / name, name), False
+        elif self.initialize_from is not None:
+            source = find_checkpoint(Path(self.initialize_from) / name, name)
+        elif getattr(trainer_settings, "init_path", None):
+            init = Path(trainer_settings.init_path)
+            source = init if (init / "manifest.json").is_file() else find_checkpoint(init, name)
+        if source is None:
+            return
+        state = await anyio.to_thread.run_sync(load_checkpoint_state, source)
+        await anyio.to_thread.run_sync(
+            lambda: trainer.set_state(state, weights_only=weights_only), limiter=trainer._limiter
+        )
+        logger.info(
+            "%s: %s from %s (step %d).", name, "Weights loaded" if weights_only else "Resumed", source, trainer.step
+        )
+
     async def _train(self, env: AsyncEnv, links: dict[str, BehaviorLink], rng: np.random.Generator) -> None:
         all_done = anyio.Event()
         remaining = {name for name, t in self.trainers.items() if t.should_still_train}
@@ -305,6 +360,13 @@ class Runner:
             await self._stop.wait()
             all_done.set()
 
+        async def inference_watch() -> None:
+            # --inference: play until stopped or until max_steps env steps were taken.
+            limit = max(t.get_max_steps for t in self.trainers.values())
+            while self.env_stats.env_steps < limit:
+                await anyio.sleep(0.05)
+            all_done.set()
+
         try:
             async with anyio.create_task_group() as tg:
                 if self.training:
@@ -312,6 +374,8 @@ class Runner:
                         if trainer.should_still_train:
                             tg.start_soon(advance_loop, trainer)
                 tg.start_soon(stop_watch)
+                if not self.training:
+                    tg.start_soon(inference_watch)
                 await tg.start(self._env_loop, env, links, rng)
                 self._started.set()
                 await all_done.wait()

@@ -310,6 +310,10 @@ class RLTrainer(Trainer[PolicyT]):
         self._next_summary_step = self._next_threshold(self.summary_freq)
         self._next_save_step = self._next_threshold(self.trainer_settings.checkpoint_interval)
 
+    def capture(self) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
+        """State and snapshot for a checkpoint (worker thread, under the limiter)."""
+        return self.get_state(), self._make_snapshot(self.version)
+
     def _algorithm_state(self) -> dict[str, np.ndarray]:
         """Weights, optimizer slots, normalisers, RNG and schedules of the algorithm (override)."""
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")

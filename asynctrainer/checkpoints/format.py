@@ -1,0 +1,213 @@
+"""The on-disk checkpoint format and its commit protocol (DESIGN §6). No TensorFlow.
+
+A checkpoint is a directory ``<behavior>-<step>/`` holding array files and, written last,
+``manifest.json`` listing every file with its size and sha256. It is committed by:
+write into a temporary sibling directory → fsync each file → write the manifest → fsync →
+atomic rename to the final name → fsync the parent. A directory without a valid manifest
+is not a checkpoint; temporaries left by a crash are removed at start.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
+
+__all__ = [
+    "MANIFEST",
+    "CheckpointInfo",
+    "atomic_write_bytes",
+    "cleanup_temporaries",
+    "fsync_dir",
+    "list_checkpoints",
+    "load_arrays",
+    "read_manifest",
+    "save_arrays",
+    "write_checkpoint",
+]
+
+MANIFEST = "manifest.json"
+FORMAT = "asynctrainer.checkpoint/1"
+TMP_MARK = ".tmp-"
+_NAME = re.compile(r"^(?P<behavior>.+)-(?P<step>\d+)$")
+
+
+@dataclass(frozen=True)
+class CheckpointInfo:
+    behavior: str
+    step: int
+    path: Path
+    manifest: Mapping[str, Any]
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb+") as f:
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync parent)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """Write named arrays as ``.npz`` (keys may contain '/'; stored without pickle)."""
+    safe = {k.replace("/", "__"): np.asarray(v) for k, v in arrays.items()}
+    with open(path, "wb") as f:
+        np.savez(f, **safe)  # type: ignore[arg-type]
+
+
+def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as data:
+        return {k.replace("__", "/"): data[k] for k in data.files}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_checkpoint(
+    parent: Path,
+    behavior: str,
+    step: int,
+    writers: Mapping[str, Callable[[Path], None]],
+    meta: Mapping[str, Any],
+    *,
+    fail_before_commit: Callable[[], None] | None = None,
+) -> Path:
+    """Commit one checkpoint ``<parent>/<behavior>-<step>/`` and return its path.
+
+    :param writers: file name → function writing that file at the given path.
+    :param fail_before_commit: test hook called after the files are written and before the
+        manifest (crash injection).
+    :raises CheckpointSaveError: when anything fails; nothing is committed then.
+    """
+    parent.mkdir(parents=True, exist_ok=True)
+    final = parent / f"{behavior}-{step}"
+    tmp = parent / f".{behavior}-{step}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        files = {}
+        for name, write in writers.items():
+            target = tmp / name
+            write(target)
+            _fsync_file(target)
+            files[name] = {"size": target.stat().st_size, "sha256": _sha256(target)}
+        if fail_before_commit is not None:
+            fail_before_commit()
+        manifest = {
+            "format": FORMAT,
+            "behavior": behavior,
+            "step": step,
+            "created": time.time(),
+            "files": files,
+            **meta,
+        }
+        with open(tmp / MANIFEST, "w", encoding="utf-8") as f:
+            json.dump(manifest, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+        fsync_dir(tmp)
+        if final.exists():  # the same step saved twice (e.g. final save right after a periodic one)
+            shutil.rmtree(final)
+        os.rename(tmp, final)
+        fsync_dir(parent)
+    except BaseException as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, Exception):
+            raise CheckpointSaveError(f"Could not save checkpoint {final}: {type(exc).__name__}: {exc}") from exc
+        raise
+    return final
+
+
+def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
+    """Read and (by default) verify a checkpoint's manifest.
+
+    :raises CheckpointLoadError: naming the missing, truncated or corrupt file.
+    """
+    manifest_path = path / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointLoadError(f"Checkpoint '{path}' is incomplete: it has no {MANIFEST}.", path=str(manifest_path))
+    try:
+        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointLoadError(
+            f"Checkpoint manifest '{manifest_path}' is corrupt: {exc}.", path=str(manifest_path)
+        ) from None
+    if verify:
+        for name, entry in files.items():
+            f = path / name
+            if not f.is_file():
+                raise CheckpointLoadError(f"Checkpoint file '{f}' is missing.", path=str(f))
+            if f.stat().st_size != entry["size"] or _sha256(f) != entry["sha256"]:
+                raise CheckpointLoadError(
+                    f"Checkpoint file '{f}' is corrupt (its size or sha256 does not match the manifest).", path=str(f)
+                )
+    return manifest
+
+
+def list_checkpoints(parent: Path, behavior: str | None = None) -> list[CheckpointInfo]:
+    """Committed checkpoints under ``parent`` (those with a manifest), oldest step first."""
+    out: list[CheckpointInfo] = []
+    if not parent.is_dir():
+        return out
+    for child in parent.iterdir():
+        m = _NAME.match(child.name)
+        if not child.is_dir() or m is None or child.name.startswith(".") or not (child / MANIFEST).is_file():
+            continue
+        if behavior is not None and m["behavior"] != behavior:
+            continue
+        try:
+            manifest = read_manifest(child, verify=False)
+        except CheckpointLoadError:
+            continue
+        out.append(CheckpointInfo(m["behavior"], int(m["step"]), child, manifest))
+    return sorted(out, key=lambda c: (c.step, c.manifest.get("created", 0.0)))
+
+
+def cleanup_temporaries(parent: Path) -> list[Path]:
+    """Remove temporaries a crash left behind; return what was removed."""
+    removed: list[Path] = []
+    if not parent.is_dir():
+        return removed
+    for child in parent.iterdir():
+        if TMP_MARK in child.name:
+            if child.is_dir():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
+            removed.append(child)
+    return removed

@@ -1,0 +1,221 @@
+"""Background checkpointing for the Runner (DESIGN §6).
+
+Save requests (every ``checkpoint_interval`` steps, ``Trainer.save_model()``, the end of
+training, cancellation) are coalesced per behavior: at most one save in flight, and any
+number of requests arriving during a save cause exactly one more save after it. The state
+is captured in the trainer's worker thread under its limiter — between two updates, so it
+is consistent — and written in another thread, so updates go on while files are written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import numpy as np
+from anyio.abc import TaskStatus
+
+from asynctrainer.checkpoints.format import (
+    atomic_write_bytes,
+    cleanup_temporaries,
+    list_checkpoints,
+    load_arrays,
+    read_manifest,
+    save_arrays,
+    write_checkpoint,
+)
+from asynctrainer.errors import CheckpointLoadError, ExportError
+from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.timers import hierarchical_timer
+from asynctrainer.runtime.trainer import RLTrainer
+
+__all__ = ["CheckpointManager", "find_checkpoint", "load_checkpoint_state"]
+
+logger = logging.getLogger("asynctrainer")
+STATUS_FORMAT_VERSION = "0.3.0"
+
+
+def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
+    """The newest committed, verified checkpoint of ``behavior`` under ``behavior_dir``.
+
+    A newest checkpoint that fails verification is reported, not silently skipped, so the
+    user decides (the message says how to fall back to an earlier one).
+    :raises CheckpointLoadError: when there is none or the newest is corrupt.
+    """
+    parent = behavior_dir / "checkpoints"
+    found = list_checkpoints(parent, behavior)
+    if not found:
+        raise CheckpointLoadError(
+            f"No checkpoint of behavior '{behavior}' was found in '{parent}'. Train a new run by removing "
+            "the --resume flag, or use --force to start over.",
+            path=str(parent),
+        )
+    newest = found[-1]
+    try:
+        read_manifest(newest.path)
+    except CheckpointLoadError as exc:
+        earlier = (
+            f" The previous checkpoint is '{found[-2].path}': delete '{newest.path}' to resume from it."
+            if len(found) > 1
+            else ""
+        )
+        raise CheckpointLoadError(f"{exc}{earlier}", path=exc.path) from None
+    return newest.path
+
+
+def load_checkpoint_state(path: Path) -> dict[str, np.ndarray]:
+    read_manifest(path)
+    try:
+        return load_arrays(path / "state.npz")
+    except (OSError, ValueError) as exc:
+        raise CheckpointLoadError(
+            f"Checkpoint file '{path / 'state.npz'}' could not be read: {exc}.", path=str(path)
+        ) from exc
+
+
+class CheckpointManager:
+    """Saves the trainers of one run under ``<run_dir>/<behavior>/``."""
+
+    def __init__(self, run_dir: Path, *, export_onnx: bool = True, resume: bool = False) -> None:
+        self.run_dir = run_dir
+        self.export_onnx = export_onnx
+        self.trainers: dict[str, RLTrainer[Any]] = {}
+        self._pending: dict[str, bool] = {}
+        self._wake: dict[str, anyio.Event] = {}
+        self._limiter = anyio.CapacityLimiter(1)
+        self.saves: list[tuple[str, int, float]] = []
+        #: Test hook: called inside the write, after the files and before the manifest.
+        self.fail_before_commit: Callable[[], None] | None = None
+        self._status: dict[str, Any] = {}
+        status = run_dir / "run_logs" / "training_status.json"
+        if resume and status.is_file():
+            try:
+                self._status = json.loads(status.read_text(encoding="utf-8"))
+            except ValueError:
+                logger.warning("Ignoring unreadable %s", status)
+        self._status.setdefault("metadata", {"stats_format_version": STATUS_FORMAT_VERSION})
+
+    def attach(self, trainer: RLTrainer[Any]) -> None:
+        name = trainer.behavior_name
+        self.trainers[name] = trainer
+        self._pending[name] = False
+        self._wake[name] = anyio.Event()
+        trainer.checkpoint_requester = self.request
+        cleanup_temporaries(self.behavior_dir(name) / "checkpoints")
+        cleanup_temporaries(self.behavior_dir(name))
+
+    def behavior_dir(self, name: str) -> Path:
+        return self.run_dir / name
+
+    def request(self, trainer: RLTrainer[Any], step: int) -> None:
+        """Ask for a save of ``trainer`` (sync; coalesced with any save in flight)."""
+        name = trainer.behavior_name
+        self._pending[name] = True
+        self._wake[name].set()
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Serve save requests until cancelled (one worker per behavior)."""
+        async with anyio.create_task_group() as tg:
+            for name in self.trainers:
+                tg.start_soon(self._worker, name)
+            task_status.started()
+
+    async def _worker(self, name: str) -> None:
+        while True:
+            await self._wake[name].wait()
+            self._wake[name] = anyio.Event()
+            while self._pending[name]:
+                self._pending[name] = False
+                await self.save(self.trainers[name])
+
+    async def save(self, trainer: RLTrainer[Any], *, final: bool = False) -> Path:
+        """Capture the trainer between two updates, then commit a checkpoint in a thread."""
+        with hierarchical_timer("save_model"):
+            start = time.perf_counter()
+            state, snapshot = await anyio.to_thread.run_sync(trainer.capture, limiter=trainer._limiter)
+            path = await anyio.to_thread.run_sync(self._write, trainer, state, snapshot, final, limiter=self._limiter)
+            self.saves.append((trainer.behavior_name, snapshot.step, time.perf_counter() - start))
+            return path
+
+    async def final_save(self) -> list[Path]:
+        """Checkpoint every trainer and write ``<run>/<behavior>.onnx`` (and ``.npz``)."""
+        return [await self.save(trainer, final=True) for trainer in self.trainers.values()]
+
+    # ----- thread side --------------------------------------------------------------------------
+
+    def _write(
+        self, trainer: RLTrainer[Any], state: dict[str, np.ndarray], snapshot: PolicySnapshot, final: bool
+    ) -> Path:
+        name = trainer.behavior_name
+        step = int(state["trainer/step"][0])
+        bdir = self.behavior_dir(name)
+        path = write_checkpoint(
+            bdir / "checkpoints",
+            name,
+            step,
+            {"state.npz": lambda p: save_arrays(p, state), "snapshot.npz": snapshot.save},
+            {"version": snapshot.version, "trainer_type": str(getattr(trainer.trainer_settings, "trainer_type", ""))},
+            fail_before_commit=self.fail_before_commit,
+        )
+        onnx_path = self._export(snapshot, bdir / f"{name}-{step}.onnx")
+        self._prune(trainer)
+        rewards = list(trainer.reward_buffer)
+        entry = {
+            "steps": step,
+            "file_path": str(onnx_path) if onnx_path else str(path),
+            "reward": float(np.mean(rewards)) if rewards else None,
+            "creation_time": time.time(),
+            "auxillary_file_paths": [str(path)],
+        }
+        behavior_status = self._status.setdefault(name, {"checkpoints": []})
+        behavior_status["checkpoints"] = [c for c in behavior_status["checkpoints"] if c["steps"] != step] + [entry]
+        kept = {str(c.path) for c in list_checkpoints(bdir / "checkpoints", name)}
+        behavior_status["checkpoints"] = [
+            c for c in behavior_status["checkpoints"] if c["auxillary_file_paths"][0] in kept
+        ]
+        if final:
+            final_npz = self.run_dir / f"{name}.npz"
+            atomic_write_bytes(final_npz, (path / "snapshot.npz").read_bytes())
+            final_entry = dict(entry, auxillary_file_paths=[str(path), str(final_npz)])
+            if onnx_path is not None:
+                final_onnx = self.run_dir / f"{name}.onnx"
+                atomic_write_bytes(final_onnx, onnx_path.read_bytes())
+                final_entry["file_path"] = str(final_onnx)
+            behavior_status["final_checkpoint"] = final_entry
+        atomic_write_bytes(
+            self.run_dir / "run_logs" / "training_status.json", json.dumps(self._status, indent=2).encode()
+        )
+        return path
+
+    def _export(self, snapshot: PolicySnapshot, path: Path) -> Path | None:
+        if not self.export_onnx:
+            return None
+        try:
+            from asynctrainer.policy.onnx_export import export_onnx
+        except ImportError:
+            return None
+        try:
+            return export_onnx(snapshot, path)
+        except ImportError:
+            logger.warning("ONNX export skipped: install asynctrainer[export] (onnx).")
+            self.export_onnx = False
+            return None
+        except ExportError as exc:
+            logger.warning("ONNX export failed: %s", exc)
+            return None
+
+    def _prune(self, trainer: RLTrainer[Any]) -> None:
+        keep = int(getattr(trainer.trainer_settings, "keep_checkpoints", 5))
+        if keep <= 0:
+            return
+        name = trainer.behavior_name
+        found = list_checkpoints(self.behavior_dir(name) / "checkpoints", name)
+        for old in found[: max(0, len(found) - keep)]:
+            shutil.rmtree(old.path, ignore_errors=True)
+            (self.behavior_dir(name) / f"{name}-{old.step}.onnx").unlink(missing_ok=True)

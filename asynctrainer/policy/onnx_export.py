@@ -1,0 +1,436 @@
+"""Export a :class:`PolicySnapshot` to ONNX with ML-Agents' tensor names (DESIGN §6).
+
+The graph is built directly with the ``onnx`` helper from the snapshot's numpy weights, so
+export needs neither TensorFlow nor tf2onnx (reference/dependencies.md §5). It computes what
+:meth:`PolicySnapshot.act` computes, and names its tensors as ML-Agents 2.x's
+``ModelSerializer`` does (reference/mlagents.md §1.14), so Unity (Barracuda / Sentis) can run
+it like a model trained by ``mlagents-learn``.
+
+Inputs, in order (all float32, axis 0 is the dynamic axis ``batch``):
+
+* ``obs_0``, ``obs_1``, ... ``[batch, size_i]``, one per observation spec; the graph
+  concatenates them and, when the snapshot carries ``obs_mean``/``obs_std``, normalises them
+  as the snapshot does: ``clip((x - mean) / std, -5, 5)``;
+* ``action_masks`` ``[batch, sum(branches)]``, 1 = allowed, 0 = forbidden, only when the
+  policy has discrete actions (a continuous policy does not read a mask);
+* ``recurrent_in`` ``[batch, 1, 0]``: ML-Agents' exporter always lists it, and Unity feeds
+  it, so it is here too although no memory is used (``memory_size`` is 0). A zero-width
+  dimension is valid ONNX: ``onnx.checker`` accepts it and onnxruntime loads the model and
+  runs it when fed ``np.zeros((n, 1, 0), np.float32)``. onnxruntime requires every graph
+  input to be fed, so callers must pass that empty array; :func:`onnx_feed` builds the
+  whole input dict.
+
+Outputs, in order:
+
+* ``version_number`` = ``[3.0]`` (ML-Agents' ``MODEL_EXPORT_VERSION``, Unity's
+  ``ModelApiVersion.MLAgents2_0``) and ``memory_size`` = ``[0.0]``, float32 ``[1]``;
+* continuous part: ``continuous_actions`` ``[batch, c]`` (``mean + std * N(0, 1)``, then
+  ``clip(x, -3, 3) / 3``, or ``tanh(x)`` for a tanh-squashed policy),
+  ``continuous_action_output_shape`` = ``[c]`` float32 ``[1]``, and
+  ``deterministic_continuous_actions`` (the same transform of the mean);
+* discrete part: ``discrete_actions`` ``[batch, n_branches]`` (one ``Multinomial`` draw per
+  branch from the log-softmax of the logits masked in ML-Agents' form
+  ``logits * mask - 1e8 * (-1 * mask + 1)``), ``discrete_action_output_shape`` = the branch
+  sizes as float32 ``[1, n_branches]`` (ML-Agents' ``torch.Tensor([discrete_branches])``), and
+  ``deterministic_discrete_actions`` (argmax of the probabilities per branch).
+
+**Discrete action dtype: int64.** A model with ``version_number`` 3 is what ML-Agents 2.x's
+torch exporter writes, and there ``discrete_actions`` comes from ``torch.multinomial`` and
+``deterministic_discrete_actions`` from ``torch.argmax(..., keepdim=True)``: both int64 branch
+indices (reference/dependencies.md §5). "Branch indices as floats" describes the
+deprecated ``action`` output of older (version 2, TF-era) models, which is not exported.
+
+Only vector observations (rank-1 shapes) are exported: ML-Agents exports 3-D observations
+channel-first through a visual encoder, and rank-2 ones through attention, neither of
+which a snapshot has; such a policy raises :class:`~asynctrainer.errors.ExportError`.
+Opsets 9 (ML-Agents' own) to :data:`MAX_OPSET` are supported; the IR version is set to the
+lowest one that opset needs (onnx 1.23 would otherwise stamp IR 14, which older runtimes
+refuse).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import tempfile
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.errors import ExportError, SpecError
+from asynctrainer.policy.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+
+__all__ = [
+    "MAX_OPSET",
+    "MIN_OPSET",
+    "MODEL_EXPORT_VERSION",
+    "check_exportable",
+    "export_onnx",
+    "onnx_feed",
+    "onnx_input_names",
+    "onnx_output_names",
+]
+
+#: ML-Agents' ``MODEL_EXPORT_VERSION`` (Unity's ``ModelApiVersion.MLAgents2_0``).
+MODEL_EXPORT_VERSION = 3
+#: Lowest opset exported: ML-Agents' ``SerializationSettings.onnx_opset``.
+MIN_OPSET = 9
+#: Highest opset exported: onnxruntime 1.32 has no kernels for Multinomial-22 or RandomNormalLike-22.
+MAX_OPSET = 21
+#: Normalised observations are clipped to this many standard deviations (as the snapshot does).
+OBS_CLIP = 5.0
+#: Temporary names contain this mark, the one ``checkpoints.format.cleanup_temporaries`` removes.
+TMP_MARK = ".tmp-"
+
+
+# ----- names ------------------------------------------------------------------------------------
+
+
+def onnx_input_names(snapshot: PolicySnapshot) -> list[str]:
+    """The graph's input names, in order (ML-Agents' ``ModelSerializer.input_names``)."""
+    spec = snapshot.behavior_spec
+    names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
+    if spec.action_spec.is_discrete():
+        names.append("action_masks")
+    names.append("recurrent_in")
+    return names
+
+
+def onnx_output_names(snapshot: PolicySnapshot) -> list[str]:
+    """The graph's output names, in order (ML-Agents' ``ModelSerializer.output_names``)."""
+    a = snapshot.action_spec
+    names = ["version_number", "memory_size"]
+    if a.is_continuous():
+        names += ["continuous_actions", "continuous_action_output_shape", "deterministic_continuous_actions"]
+    if a.is_discrete():
+        names += ["discrete_actions", "discrete_action_output_shape", "deterministic_discrete_actions"]
+    return names
+
+
+def onnx_feed(
+    snapshot: PolicySnapshot,
+    obs: Sequence[npt.ArrayLike],
+    action_mask: npt.ArrayLike | None = None,
+) -> dict[str, npt.NDArray[np.float32]]:
+    """Build the input dict for an exported model, e.g. ``session.run(None, onnx_feed(...))``.
+
+    :param obs: one array ``[n, *shape]`` per observation spec.
+    :param action_mask: ``[n, sum(branches)]`` with 1 = allowed, or None for all allowed
+        (ignored for a policy without discrete actions).
+    :raises SpecError: the number of observations does not match the spec.
+    """
+    specs = snapshot.behavior_spec.observation_specs
+    if len(obs) != len(specs):
+        raise SpecError(f"Behavior '{snapshot.behavior_name}' has {len(specs)} observations, got {len(obs)}.")
+    arrays = [np.asarray(o, dtype=np.float32) for o in obs]
+    n = arrays[0].shape[0]
+    feed = {f"obs_{i}": np.ascontiguousarray(a.reshape(n, -1)) for i, a in enumerate(arrays)}
+    a_spec = snapshot.action_spec
+    if a_spec.is_discrete():
+        mask = np.ones((n, a_spec.mask_size), np.float32) if action_mask is None else action_mask
+        feed["action_masks"] = np.ascontiguousarray(np.asarray(mask, dtype=np.float32))
+    feed["recurrent_in"] = np.zeros((n, 1, 0), np.float32)
+    return feed
+
+
+# ----- validation -------------------------------------------------------------------------------
+
+
+def check_exportable(snapshot: PolicySnapshot) -> None:
+    """Raise :class:`ExportError` unless the snapshot is a policy the exporters can write.
+
+    Checks the observation shapes (vectors only), that every layer's shape chains from the
+    observation size to the heads the action spec needs, and that every weight is finite.
+    """
+    name = snapshot.behavior_name
+    spec = snapshot.behavior_spec
+    a = spec.action_spec
+    if not spec.observation_specs:
+        raise ExportError(f"Cannot export behavior '{name}': it has no observations.")
+    for i, o in enumerate(spec.observation_specs):
+        if len(o.shape) != 1 or o.shape[0] < 1:
+            raise ExportError(
+                f"Cannot export behavior '{name}': observation {i} has shape {tuple(o.shape)}, but only "
+                "vector observations (shape (n,)) are supported; visual and variable-length observations "
+                "need an encoder that is not built yet."
+            )
+
+    def bad(what: str) -> ExportError:
+        return ExportError(f"Cannot export behavior '{name}': {what}.")
+
+    width = spec.observation_size
+    for i, layer in enumerate(snapshot.hidden):
+        if layer.kernel.ndim != 2 or layer.kernel.shape[0] != width or layer.bias.shape != (layer.kernel.shape[1],):
+            raise bad(
+                f"hidden layer {i} has kernel {layer.kernel.shape} and bias {layer.bias.shape}, "
+                f"but its input has width {width}"
+            )
+        width = int(layer.kernel.shape[1])
+    heads = (
+        ("continuous", snapshot.continuous_head, a.continuous_size, a.is_continuous()),
+        ("discrete", snapshot.discrete_head, a.mask_size, a.is_discrete()),
+    )
+    for part, head, size, needed in heads:
+        if needed and head is None:
+            raise bad(f"the action spec has {part} actions but the snapshot has no {part} head")
+        if not needed and head is not None:
+            raise bad(f"the snapshot has a {part} head but the action spec has no {part} actions")
+        if head is not None and (head.kernel.shape != (width, size) or head.bias.shape != (size,)):
+            raise bad(
+                f"the {part} head has kernel {head.kernel.shape} and bias {head.bias.shape}, "
+                f"expected ({width}, {size}) and ({size},)"
+            )
+    if a.is_continuous() and (snapshot.log_std is None or snapshot.log_std.shape != (a.continuous_size,)):
+        got = None if snapshot.log_std is None else snapshot.log_std.shape
+        raise bad(f"log_std has shape {got}, expected ({a.continuous_size},)")
+    if snapshot.obs_mean is not None and snapshot.obs_std is not None:
+        n = spec.observation_size
+        if snapshot.obs_mean.shape != (n,) or snapshot.obs_std.shape != (n,):
+            raise bad(
+                f"obs_mean {snapshot.obs_mean.shape} and obs_std {snapshot.obs_std.shape} must both have shape ({n},)"
+            )
+    for key, value in snapshot.weights().items():
+        if not np.all(np.isfinite(value)):
+            raise bad(f"'{key}' contains NaN or infinite values")
+
+
+# ----- graph ------------------------------------------------------------------------------------
+
+
+class _GraphBuilder:
+    """Collects nodes and initializers; every helper returns the name of its output."""
+
+    def __init__(self, onnx: Any, opset: int) -> None:
+        self.onnx = onnx
+        self.helper = onnx.helper
+        self.opset = opset
+        self.nodes: list[Any] = []
+        self.initializers: list[Any] = []
+        self._initializer_names: set[str] = set()
+
+    def const(self, name: str, value: npt.ArrayLike, dtype: Any = np.float32) -> str:
+        """Add an initializer (once per name) and return its name."""
+        if name not in self._initializer_names:
+            self.initializers.append(self.onnx.numpy_helper.from_array(np.array(value, dtype=dtype), name))
+            self._initializer_names.add(name)
+        return name
+
+    def node(self, op: str, inputs: Sequence[str], output: str, **attrs: Any) -> str:
+        self.nodes.append(self.helper.make_node(op, list(inputs), [output], name=f"{op}_{len(self.nodes)}", **attrs))
+        return output
+
+    def clip(self, x: str, low: float, high: float, output: str) -> str:
+        if self.opset < 11:  # Clip-6: the bounds are attributes
+            return self.node("Clip", [x], output, min=low, max=high)
+        return self.node(
+            "Clip", [x, self.const(f"clip/min_{low:g}", low), self.const(f"clip/max_{high:g}", high)], output
+        )
+
+
+def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
+    helper = onnx.helper
+    FLOAT, INT64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
+    spec = snapshot.behavior_spec
+    a = spec.action_spec
+    g = _GraphBuilder(onnx, opset)
+
+    inputs = [
+        helper.make_tensor_value_info(f"obs_{i}", FLOAT, ["batch", o.shape[0]])
+        for i, o in enumerate(spec.observation_specs)
+    ]
+    if a.is_discrete():
+        inputs.append(helper.make_tensor_value_info("action_masks", FLOAT, ["batch", a.mask_size]))
+    inputs.append(helper.make_tensor_value_info("recurrent_in", FLOAT, ["batch", 1, 0]))
+
+    # Observations -> features (the snapshot's flatten_obs, normalize, tanh MLP).
+    obs_names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
+    h = obs_names[0] if len(obs_names) == 1 else g.node("Concat", obs_names, "observations", axis=1)
+    if snapshot.obs_mean is not None and snapshot.obs_std is not None:
+        centred = g.node("Sub", [h, g.const("obs_mean", snapshot.obs_mean)], "obs_centred")
+        scaled = g.node("Div", [centred, g.const("obs_std", snapshot.obs_std)], "obs_scaled")
+        h = g.clip(scaled, -OBS_CLIP, OBS_CLIP, "obs_normalized")
+    for i, layer in enumerate(snapshot.hidden):
+        kernel = g.const(f"hidden_{i}/kernel", layer.kernel)
+        bias = g.const(f"hidden_{i}/bias", layer.bias)
+        pre = g.node("Gemm", [h, kernel, bias], f"hidden_{i}/pre")
+        h = g.node("Tanh", [pre], f"hidden_{i}/out")
+
+    outputs = [
+        helper.make_tensor_value_info("version_number", FLOAT, [1]),
+        helper.make_tensor_value_info("memory_size", FLOAT, [1]),
+    ]
+    g.node("Identity", [g.const("version_number/value", [float(MODEL_EXPORT_VERSION)])], "version_number")
+    g.node("Identity", [g.const("memory_size/value", [0.0])], "memory_size")
+
+    if a.is_continuous():
+        assert snapshot.continuous_head is not None and snapshot.log_std is not None
+        c = a.continuous_size
+        head = snapshot.continuous_head
+        mean = g.node(
+            "Gemm",
+            [h, g.const("continuous_head/kernel", head.kernel), g.const("continuous_head/bias", head.bias)],
+            "continuous_mean",
+        )
+        noise = g.node("RandomNormalLike", [mean], "continuous_noise", mean=0.0, scale=1.0)
+        std = g.const("continuous_std", np.exp(snapshot.log_std))  # float32, as the snapshot computes it
+        scaled_noise = g.node("Mul", [noise, std], "continuous_scaled_noise")
+        sample = g.node("Add", [mean, scaled_noise], "continuous_sample")
+
+        def to_env(x: str, output: str) -> str:
+            if snapshot.tanh_squash:
+                return g.node("Tanh", [x], output)
+            clipped = g.clip(x, -CONTINUOUS_CLIP, CONTINUOUS_CLIP, f"{output}/clipped")
+            return g.node("Div", [clipped, g.const("continuous_clip", CONTINUOUS_CLIP)], output)
+
+        to_env(sample, "continuous_actions")
+        g.node(
+            "Identity", [g.const("continuous_action_output_shape/value", [float(c)])], "continuous_action_output_shape"
+        )
+        to_env(mean, "deterministic_continuous_actions")
+        outputs += [
+            helper.make_tensor_value_info("continuous_actions", FLOAT, ["batch", c]),
+            helper.make_tensor_value_info("continuous_action_output_shape", FLOAT, [1]),
+            helper.make_tensor_value_info("deterministic_continuous_actions", FLOAT, ["batch", c]),
+        ]
+
+    if a.is_discrete():
+        assert snapshot.discrete_head is not None
+        branches = a.discrete_branches
+        head = snapshot.discrete_head
+        logits = g.node(
+            "Gemm",
+            [h, g.const("discrete_head/kernel", head.kernel), g.const("discrete_head/bias", head.bias)],
+            "discrete_logits",
+        )
+        # ML-Agents' form: logits * mask - 1e8 * (-1 * mask + 1).
+        kept = g.node("Mul", [logits, "action_masks"], "masked/kept")
+        negated = g.node("Mul", ["action_masks", g.const("masked/minus_one", -1.0)], "masked/negated")
+        forbidden = g.node("Add", [negated, g.const("masked/one", 1.0)], "masked/forbidden")
+        penalty = g.node("Mul", [g.const("masked/penalty_scale", MASK_PENALTY), forbidden], "masked/penalty")
+        masked = g.node("Sub", [kept, penalty], "masked_logits")
+        samples: list[str] = []
+        argmaxes: list[str] = []
+        start = 0
+        for b, size in enumerate(branches):
+            idx = g.const(f"branch_{b}/indices", np.arange(start, start + size), np.int64)
+            start += size
+            branch_logits = g.node("Gather", [masked, idx], f"branch_{b}/logits", axis=1)
+            logp = g.node("LogSoftmax", [branch_logits], f"branch_{b}/log_probs", axis=1)
+            probs = g.node("Exp", [logp], f"branch_{b}/probs")
+            samples.append(
+                g.node("Multinomial", [logp], f"branch_{b}/sample", dtype=INT64, sample_size=1),
+            )
+            argmaxes.append(g.node("ArgMax", [probs], f"branch_{b}/argmax", axis=1, keepdims=1))
+        g.node("Concat", samples, "discrete_actions", axis=1)
+        g.node(
+            "Identity",
+            [g.const("discrete_action_output_shape/value", [[float(s) for s in branches]])],
+            "discrete_action_output_shape",
+        )
+        g.node("Concat", argmaxes, "deterministic_discrete_actions", axis=1)
+        nb = len(branches)
+        outputs += [
+            helper.make_tensor_value_info("discrete_actions", INT64, ["batch", nb]),
+            helper.make_tensor_value_info("discrete_action_output_shape", FLOAT, [1, nb]),
+            helper.make_tensor_value_info("deterministic_discrete_actions", INT64, ["batch", nb]),
+        ]
+
+    graph = helper.make_graph(
+        g.nodes,
+        f"{snapshot.behavior_name}_policy",
+        inputs,
+        outputs,
+        initializer=g.initializers,
+        doc_string=f"asynctrainer policy '{snapshot.behavior_name}', version {snapshot.version}, step {snapshot.step}",
+    )
+    opset_ids = [helper.make_opsetid("", opset)]
+    model = helper.make_model(
+        graph,
+        opset_imports=opset_ids,
+        ir_version=helper.find_min_ir_version_for(opset_ids),
+        producer_name="asynctrainer",
+        producer_version=_version(),
+    )
+    helper.set_model_props(
+        model,
+        {
+            "behavior_name": snapshot.behavior_name,
+            "policy_version": str(snapshot.version),
+            "step": str(snapshot.step),
+        },
+    )
+    return model
+
+
+def _version() -> str:
+    from asynctrainer import __version__
+
+    return __version__
+
+
+# ----- writing ----------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: pathlib.Path) -> None:
+    if os.name != "posix":  # directories cannot be opened for fsync on Windows
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
+    tmp = pathlib.Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+
+
+def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset: int = 13) -> pathlib.Path:
+    """Write ``snapshot`` as an ONNX model with ML-Agents' names to ``path`` and return it.
+
+    The file is replaced atomically: readers see the old model or the new one, never a part.
+
+    :param opset: ONNX opset, :data:`MIN_OPSET` (ML-Agents' 9) to :data:`MAX_OPSET`.
+    :raises ExportError: the policy cannot be expressed (e.g. non-vector observations), the
+        model fails ``onnx.checker``, or the file cannot be written.
+    :raises ImportError: the ``onnx`` package is missing (``pip install 'asynctrainer[export]'``).
+    """
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ExportError(f"ONNX opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET}.")
+    check_exportable(snapshot)
+    try:
+        import onnx
+        import onnx.checker
+        import onnx.helper
+        import onnx.numpy_helper
+    except ImportError as exc:
+        raise ImportError("ONNX export needs the 'onnx' package: pip install 'asynctrainer[export]'") from exc
+
+    model = _build_model(snapshot, onnx, opset)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as exc:  # ValidationError or a shape-inference error
+        raise ExportError(f"The ONNX model of behavior '{snapshot.behavior_name}' failed onnx.checker: {exc}") from exc
+    out = pathlib.Path(path)
+    try:
+        _write_atomically(out, model.SerializeToString())
+    except OSError as exc:
+        raise ExportError(
+            f"Could not write the ONNX model of behavior '{snapshot.behavior_name}' to {out}: {exc}"
+        ) from exc
+    return out
