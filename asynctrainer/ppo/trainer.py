@@ -24,7 +24,8 @@ from asynctrainer.runtime.trajectory import Trajectory
 __all__ = ["PPOTrainer", "decayed_value"]
 
 F32 = npt.NDArray[np.float32]
-MAX_GRAD_NORM = 5.0
+#: Global gradient-norm clip (SB3's and CleanRL's default).
+MAX_GRAD_NORM = 0.5
 
 
 def restore_weights(variables: Mapping[str, Any], state: Mapping[str, np.ndarray], behavior: str) -> None:
@@ -104,13 +105,12 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([None], f32),  # behavior log-probs
                 t.TensorSpec([None], f32),  # advantages
                 t.TensorSpec([None], f32),  # returns
-                t.TensorSpec([None], f32),  # old values
                 t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
             ]
         )
-        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, old_values, idx, beta, epsilon):  # type: ignore[no-untyped-def]
+        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon):  # type: ignore[no-untyped-def]
             n_mb = t.shape(idx)[0]
             sums = t.zeros([5], f32)
             for i in t.range(n_mb):
@@ -123,7 +123,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                     )
                     values = net.value(t.gather(obs, b))
                     policy_loss = loss.clipped_surrogate_loss(logp, mb_old_logp, mb_adv, epsilon)
-                    value_loss = loss.clipped_value_loss(values, t.gather(old_values, b), t.gather(returns, b), epsilon)
+                    value_loss = loss.value_loss(values, t.gather(returns, b))
                     entropy = t.reduce_mean(ent)
                     total = policy_loss + 0.5 * value_loss - beta * entropy
                 grads = tape.gradient(total, variables)
@@ -259,7 +259,6 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             np.concatenate([t.log_probs for t in trajs]),
             norm_adv,
             ret,
-            values,
             idx.reshape(-1, batch).astype(np.int32),
             np.float32(beta),
             np.float32(epsilon),
