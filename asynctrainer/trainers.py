@@ -27,7 +27,11 @@ def create_trainer(
         from asynctrainer.ppo.trainer import PPOTrainer
 
         return PPOTrainer(behavior_name, trainer_settings, **common)
+    if kind == "sac":
+        from asynctrainer.sac.trainer import SACTrainer
+
+        return SACTrainer(behavior_name, trainer_settings, **common)
     raise SettingsError(
-        f"behaviors.{behavior_name}.trainer_type: '{kind}' is not supported yet (supported: ppo).",
+        f"behaviors.{behavior_name}.trainer_type: '{kind}' is not supported yet (supported: ppo, sac).",
         key_path=f"behaviors.{behavior_name}.trainer_type",
     )

@@ -26,7 +26,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 475.0
 N_ENVS = 8
-STRICT = bool(int(__import__("os").environ.get("STRICT", "0")))
 
 
 def eval_episodes(act: Any, seed: int, episodes: int = 20) -> float:
@@ -45,7 +44,7 @@ def eval_episodes(act: Any, seed: int, episodes: int = 20) -> float:
     return statistics.mean(returns)
 
 
-def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:
+def run_asynctrainer(seed: int, steps: int, strict: bool = False) -> dict[str, Any]:
     import anyio
     import numpy as np
 
@@ -55,7 +54,7 @@ def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:
 
     data = load_run_settings(ROOT / "examples" / "cartpole_ppo.yaml").to_yaml_dict()
     data["behaviors"]["CartPole"]["max_steps"] = steps
-    data["behaviors"]["CartPole"]["strict_on_policy"] = STRICT
+    data["behaviors"]["CartPole"]["strict_on_policy"] = strict
     settings = run_settings_from_dict(data)
     solved: dict[str, float] = {}
 
@@ -91,7 +90,7 @@ def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:
     }
 
 
-def run_sb3(seed: int, steps: int) -> dict[str, Any]:
+def run_sb3(seed: int, steps: int, strict: bool = False) -> dict[str, Any]:
     from stable_baselines3 import PPO
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
@@ -149,17 +148,21 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--steps", type=int, default=100_000)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "time_to_solve.json"))
+    parser.add_argument(
+        "--strict", action="store_true", help="asynctrainer with strict_on_policy (no acting during updates)"
+    )
     parser.add_argument("--worker", choices=["asynctrainer", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         run = run_asynctrainer if args.worker == "asynctrainer" else run_sb3
-        print(json.dumps(run(args.seed, args.steps)))
+        print(json.dumps(run(args.seed, args.steps, args.strict)))
         return
     runs: dict[str, list[dict[str, Any]]] = {"asynctrainer": [], "sb3": []}
     for seed in args.seeds:
         for name in ("asynctrainer", "sb3") if seed % 2 == 0 else ("sb3", "asynctrainer"):
             cmd = [sys.executable, __file__, "--worker", name, "--seed", str(seed), "--steps", str(args.steps)]
+            cmd += ["--strict"] if args.strict else []
             out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             result = {"seed": seed, **json.loads(out)}
             runs[name].append(result)

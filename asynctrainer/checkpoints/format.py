@@ -34,6 +34,7 @@ __all__ = [
     "list_checkpoints",
     "load_arrays",
     "read_manifest",
+    "remove_checkpoint",
     "save_arrays",
     "write_checkpoint",
 ]
@@ -41,6 +42,10 @@ __all__ = [
 MANIFEST = "manifest.json"
 FORMAT = "asynctrainer.checkpoint/1"
 TMP_MARK = ".tmp-"
+#: A committed checkpoint moved aside while the same step is saved again (see write_checkpoint).
+REPLACED_MARK = ".replaced" + TMP_MARK
+#: A committed checkpoint moved aside to be deleted (pruning).
+REMOVED_MARK = ".removed" + TMP_MARK
 _NAME = re.compile(r"^(?P<behavior>.+)-(?P<step>\d+)$")
 
 
@@ -70,16 +75,23 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync parent)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     fsync_dir(path.parent)
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    """Write named arrays as ``.npz`` (keys may contain '/'; stored without pickle)."""
+    """Write named arrays as ``.npz`` (keys may contain '/', not '__'; stored without pickle)."""
+    clash = [k for k in arrays if "__" in k]
+    if clash:
+        raise ValueError(f"array names may not contain '__' (it stands for '/' on disk): {clash}")
     safe = {k.replace("/", "__"): np.asarray(v) for k, v in arrays.items()}
     with open(path, "wb") as f:
         np.savez(f, **safe)  # type: ignore[arg-type]
@@ -140,16 +152,40 @@ def write_checkpoint(
             f.flush()
             os.fsync(f.fileno())
         fsync_dir(tmp)
-        if final.exists():  # the same step saved twice (e.g. final save right after a periodic one)
-            shutil.rmtree(final)
-        os.rename(tmp, final)
-        fsync_dir(parent)
+        if final.exists():
+            # The same step saved twice (e.g. the final save right after a periodic one). A
+            # directory cannot be renamed over a non-empty one, and deleting the old one in place
+            # could be cut short by a crash, leaving a manifest beside missing files. So: move the
+            # old one aside (atomic), move the new one in (atomic), then delete the old one. A crash
+            # between the two renames is undone by cleanup_temporaries, which moves the old one back.
+            aside = parent / f".{final.name}{REPLACED_MARK}{uuid.uuid4().hex[:8]}"
+            os.rename(final, aside)
+            os.rename(tmp, final)
+            fsync_dir(parent)
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.rename(tmp, final)
+            fsync_dir(parent)
     except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
         if isinstance(exc, Exception):
             raise CheckpointSaveError(f"Could not save checkpoint {final}: {type(exc).__name__}: {exc}") from exc
         raise
     return final
+
+
+def remove_checkpoint(path: Path) -> None:
+    """Delete a committed checkpoint so that a crash midway never leaves a manifest beside missing files.
+
+    The directory is first renamed to a temporary name (atomic: it stops being a checkpoint at
+    once), then deleted; a crash in between leaves a temporary that cleanup_temporaries removes.
+    """
+    if not path.exists():
+        return
+    aside = path.with_name(f".{path.name}{REMOVED_MARK}{uuid.uuid4().hex[:8]}")
+    os.rename(path, aside)
+    fsync_dir(path.parent)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
@@ -199,15 +235,27 @@ def list_checkpoints(parent: Path, behavior: str | None = None) -> list[Checkpoi
 
 
 def cleanup_temporaries(parent: Path) -> list[Path]:
-    """Remove temporaries a crash left behind; return what was removed."""
+    """Remove temporaries a crash left behind in ``parent``; return what was removed.
+
+    A committed checkpoint that was moved aside to be replaced by a new save of the same step
+    (see :func:`write_checkpoint`) is moved back when the crash came before its replacement was
+    in place, so no committed checkpoint is ever lost; it is not listed as removed then.
+    """
     removed: list[Path] = []
     if not parent.is_dir():
         return removed
-    for child in parent.iterdir():
-        if TMP_MARK in child.name:
-            if child.is_dir():
-                shutil.rmtree(child, ignore_errors=True)
-            else:
-                child.unlink(missing_ok=True)
-            removed.append(child)
+    for child in sorted(parent.iterdir()):
+        if TMP_MARK not in child.name:
+            continue
+        if REPLACED_MARK in child.name and child.name.startswith(".") and child.is_dir():
+            original = parent / child.name[1 : child.name.index(REPLACED_MARK)]
+            if not original.exists() and (child / MANIFEST).is_file():
+                os.rename(child, original)
+                fsync_dir(parent)
+                continue
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+        removed.append(child)
     return removed

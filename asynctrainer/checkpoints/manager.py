@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import re
 import time
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,13 @@ import numpy as np
 from anyio.abc import TaskStatus
 
 from asynctrainer.checkpoints.format import (
+    CheckpointInfo,
     atomic_write_bytes,
     cleanup_temporaries,
     list_checkpoints,
     load_arrays,
     read_manifest,
+    remove_checkpoint,
     save_arrays,
     write_checkpoint,
 )
@@ -35,7 +38,7 @@ from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 
-__all__ = ["CheckpointManager", "find_checkpoint", "load_checkpoint_state"]
+__all__ = ["CheckpointManager", "cleanup_run_directory", "find_checkpoint", "load_checkpoint_state"]
 
 logger = logging.getLogger("asynctrainer")
 STATUS_FORMAT_VERSION = "0.3.0"
@@ -60,12 +63,12 @@ def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
     try:
         read_manifest(newest.path)
     except CheckpointLoadError as exc:
-        earlier = (
+        recover = (
             f" The previous checkpoint is '{found[-2].path}': delete '{newest.path}' to resume from it."
             if len(found) > 1
-            else ""
+            else f" There is no earlier checkpoint: use --force to start this run over (or delete '{newest.path}')."
         )
-        raise CheckpointLoadError(f"{exc}{earlier}", path=exc.path) from None
+        raise CheckpointLoadError(f"{exc}{recover}", path=exc.path) from None
     return newest.path
 
 
@@ -73,14 +76,37 @@ def load_checkpoint_state(path: Path) -> dict[str, np.ndarray]:
     read_manifest(path)
     try:
         return load_arrays(path / "state.npz")
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise CheckpointLoadError(
             f"Checkpoint file '{path / 'state.npz'}' could not be read: {exc}.", path=str(path)
         ) from exc
 
 
+def cleanup_run_directory(run_dir: Path) -> list[Path]:
+    """Remove the temporaries a crash left anywhere a run writes (DESIGN §6: at start).
+
+    Done before anything is restored, so that a checkpoint a crash left moved aside (see
+    :func:`~asynctrainer.checkpoints.format.cleanup_temporaries`) is back in place first.
+    """
+    removed: list[Path] = []
+    if not run_dir.is_dir():
+        return removed
+    removed += cleanup_temporaries(run_dir)
+    removed += cleanup_temporaries(run_dir / "run_logs")
+    for child in sorted(run_dir.iterdir()):
+        if child.is_dir() and not child.name.startswith(".") and child.name != "run_logs":
+            removed += cleanup_temporaries(child / "checkpoints")
+            removed += cleanup_temporaries(child)
+    if removed:
+        logger.info("Removed %d temporary file(s) left by an interrupted save in '%s'.", len(removed), run_dir)
+    return removed
+
+
 class CheckpointManager:
-    """Saves the trainers of one run under ``<run_dir>/<behavior>/``."""
+    """Saves the trainers of one run under ``<run_dir>/<behavior>/``.
+
+    Creating it removes the temporaries an earlier, interrupted run left in ``run_dir``.
+    """
 
     def __init__(self, run_dir: Path, *, export_onnx: bool = True, resume: bool = False) -> None:
         self.run_dir = run_dir
@@ -88,11 +114,14 @@ class CheckpointManager:
         self.trainers: dict[str, RLTrainer[Any]] = {}
         self._pending: dict[str, bool] = {}
         self._wake: dict[str, anyio.Event] = {}
+        #: One save in flight per behavior, the final save included.
+        self._locks: dict[str, anyio.Lock] = {}
         self._limiter = anyio.CapacityLimiter(1)
         self.saves: list[tuple[str, int, float]] = []
         #: Test hook: called inside the write, after the files and before the manifest.
         self.fail_before_commit: Callable[[], None] | None = None
         self._status: dict[str, Any] = {}
+        cleanup_run_directory(run_dir)
         status = run_dir / "run_logs" / "training_status.json"
         if resume and status.is_file():
             try:
@@ -106,6 +135,7 @@ class CheckpointManager:
         self.trainers[name] = trainer
         self._pending[name] = False
         self._wake[name] = anyio.Event()
+        self._locks[name] = anyio.Lock()
         trainer.checkpoint_requester = self.request
         cleanup_temporaries(self.behavior_dir(name) / "checkpoints")
         cleanup_temporaries(self.behavior_dir(name))
@@ -136,12 +166,17 @@ class CheckpointManager:
 
     async def save(self, trainer: RLTrainer[Any], *, final: bool = False) -> Path:
         """Capture the trainer between two updates, then commit a checkpoint in a thread."""
-        with hierarchical_timer("save_model"):
-            start = time.perf_counter()
-            state, snapshot = await anyio.to_thread.run_sync(trainer.capture, limiter=trainer._limiter)
-            path = await anyio.to_thread.run_sync(self._write, trainer, state, snapshot, final, limiter=self._limiter)
-            self.saves.append((trainer.behavior_name, snapshot.step, time.perf_counter() - start))
-            return path
+        lock = self._locks.setdefault(trainer.behavior_name, anyio.Lock())
+        async with lock:
+            with hierarchical_timer("save_model"):
+                start = time.perf_counter()
+                state, snapshot = await anyio.to_thread.run_sync(trainer.capture, limiter=trainer._limiter)
+                path = await anyio.to_thread.run_sync(
+                    self._write, trainer, state, snapshot, final, limiter=self._limiter
+                )
+                step = int(state["trainer/step"][0])
+                self.saves.append((trainer.behavior_name, step, time.perf_counter() - start))
+                return path
 
     async def final_save(self) -> list[Path]:
         """Checkpoint every trainer and write ``<run>/<behavior>.onnx`` (and ``.npz``)."""
@@ -164,7 +199,7 @@ class CheckpointManager:
             fail_before_commit=self.fail_before_commit,
         )
         onnx_path = self._export(snapshot, bdir / f"{name}-{step}.onnx")
-        self._prune(trainer)
+        kept = self._prune(trainer)
         rewards = list(trainer.reward_buffer)
         entry = {
             "steps": step,
@@ -174,11 +209,11 @@ class CheckpointManager:
             "auxillary_file_paths": [str(path)],
         }
         behavior_status = self._status.setdefault(name, {"checkpoints": []})
-        behavior_status["checkpoints"] = [c for c in behavior_status["checkpoints"] if c["steps"] != step] + [entry]
-        kept = {str(c.path) for c in list_checkpoints(bdir / "checkpoints", name)}
-        behavior_status["checkpoints"] = [
-            c for c in behavior_status["checkpoints"] if c["auxillary_file_paths"][0] in kept
-        ]
+        # Exactly the checkpoints on disk, oldest first: entries of pruned ones go, and one that
+        # an earlier, interrupted run committed without getting to record it is added back.
+        known = {c["auxillary_file_paths"][0]: c for c in behavior_status["checkpoints"]}
+        known[str(path)] = entry
+        behavior_status["checkpoints"] = [known.get(str(c.path)) or self._status_entry(c, bdir) for c in kept]
         if final:
             final_npz = self.run_dir / f"{name}.npz"
             atomic_write_bytes(final_npz, (path / "snapshot.npz").read_bytes())
@@ -210,12 +245,35 @@ class CheckpointManager:
             logger.warning("ONNX export failed: %s", exc)
             return None
 
-    def _prune(self, trainer: RLTrainer[Any]) -> None:
+    @staticmethod
+    def _status_entry(info: CheckpointInfo, bdir: Path) -> dict[str, Any]:
+        onnx = bdir / f"{info.behavior}-{info.step}.onnx"
+        return {
+            "steps": info.step,
+            "file_path": str(onnx) if onnx.is_file() else str(info.path),
+            "reward": None,
+            "creation_time": float(info.manifest.get("created", 0.0)),
+            "auxillary_file_paths": [str(info.path)],
+        }
+
+    def _prune(self, trainer: RLTrainer[Any]) -> list[CheckpointInfo]:
+        """Delete all but the newest ``keep_checkpoints`` checkpoints and their ``.onnx``; return the kept."""
         keep = int(getattr(trainer.trainer_settings, "keep_checkpoints", 5))
-        if keep <= 0:
-            return
         name = trainer.behavior_name
-        found = list_checkpoints(self.behavior_dir(name) / "checkpoints", name)
-        for old in found[: max(0, len(found) - keep)]:
-            shutil.rmtree(old.path, ignore_errors=True)
-            (self.behavior_dir(name) / f"{name}-{old.step}.onnx").unlink(missing_ok=True)
+        bdir = self.behavior_dir(name)
+        found = list_checkpoints(bdir / "checkpoints", name)
+        if keep <= 0:
+            return found
+        cut = max(0, len(found) - keep)
+        for old in found[:cut]:
+            (bdir / f"{name}-{old.step}.onnx").unlink(missing_ok=True)
+            remove_checkpoint(old.path)
+        kept = found[cut:]
+        # An .onnx whose checkpoint is gone (a crash between the two deletions) goes too.
+        steps = {c.step for c in kept}
+        pattern = re.compile(rf"^{re.escape(name)}-(\d+)\.onnx$")
+        for f in bdir.iterdir():
+            m = pattern.match(f.name)
+            if m is not None and int(m[1]) not in steps:
+                f.unlink(missing_ok=True)
+        return kept

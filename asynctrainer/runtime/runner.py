@@ -270,7 +270,9 @@ class Runner:
                     await self._train(env, links, rng)
                     clean = True
                 except anyio.get_cancelled_exc_class():
-                    clean = True  # cancelled from outside: still save (DESIGN §2)
+                    # Cancelled from outside: still save (DESIGN §2). Not when a task of this group
+                    # (the checkpoint manager) failed and cancelled it: that error is raised alone.
+                    clean = not outer.cancel_scope.cancel_called
                     raise
                 finally:
                     if clean and self.checkpoints is not None:
@@ -279,6 +281,8 @@ class Runner:
                     send_records.close()
                     outer.cancel_scope.cancel()
         except BaseException:
+            send_records.close()  # a failure during set-up comes before the stats writer owns them
+            receive_records.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await env.aclose()
             raise
