@@ -137,11 +137,30 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
     result = None
     async with anyio.create_task_group() as tg:
         tg.start_soon(on_signal, tg.cancel_scope)
+        if sys.stdout.isatty():
+            tg.start_soon(_progress, runner)
         result = await runner.run()
         tg.cancel_scope.cancel()
     if result is None:
         raise KeyboardInterrupt
     return result
+
+
+async def _progress(runner: Any) -> None:
+    """A progress bar per behavior, in a terminal only (summary lines still print above it)."""
+    import anyio
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+    ) as progress:
+        bars: dict[str, Any] = {}
+        while True:
+            for name, trainer in list(runner.trainers.items()):
+                if name not in bars:
+                    bars[name] = progress.add_task(name, total=trainer.get_max_steps)
+                progress.update(bars[name], completed=min(trainer.step, trainer.get_max_steps))
+            await anyio.sleep(0.25)
 
 
 def _report(exc: BaseException, debug: bool) -> int:
@@ -160,7 +179,14 @@ def _report(exc: BaseException, debug: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``asynctrainer-learn``; returns the exit code."""
     args = parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO, format="%(message)s", stream=sys.stdout)
+    level = logging.DEBUG if args.debug else logging.INFO
+    if sys.stdout.isatty():
+        from rich.logging import RichHandler
+
+        # Log through rich so summary lines print above the progress bar, not through it.
+        logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)])
+    else:
+        logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
     try:
         import anyio
 
