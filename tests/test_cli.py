@@ -96,3 +96,33 @@ def test_trains_then_refuses_an_existing_run_directory_without_force(tmp_path: P
     assert "Previous data from this run ID was found" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(p.name for p in run.rglob("*")) == before
     assert main([*args, "--force", "--max-steps", "100"]) == 0
+
+
+# ML-Agents' example configs (tests/configs) and what asynctrainer does with them on CartPole:
+# train, or refuse in one line naming the unsupported key.
+EXAMPLE_CONFIGS = {
+    "3dball.yaml": None,
+    "walker.yaml": None,
+    "gridworld_sac.yaml": None,
+    "hallway.yaml": "network_settings.memory",
+    "pyramids.yaml": "reward_signals.curiosity",
+    "soccer_twos.yaml": "trainer_type",
+}
+
+
+@pytest.mark.parametrize("config", sorted(EXAMPLE_CONFIGS))
+def test_ml_agents_example_configs_train_or_are_refused_in_one_line(
+    config: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = Path(__file__).parent / "configs" / config
+    results = tmp_path / "results"
+    code = main([str(path), "--env", "CartPole-v1", "--results-dir", str(results), "--max-steps", "200"])
+    err = " ".join(capsys.readouterr().err.split())
+    refused_key = EXAMPLE_CONFIGS[config]
+    if refused_key is None:
+        assert code == 0, err
+        assert (results / "ppo" / "configuration.yaml").exists()
+    else:
+        assert code == 2
+        assert refused_key in err and "not supported yet" in err and "Traceback" not in err
+        assert not results.exists()
