@@ -102,6 +102,14 @@ class FakeTrainer(RLTrainer[PolicySnapshot]):
         self.updates_finished += 1
         return {"Losses/Policy Loss": 0.0}
 
+    def _algorithm_state(self) -> dict[str, np.ndarray]:
+        # The fake's "weights" are a function of the version, so this is all there is to save.
+        return {"updates_finished": np.array([self.updates_finished], np.int64)}
+
+    def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
+        if not weights_only:
+            self.updates_finished = int(state["updates_finished"][0])
+
     def _make_snapshot(self, version: int) -> PolicySnapshot:
         assert self.spec is not None
         return random_snapshot(self.behavior_name, self.spec, version=version, seed=version)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import threading
+from pathlib import Path
 
 import anyio
 import numpy as np
@@ -113,3 +115,19 @@ async def test_loop_keeps_ticking_while_a_fake_update_blocks_its_thread() -> Non
                     ticks_during_update += 1
         runner.stop()
     assert ticks_during_update >= 5
+
+
+async def test_fake_trainer_run_writes_ml_agents_timer_tree(tmp_path: Path) -> None:
+    factory = fake_trainer_factory()
+    settings = make_settings(max_steps=100)
+    runner = Runner(
+        settings, CountingEnv(), trainer_factory=factory, results_dir=tmp_path, run_id="t", stats_writers=[]
+    )
+    await runner.run()
+    tree = json.loads((tmp_path / "t" / "run_logs" / "timers.json").read_text())
+    children = tree["children"]
+    assert children["env_step"]["count"] > 0
+    advance = children["trainer_advance"]
+    assert advance["children"]["_update_policy"]["count"] == runner.trainers["Counter"].update_count
+    assert "process_trajectory" in advance["children"]
+    assert (tmp_path / "t" / "configuration.yaml").exists()

@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+from asynctrainer.runtime.stats import (
+    ConsoleWriter,
+    StatsReporter,
+    StatsSummaryRecord,
+    TensorboardWriter,
+    console_line,
+)
+
+
+def read_events(path: Path) -> list[tuple[int, str, float]]:
+    """Parse a TFRecord event file (length, crc, data, crc) into (step, tag, value)."""
+    from tensorboardX.proto import event_pb2
+
+    out = []
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        (length,) = struct.unpack("<Q", data[pos : pos + 8])
+        event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
+        pos += 12 + length + 4
+        for value in event.summary.value:
+            out.append((event.step, value.tag, value.simple_value))
+    return out
+
+
+def test_reporter_summarises_clears_and_sends_to_the_sink() -> None:
+    got: list[StatsSummaryRecord] = []
+    reporter = StatsReporter("CartPole", got.append)
+    for r in (1.0, 2.0, 3.0):
+        reporter.add_stat("Environment/Cumulative Reward", r)
+    reporter.set_stat("Is Training", 1.0)
+    record = reporter.write_stats(500)
+    assert got == [record]
+    summary = record.values["Environment/Cumulative Reward"]
+    assert (summary.mean, summary.count) == (2.0, 3)
+    assert reporter.write_stats(1000).values == {}, "a summary clears what it summarised"
+
+
+def test_console_line_is_ml_agents_format() -> None:
+    reporter = StatsReporter("3DBall")
+    reporter.add_stat("Environment/Cumulative Reward", 1.0)
+    reporter.add_stat("Environment/Cumulative Reward", 2.0)
+    line = console_line(reporter.write_stats(50000))
+    assert line.startswith("3DBall. Step: 50000. Time Elapsed: ")
+    assert line.endswith(" s. Mean Reward: 1.500. Std of Reward: 0.500. Training.")
+    empty = console_line(StatsReporter("B").write_stats(10))
+    assert empty.endswith("No episode was completed since last summary. Training.")
+    lines: list[str] = []
+    ConsoleWriter(lines.append).write_stats(StatsReporter("C").write_stats(1))
+    assert lines and lines[0].startswith("C. Step: 1.")
+
+
+def test_tensorboard_events_keep_ml_agents_names(tmp_path: Path) -> None:
+    writer = TensorboardWriter(tmp_path)
+    reporter = StatsReporter("CartPole", writer.write_stats)
+    reporter.add_stat("Environment/Cumulative Reward", 10.0)
+    reporter.add_stat("Losses/Policy Loss", 0.5)
+    reporter.write_stats(100)
+    writer.close()
+    (events_file,) = (tmp_path / "CartPole").glob("events.out.tfevents*")
+    events = read_events(events_file)
+    assert (100, "Environment/Cumulative Reward", 10.0) in events
+    assert (100, "Losses/Policy Loss", 0.5) in events
