@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -92,6 +93,9 @@ class Runner:
     :param resume: restore every trainer from its newest checkpoint in ``<results_dir>/<run_id>``.
     :param initialize_from: a run directory whose newest checkpoints give the initial weights (step 0).
     :param checkpointing: save checkpoints (periodic and final) when there is a run directory.
+    :param freeze_gc: ``gc.freeze()`` after set-up and after the first update, so the cyclic
+        garbage collector stops rescanning TensorFlow's long-lived objects (a process-wide
+        setting; pass False to leave the collector alone).
 
     ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
     called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
@@ -119,12 +123,14 @@ class Runner:
         initialize_from: str | os.PathLike[str] | None = None,
         checkpointing: bool = True,
         final_save_timeout: float = 60.0,
+        freeze_gc: bool = True,
     ) -> None:
         self.settings = settings
         self.resume = resume
         self.initialize_from = initialize_from
         self.checkpointing = checkpointing
         self.final_save_timeout = final_save_timeout
+        self.freeze_gc = freeze_gc
         self.checkpoints: Any = None
         self._env_source = env
         self.run_id = run_id or settings.checkpoint_settings.run_id
@@ -356,6 +362,8 @@ class Runner:
         async def advance_loop(trainer: RLTrainer[Any]) -> None:
             while trainer.should_still_train and not trainer.input_closed:
                 await trainer.advance()
+                if trainer.update_count == 1 and self.freeze_gc:
+                    gc.freeze()  # again, after the first update traced its functions
             remaining.discard(trainer.behavior_name)
             if not remaining:
                 all_done.set()
@@ -371,6 +379,11 @@ class Runner:
                 await anyio.sleep(0.05)
             all_done.set()
 
+        if self.freeze_gc:
+            # TensorFlow and the networks leave about a million long-lived objects; a full
+            # collection walking them paused the loop for 0.3–0.8 s (benchmarks/loop_lag.py).
+            # Frozen objects are never scanned again.
+            gc.freeze()
         try:
             async with anyio.create_task_group() as tg:
                 if self.training:
@@ -399,6 +412,11 @@ class Runner:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
+        if self.settings.env_settings.executor == "ray":
+            from asynctrainer.scale.ray_executor import run_ray_env_loops
+
+            await run_ray_env_loops(self, env, links, rng, env_source=self._env_source, task_status=task_status)
+            return
         await run_env_loop(env, links, rng=rng, stats=self.env_stats, task_status=task_status)
 
     async def _write_stats_forever(self, receive: Any) -> None:
