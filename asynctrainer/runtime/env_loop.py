@@ -116,7 +116,8 @@ async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory],
     buffer is full. Otherwise it may run one more buffer ahead while the update runs, and
     waits only when it has sent two buffers' worth of experience since the last snapshot:
     acting overlaps updates, but the policy lag stays bounded by about one update however
-    fast the env is.
+    fast the env is. A ``drop_oldest`` channel (a live server that must never wait) skips
+    that bound: there, stale experience is dropped instead.
     """
     if not link.training:
         return
@@ -138,6 +139,7 @@ async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory],
             if link._since_update >= link.update_threshold:
                 link._since_update = 0
                 crossed = True
-    if crossed or (link.update_threshold is not None and link._since_publish >= 2 * link.update_threshold):
+    bounded = link.send.overflow == "block" and link.update_threshold is not None
+    if crossed or (bounded and link._since_publish >= 2 * link.update_threshold):  # type: ignore[operator]
         stats.lag_waits += 1
         await link.slot.wait_newer(version)

@@ -1,0 +1,479 @@
+"""Inference-only serving: the GameSession API over a trained policy, without TensorFlow (DESIGN §3, §8).
+
+A game server that only plays (no training) serves a policy exported by a run::
+
+    async with PolicyServer("results/run/Walker.onnx") as server:     # or a PolicySnapshot .npz
+        action = await server.decide(agent_id, obs)
+        ...
+        server.publish(PolicySnapshot.load("newer.npz"))               # swapped between two batches
+
+``PolicyServer`` offers :meth:`~PolicyServer.decide`, :meth:`~PolicyServer.decide_batch` and
+:meth:`~PolicyServer.leave` exactly as :class:`~asynctrainer.envs.game_session.GameSession`
+does, with the same validation and the same micro-batching (``max_batch``, ``max_wait_ms``):
+concurrent ``decide()`` calls are gathered into one forward pass, run by one serving task on
+the caller's loop. Rewards and episode ends are accepted (so host code is the same whether it
+trains or not) and ignored.
+
+A policy comes from :meth:`PolicySnapshot.load` (an ``.npz``: numpy only) or from an ``.onnx``
+file with ML-Agents' tensor names (``obs_0``…, ``action_masks``, ``recurrent_in`` in;
+``[deterministic_]continuous_actions``, ``[deterministic_]discrete_actions`` out), run with
+onnxruntime. Importing this module imports neither TensorFlow nor onnxruntime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.game_session import AgentAction, GameSession, SessionStats
+from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec, StepBatch
+from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.policy.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+
+__all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "load_policy"]
+
+logger = logging.getLogger("asynctrainer")
+
+F32 = npt.NDArray[np.float32]
+I32 = npt.NDArray[np.int32]
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What a PolicyServer needs of a policy: its spec and a batched forward pass.
+
+    ``act`` takes one float32 array ``[n, *shape]`` per observation spec and an allowed-action
+    mask ``[n, sum(branches)]`` (1 = allowed) or None, and returns ``(continuous [n, c] in
+    [-1, 1], discrete int32 [n, branches])``.
+    """
+
+    @property
+    def behavior_name(self) -> str: ...
+
+    @property
+    def behavior_spec(self) -> BehaviorSpec: ...
+
+    def act(
+        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
+    ) -> tuple[F32, I32]: ...
+
+
+class SnapshotPolicy:
+    """A :class:`PolicySnapshot` as a :class:`Policy`.
+
+    The forward pass is the snapshot's (DESIGN §3: dense layers ``x @ W + b``, tanh, masked
+    softmax, clipped Gaussian), trimmed for serving: no log-probabilities or entropies, the
+    standard deviations computed once. Deterministic actions equal ``snapshot.act``'s exactly;
+    sampled ones follow the same distribution.
+    """
+
+    def __init__(self, snapshot: PolicySnapshot) -> None:
+        self.snapshot = snapshot
+        spec = snapshot.action_spec
+        self._std = None if snapshot.log_std is None else np.exp(snapshot.log_std).astype(np.float32)
+        self._norm = snapshot.obs_mean is not None and snapshot.obs_std is not None
+        self._branches = spec.discrete_branches
+        self._size = snapshot.behavior_spec.observation_size
+
+    @property
+    def behavior_name(self) -> str:
+        return self.snapshot.behavior_name
+
+    @property
+    def behavior_spec(self) -> BehaviorSpec:
+        return self.snapshot.behavior_spec
+
+    @property
+    def version(self) -> int:
+        return self.snapshot.version
+
+    def act(
+        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
+    ) -> tuple[F32, I32]:
+        s = self.snapshot
+        n = obs[0].shape[0]
+        x = obs[0].reshape(n, -1) if len(obs) == 1 else np.concatenate([o.reshape(n, -1) for o in obs], axis=1)
+        if x.shape[1] != self._size:
+            raise SpecError(
+                f"Behavior '{s.behavior_name}' expects observations of total size {self._size}, got {x.shape[1]}."
+            )
+        if self._norm:
+            assert s.obs_mean is not None and s.obs_std is not None
+            x = np.clip((x - s.obs_mean) / s.obs_std, -5.0, 5.0).astype(np.float32)
+        h = x
+        for layer in s.hidden:
+            h = h @ layer.kernel
+            h += layer.bias
+            np.tanh(h, out=h)
+        cont: F32
+        if s.continuous_head is not None and self._std is not None:
+            cont = h @ s.continuous_head.kernel
+            cont += s.continuous_head.bias
+            if not deterministic:
+                cont += self._std * rng.standard_normal(cont.shape, dtype=np.float32)
+            if s.tanh_squash:
+                np.tanh(cont, out=cont)
+            else:
+                np.clip(cont, -CONTINUOUS_CLIP, CONTINUOUS_CLIP, out=cont)
+                cont /= CONTINUOUS_CLIP
+        else:
+            cont = np.zeros((n, 0), np.float32)
+        disc = np.zeros((n, len(self._branches)), np.int32)
+        if s.discrete_head is not None:
+            logits = h @ s.discrete_head.kernel
+            logits += s.discrete_head.bias
+            if allowed is not None:
+                logits = logits * allowed - MASK_PENALTY * (1.0 - allowed)
+            start = 0
+            rows = np.arange(n)
+            for b, size in enumerate(self._branches):
+                part = logits[:, start : start + size]
+                start += size
+                if deterministic:
+                    disc[:, b] = part.argmax(axis=1)
+                    continue
+                probs = np.exp(part - part.max(axis=1, keepdims=True))
+                cdf = np.cumsum(probs, axis=1)
+                u = rng.random((n, 1), dtype=np.float32)
+                idx = np.minimum((cdf < u * cdf[:, -1:]).sum(axis=1), size - 1)
+                bad = probs[rows, idx] <= 0.0  # never a masked action, even at the cdf's edge
+                if bad.any():
+                    idx[bad] = probs[bad].argmax(axis=1)
+                disc[:, b] = idx
+        return cont, disc
+
+
+class OnnxPolicy:
+    """An ML-Agents-style ``.onnx`` policy run with onnxruntime (CPU).
+
+    The behavior spec is read from the model: observation shapes from the ``obs_<i>`` inputs
+    (a rank-4 input ``[batch, C, H, W]`` is an ``(H, W, C)`` observation, as ML-Agents exports
+    visual observations), action sizes from the ``continuous_action_output_shape`` and
+    ``discrete_action_output_shape`` constants.
+
+    :param behavior_name: defaults to the file name without ``.onnx`` and without a trailing
+        ``-<step>`` (``Walker-5000.onnx`` → ``Walker``).
+    :raises EnvError: onnxruntime is missing, or the file is not such a model.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], behavior_name: str | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise EnvError(
+                "Serving an .onnx policy needs onnxruntime: pip install 'asynctrainer[export]' "
+                "(or serve a PolicySnapshot .npz, which needs numpy only)."
+            ) from exc
+        self.path = Path(path)
+        if behavior_name is None:
+            stem = self.path.stem
+            head, _, tail = stem.rpartition("-")
+            behavior_name = head if head and tail.isdigit() else stem
+        self._name = behavior_name
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:
+            raise EnvError(f"Could not load the ONNX policy {self.path}: {exc}") from exc
+        inputs = {i.name: i for i in self.session.get_inputs()}
+        obs_names = sorted((n for n in inputs if n.startswith("obs_")), key=lambda n: int(n[4:]))
+        if not obs_names:
+            raise EnvError(
+                f"{self.path} has no obs_0 input; inputs are {sorted(inputs)} (ML-Agents 2.x tensor names expected)."
+            )
+        self._obs_names = obs_names
+        self._visual: list[bool] = []
+        obs_specs = []
+        for name in obs_names:
+            dims = inputs[name].shape[1:]
+            if not all(isinstance(d, int) for d in dims):
+                raise EnvError(f"{self.path}: input {name} has a non-fixed shape {inputs[name].shape}.")
+            shape = tuple(int(d) for d in dims)
+            visual = len(shape) == 3
+            self._visual.append(visual)
+            obs_specs.append(ObservationSpec((shape[1], shape[2], shape[0]) if visual else shape, name))
+        self._mask_size = 0
+        if "action_masks" in inputs:
+            dims = inputs["action_masks"].shape
+            self._mask_size = int(dims[1]) if len(dims) == 2 and isinstance(dims[1], int) else 1
+        self._memory_input = "recurrent_in" in inputs
+        outputs = {o.name for o in self.session.get_outputs()}
+        consts = [
+            n for n in ("memory_size", "continuous_action_output_shape", "discrete_action_output_shape") if n in outputs
+        ]
+        self.memory_size = 0
+        zeros = [np.zeros((1, *s.shape), np.float32) for s in obs_specs]
+        try:
+            values = dict(zip(consts, self._run(consts, zeros, None), strict=True))
+        except Exception as exc:
+            raise EnvError(f"Could not read the action spec of the ONNX policy {self.path}: {exc}") from exc
+        self.memory_size = int(np.asarray(values.get("memory_size", [0])).reshape(-1)[0])
+        if self.memory_size:
+            raise EnvError(f"{self.path} is a recurrent policy (memory_size {self.memory_size}); not supported yet.")
+        continuous = int(np.asarray(values.get("continuous_action_output_shape", [0])).reshape(-1)[0])
+        branches = tuple(int(b) for b in np.asarray(values.get("discrete_action_output_shape", [])).reshape(-1))
+        self._spec = BehaviorSpec(tuple(obs_specs), ActionSpec(continuous, branches))
+        self._outputs = outputs
+
+    @property
+    def behavior_name(self) -> str:
+        return self._name
+
+    @property
+    def behavior_spec(self) -> BehaviorSpec:
+        return self._spec
+
+    def _run(self, names: list[str], obs: list[F32], allowed: F32 | None) -> list[Any]:
+        n = obs[0].shape[0]
+        feeds: dict[str, Any] = {}
+        for name, visual, o in zip(self._obs_names, self._visual, obs, strict=True):
+            o = np.asarray(o, np.float32)
+            feeds[name] = np.ascontiguousarray(o.transpose(0, 3, 1, 2)) if visual else o
+        if self._mask_size:
+            feeds["action_masks"] = allowed if allowed is not None else np.ones((n, self._mask_size), np.float32)
+        if self._memory_input:
+            feeds["recurrent_in"] = np.zeros((n, 1, self.memory_size), np.float32)
+        return list(self.session.run(names, feeds))
+
+    def act(
+        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
+    ) -> tuple[F32, I32]:
+        a = self._spec.action_spec
+        n = obs[0].shape[0]
+        prefix = "deterministic_" if deterministic else ""
+        names = []
+        if a.is_continuous():
+            names.append(f"{prefix}continuous_actions")
+        if a.is_discrete():
+            names.append(f"{prefix}discrete_actions")
+        results = self._run(names, obs, allowed)
+        cont = np.zeros((n, a.continuous_size), np.float32)
+        disc = np.zeros((n, a.discrete_size), np.int32)
+        if a.is_continuous():
+            cont = np.asarray(results.pop(0), np.float32).reshape(n, a.continuous_size)
+        if a.is_discrete():
+            disc = np.asarray(results.pop(0)).reshape(n, a.discrete_size).astype(np.int32)
+        return cont, disc
+
+
+PolicySource = PolicySnapshot | Policy | str | os.PathLike[str]
+
+
+def load_policy(source: PolicySource, behavior_name: str | None = None) -> Policy:
+    """A :class:`Policy` from a snapshot, a Policy, or a path (``.onnx`` → onnxruntime, else ``.npz`` snapshot).
+
+    :raises EnvError: the file is missing or unreadable.
+    """
+    if isinstance(source, PolicySnapshot):
+        return SnapshotPolicy(source)
+    if isinstance(source, str | os.PathLike):
+        path = Path(source)
+        if not path.is_file():
+            raise EnvError(f"No policy file at {path}.")
+        if path.suffix.lower() == ".onnx":
+            return OnnxPolicy(path, behavior_name)
+        try:
+            return SnapshotPolicy(PolicySnapshot.load(path))
+        except Exception as exc:
+            raise EnvError(f"Could not load the policy snapshot {path}: {type(exc).__name__}: {exc}") from exc
+    if isinstance(source, Policy):
+        return source
+    raise EnvError(f"Cannot serve a {type(source).__name__}: give a PolicySnapshot, a Policy or a file path.")
+
+
+def _same_interface(a: BehaviorSpec, b: BehaviorSpec) -> bool:
+    return a.action_spec == b.action_spec and [o.shape for o in a.observation_specs] == [
+        o.shape for o in b.observation_specs
+    ]
+
+
+class PolicyServer:
+    """Micro-batched inference over one policy per behavior, with GameSession's API.
+
+    :param policies: one policy source (a :class:`PolicySnapshot`, a :class:`Policy`, or the
+        path of an ``.npz`` snapshot or ``.onnx`` model), or a mapping behavior name → source.
+        A single source serves the behavior named by the policy.
+    :param max_batch: the most decisions in one forward pass.
+    :param max_wait_ms: the longest a decision waits for others to share its forward pass
+        (see :class:`GameSession` for when a batch closes earlier).
+    :param deterministic: take the mode of the action distribution (mean / argmax) instead of
+        sampling. ML-Agents samples by default; so does this.
+    :param seed: seeds the sampling generator (snapshot policies).
+
+    Start it with ``async with PolicyServer(...) as server`` (or ``await server.start()`` and
+    ``await server.aclose()``); a ``decide()`` on a server not started starts it.
+    """
+
+    def __init__(
+        self,
+        policies: PolicySource | Mapping[str, PolicySource],
+        *,
+        max_batch: int = 1024,
+        max_wait_ms: float = 1.0,
+        deterministic: bool = False,
+        seed: int | None = None,
+    ) -> None:
+        loaded: dict[str, Policy] = {}
+        if isinstance(policies, Mapping):
+            for name, source in policies.items():
+                loaded[name] = load_policy(source, name)
+        else:
+            policy = load_policy(policies)
+            loaded[policy.behavior_name] = policy
+        if not loaded:
+            raise SpecError("PolicyServer needs at least one policy.")
+        self._policies = loaded
+        self.deterministic = deterministic
+        self._rng = np.random.default_rng(seed)
+        self._session = GameSession(
+            {name: p.behavior_spec for name, p in loaded.items()}, max_batch=max_batch, max_wait_ms=max_wait_ms
+        )
+        self._task: asyncio.Task[None] | None = None
+        self._error: BaseException | None = None
+
+    # ----- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the serving task on the running loop (idempotent)."""
+        self._ensure_started()
+
+    def _ensure_started(self) -> None:
+        if self._task is None:
+            self._session._check_open()
+            self._task = asyncio.get_running_loop().create_task(self._serve(), name="asynctrainer-policy-server")
+
+    async def aclose(self) -> None:
+        """Stop serving: decisions still waiting fail with :class:`EnvError`."""
+        task, self._task = self._task, None
+        if task is not None and not task.done():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                if (current := asyncio.current_task()) is not None and current.cancelling():
+                    raise
+        await self._session.aclose()
+
+    async def __aenter__(self) -> PolicyServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    # ----- the host's side ---------------------------------------------------------------------
+
+    @property
+    def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
+        return self._session.behavior_specs
+
+    @property
+    def stats(self) -> SessionStats:
+        return self._session.stats
+
+    @property
+    def policies(self) -> Mapping[str, Policy]:
+        return dict(self._policies)
+
+    @property
+    def error(self) -> BaseException | None:
+        """Why serving stopped, when a forward pass failed."""
+        return self._error
+
+    async def decide(
+        self,
+        agent_id: int | np.integer[Any],
+        obs: Any,
+        reward: float = 0.0,
+        terminated: bool = False,
+        truncated: bool = False,
+        *,
+        behavior: str | None = None,
+        action_mask: Any = None,
+    ) -> AgentAction | None:
+        """As :meth:`GameSession.decide`: the agent's action, or None when the call ended its episode."""
+        self._ensure_started()
+        return await self._session.decide(
+            agent_id, obs, reward, terminated, truncated, behavior=behavior, action_mask=action_mask
+        )
+
+    async def decide_batch(
+        self,
+        behavior: str | None,
+        agent_ids: Any,
+        obs: Any,
+        rewards: Any = None,
+        terminated: Any = None,
+        truncated: Any = None,
+        *,
+        action_mask: Any = None,
+    ) -> ActionBatch:
+        """As :meth:`GameSession.decide_batch`."""
+        self._ensure_started()
+        return await self._session.decide_batch(
+            behavior, agent_ids, obs, rewards, terminated, truncated, action_mask=action_mask
+        )
+
+    def leave(self, agent_id: int | np.integer[Any]) -> bool:
+        """Forget an agent (it no longer holds batches open waiting for its decision)."""
+        return self._session.leave(agent_id)
+
+    def publish(self, policy: PolicySource, behavior: str | None = None) -> None:
+        """Serve ``policy`` from the next batch on (the batch being computed keeps the old one).
+
+        :raises SpecError: unknown behavior, or a policy whose observation or action spec differs.
+        """
+        new = load_policy(policy, behavior)
+        name = behavior if behavior is not None else new.behavior_name
+        if name not in self._policies:
+            if behavior is None and len(self._policies) == 1:
+                name = next(iter(self._policies))
+            else:
+                raise SpecError(f"PolicyServer.publish: unknown behavior '{name}'; serving {sorted(self._policies)}.")
+        if not _same_interface(new.behavior_spec, self._policies[name].behavior_spec):
+            raise SpecError(
+                f"PolicyServer.publish: the new policy of behavior '{name}' has spec {new.behavior_spec}, "
+                f"but the server serves {self._policies[name].behavior_spec}."
+            )
+        self._policies[name] = new
+
+    # ----- serving -----------------------------------------------------------------------------
+
+    async def _serve(self) -> None:
+        session = self._session
+        try:
+            steps = await session.reset()
+            while True:
+                steps = await session.step(self._act(steps))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._error = exc
+            logger.exception("PolicyServer stopped: a forward pass failed")
+            await session.aclose(reason=f"the PolicyServer's forward pass failed: {type(exc).__name__}: {exc}")
+
+    def _act(self, steps: dict[str, StepBatch]) -> dict[str, ActionBatch]:
+        actions: dict[str, ActionBatch] = {}
+        for name, batch in steps.items():
+            decision = batch.decision
+            if not len(decision):
+                continue
+            policy = self._policies[name]  # read once per batch: publish() swaps between batches
+            allowed = None
+            if decision.action_mask is not None:
+                allowed = (~decision.action_mask).astype(np.float32)
+            cont, disc = policy.act(decision.obs, allowed, deterministic=self.deterministic, rng=self._rng)
+            actions[name] = ActionBatch(cont, disc, decision.agent_id)
+        return actions

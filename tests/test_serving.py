@@ -1,0 +1,224 @@
+"""Inference-only serving: PolicyServer over a snapshot .npz or an .onnx model, micro-batched."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.serving import PolicyServer, SnapshotPolicy, load_policy
+from asynctrainer.testing.fakes import random_snapshot
+
+HYBRID = BehaviorSpec((ObservationSpec((3,)), ObservationSpec((2,))), ActionSpec(2, (3, 2)))
+DISCRETE = BehaviorSpec((ObservationSpec((4,)),), ActionSpec.create_discrete((3,)))
+
+
+def normalized_snapshot(spec: BehaviorSpec, version: int = 0, seed: int = 0) -> PolicySnapshot:
+    base = random_snapshot("Walker", spec, version=version, seed=seed, hidden=16)
+    rng = np.random.default_rng(seed + 100)
+    return PolicySnapshot.create(
+        "Walker",
+        version,
+        0,
+        spec,
+        hidden=[(layer.kernel, layer.bias) for layer in base.hidden],
+        discrete_head=None if base.discrete_head is None else (base.discrete_head.kernel, base.discrete_head.bias),
+        continuous_head=None
+        if base.continuous_head is None
+        else (base.continuous_head.kernel, base.continuous_head.bias),
+        log_std=base.log_std,
+        obs_mean=rng.normal(size=spec.observation_size),
+        obs_std=rng.uniform(0.5, 2.0, size=spec.observation_size),
+    )
+
+
+def split_obs(x: np.ndarray) -> list[np.ndarray]:
+    return [x[:, :3], x[:, 3:]]
+
+
+def test_importing_serving_and_serving_a_snapshot_never_imports_tensorflow(tmp_path: Path) -> None:
+    path = tmp_path / "policy.npz"
+    random_snapshot("Walker", DISCRETE).save(path)
+    code = textwrap.dedent(
+        f"""
+        import asyncio, sys
+        import asynctrainer.serving
+        assert "tensorflow" not in sys.modules, "import asynctrainer.serving imported tensorflow"
+        from asynctrainer.serving import PolicyServer
+
+        async def main():
+            async with PolicyServer({str(path)!r}) as server:
+                action = await server.decide(1, [0.0, 1.0, 2.0, 3.0])
+            assert action.discrete.shape == (1,)
+
+        asyncio.run(main())
+        bad = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "keras", "onnxruntime"))
+        assert not bad, bad
+        print("ok")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "ok"
+
+
+async def test_serves_a_saved_snapshot_with_the_snapshots_deterministic_actions(tmp_path: Path) -> None:
+    snapshot = normalized_snapshot(HYBRID)
+    snapshot.save(tmp_path / "walker.npz")
+    obs = np.random.default_rng(1).normal(size=(12, 5)).astype(np.float32)
+    expected = snapshot.act(split_obs(obs), deterministic=True, rng=np.random.default_rng(0))
+    async with PolicyServer(tmp_path / "walker.npz", deterministic=True) as server:
+        assert set(server.behavior_specs) == {"Walker"}
+        actions = await asyncio.gather(*(server.decide(i, [obs[i, :3], obs[i, 3:]]) for i in range(12)))
+        batch = await server.decide_batch("Walker", np.arange(100, 112), split_obs(obs))
+    got_c = np.stack([a.continuous for a in actions if a is not None])
+    got_d = np.stack([a.discrete for a in actions if a is not None])
+    np.testing.assert_allclose(got_c, expected.continuous, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got_d, expected.discrete)
+    np.testing.assert_array_equal(batch.discrete, expected.discrete)
+    assert server.stats.batches == 2, "the concurrent decides shared one forward pass"
+
+
+def test_sampled_actions_follow_the_snapshots_distribution_and_respect_masks() -> None:
+    snapshot = random_snapshot("Walker", DISCRETE, seed=4)
+    policy = SnapshotPolicy(snapshot)
+    x = np.tile(np.array([[0.3, -0.2, 0.1, 0.5]], np.float32), (20000, 1))
+    _, logp = snapshot.distribution_params([x[:1]])
+    _, disc = policy.act([x], None, deterministic=False, rng=np.random.default_rng(0))
+    freq = np.bincount(disc[:, 0], minlength=3) / len(disc)
+    np.testing.assert_allclose(freq, np.exp(logp[0][0]), atol=0.015)
+    allowed = np.tile(np.array([[1.0, 0.0, 1.0]], np.float32), (20000, 1))
+    _, masked = policy.act([x], allowed, deterministic=False, rng=np.random.default_rng(1))
+    assert 1 not in set(masked[:, 0].tolist())
+    cont_spec = BehaviorSpec((ObservationSpec((2,)),), ActionSpec.create_continuous(1))
+    cont = SnapshotPolicy(random_snapshot("C", cont_spec, seed=2))
+    actions, _ = cont.act([np.zeros((20000, 2), np.float32)], None, deterministic=False, rng=np.random.default_rng(2))
+    assert actions.min() >= -1.0 and actions.max() <= 1.0 and actions.std() > 0.1
+
+
+async def test_concurrent_decides_share_one_forward_pass_and_max_batch_caps_it() -> None:
+    calls: list[int] = []
+    snapshot = random_snapshot("Walker", DISCRETE)
+    inner = SnapshotPolicy(snapshot)
+
+    class Counting(SnapshotPolicy):
+        def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
+            calls.append(len(obs[0]))
+            return inner.act(obs, allowed, deterministic=deterministic, rng=rng)
+
+    async with PolicyServer(Counting(snapshot), max_batch=16) as server:
+        await asyncio.gather(*(server.decide(i, np.zeros(4)) for i in range(40)))
+    assert calls == [16, 16, 8]
+
+
+async def test_publish_swaps_the_policy_between_two_batches() -> None:
+    old, new = random_snapshot("Walker", DISCRETE, 0, seed=1), random_snapshot("Walker", DISCRETE, 1, seed=2)
+    x = np.random.default_rng(3).normal(size=(64, 4)).astype(np.float32)
+    det = {s.version: s.act([x], deterministic=True, rng=np.random.default_rng()).discrete[:, 0] for s in (old, new)}
+    assert not np.array_equal(det[0], det[1])
+    async with PolicyServer(old, deterministic=True) as server:
+        first = await server.decide_batch(None, np.arange(64), x)
+        server.publish(new)
+        second = await server.decide_batch(None, np.arange(64), x)
+        assert server.policies["Walker"].version == 1  # type: ignore[attr-defined]
+        with pytest.raises(SpecError, match="has spec"):
+            server.publish(random_snapshot("Walker", HYBRID))
+        with pytest.raises(SpecError, match="unknown behavior 'Other'"):
+            server.publish(new, behavior="Other")
+    np.testing.assert_array_equal(first.discrete[:, 0], det[0])
+    np.testing.assert_array_equal(second.discrete[:, 0], det[1])
+
+
+async def test_several_behaviors_and_validation_as_in_game_session() -> None:
+    policies = {"A": random_snapshot("A", DISCRETE), "B": random_snapshot("B", HYBRID)}
+    async with PolicyServer(policies) as server:
+        a, b = await asyncio.gather(
+            server.decide(1, np.zeros(4), behavior="A"), server.decide(2, [np.zeros(3), np.zeros(2)], behavior="B")
+        )
+        assert a is not None and a.discrete.shape == (1,)
+        assert b is not None and b.continuous.shape == (2,) and b.discrete.shape == (2,)
+        with pytest.raises(SpecError, match="agent 3 gave no behavior"):
+            await server.decide(3, np.zeros(4))
+        with pytest.raises(SpecError, match=r"agent 3 of behavior 'A' has shape \(5,\), expected \(4,\)"):
+            await server.decide(3, np.zeros(5), behavior="A")
+        with pytest.raises(SpecError, match="contains NaN"):
+            await server.decide(3, [np.nan, 0, 0, 0], behavior="A")
+        # Rewards and episode ends are accepted and ignored.
+        assert await server.decide(1, np.zeros(4), reward=1.0, terminated=True, behavior="A") is None
+        assert server.leave(2)
+
+
+async def test_a_failing_forward_pass_fails_the_waiting_decisions_and_stops_the_server() -> None:
+    snapshot = random_snapshot("Walker", DISCRETE)
+
+    class Broken(SnapshotPolicy):
+        def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
+            raise RuntimeError("boom")
+
+    server = PolicyServer(Broken(snapshot))
+    with pytest.raises(EnvError, match="forward pass failed: RuntimeError: boom"):
+        await asyncio.wait_for(server.decide(1, np.zeros(4)), 5)
+    assert isinstance(server.error, RuntimeError)
+    with pytest.raises(EnvError, match="closed"):
+        await server.decide(1, np.zeros(4))
+    await server.aclose()
+
+
+def test_load_policy_errors_are_clear(tmp_path: Path) -> None:
+    with pytest.raises(EnvError, match="No policy file at"):
+        load_policy(tmp_path / "missing.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(EnvError, match="Could not load the policy snapshot"):
+        load_policy(tmp_path / "junk.npz")
+    with pytest.raises(EnvError, match="Cannot serve a int"):
+        load_policy(3)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spec", [DISCRETE, HYBRID, BehaviorSpec((ObservationSpec((3,)),), ActionSpec(2, ()))],
+                         ids=["discrete", "hybrid", "continuous"])  # fmt: skip
+async def test_serves_an_exported_onnx_model_like_the_snapshot(tmp_path: Path, spec: BehaviorSpec) -> None:
+    pytest.importorskip("onnxruntime")
+    onnx_export = pytest.importorskip("asynctrainer.policy.onnx_export")
+    snapshot = normalized_snapshot(spec, version=5)
+    path = tmp_path / "Walker-5000.onnx"
+    onnx_export.export_onnx(snapshot, path)
+    n = 16
+    rng = np.random.default_rng(7)
+    obs = [rng.normal(size=(n, *o.shape)).astype(np.float32) for o in spec.observation_specs]
+    mask = None
+    if spec.action_spec.is_discrete():
+        mask = np.zeros((n, spec.action_spec.mask_size), bool)
+        mask[::2, 0] = True  # forbid action 0 of branch 0 for every other agent
+    expected = snapshot.act(
+        obs, None if mask is None else (~mask).astype(np.float32), deterministic=True, rng=np.random.default_rng()
+    )
+    async with PolicyServer(path, deterministic=True) as server:
+        assert set(server.behavior_specs) == {"Walker"}
+        served = server.behavior_specs["Walker"]
+        assert served.action_spec == spec.action_spec
+        assert [o.shape for o in served.observation_specs] == [o.shape for o in spec.observation_specs]
+        one = obs[0] if len(obs) == 1 else obs
+        batch = await server.decide_batch("Walker", np.arange(n), one, action_mask=mask)
+        single = await server.decide(99, [o[0] for o in obs] if len(obs) > 1 else obs[0][0])
+    np.testing.assert_allclose(batch.continuous, expected.continuous, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(batch.discrete, expected.discrete)
+    unmasked = snapshot.act([o[:1] for o in obs], deterministic=True, rng=np.random.default_rng())
+    assert single is not None
+    np.testing.assert_array_equal(single.discrete, unmasked.discrete[0])
+    np.testing.assert_allclose(single.continuous, unmasked.continuous[0], rtol=1e-4, atol=1e-5)
+    if mask is not None:
+        assert (batch.discrete[::2, 0] != 0).all()
+    # Sampling through the model's own random ops stays in range and respects masks.
+    async with PolicyServer(path) as server:
+        sampled = await server.decide_batch("Walker", np.arange(n), one, action_mask=mask)
+    assert (np.abs(sampled.continuous) <= 1.0).all()
+    if mask is not None:
+        assert (sampled.discrete[::2, 0] != 0).all()
