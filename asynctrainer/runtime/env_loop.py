@@ -120,6 +120,9 @@ async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory],
     that bound: there, stale experience is dropped instead.
     """
     if not link.training:
+        # Nothing is sent when playing (--inference): still yield, or an env whose step never
+        # awaits (SimpleEnvironment) would hold the loop forever and nothing could stop it.
+        await anyio.lowlevel.checkpoint()
         return
     version = link.slot.version
     if version != link._version_seen:

@@ -21,6 +21,7 @@ class PolicySlot:
         self._snapshot = initial
         self._changed = anyio.Event()
         self.published = 0 if initial is None else 1
+        self.closed = False
 
     def publish(self, snapshot: PolicySnapshot) -> None:
         """Make ``snapshot`` the newest; an older or equal version than the held one is ignored."""
@@ -30,6 +31,11 @@ class PolicySlot:
         self.published += 1
         self._changed.set()
         self._changed = anyio.Event()
+
+    def close(self) -> None:
+        """Say no newer snapshot will come (the trainer finished); wakes ``wait_newer`` callers."""
+        self.closed = True
+        self._changed.set()
 
     def latest(self) -> PolicySnapshot:
         """The newest snapshot, without waiting.
@@ -47,8 +53,9 @@ class PolicySlot:
     async def wait_newer(self, version: int) -> PolicySnapshot:
         """Wait until a snapshot with a version above ``version`` is held, and return it.
 
-        Cancellation simply stops the wait.
+        Returns the held snapshot without waiting once the slot is closed. Cancellation simply
+        stops the wait.
         """
-        while self._snapshot is None or self._snapshot.version <= version:
+        while not self.closed and (self._snapshot is None or self._snapshot.version <= version):
             await self._changed.wait()
-        return self._snapshot
+        return self.latest()

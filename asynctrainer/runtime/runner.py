@@ -359,11 +359,17 @@ class Runner:
         if not remaining and self.training:
             all_done.set()
 
+        links_by_trainer = {link.name: link for link in links.values()}
+
         async def advance_loop(trainer: RLTrainer[Any]) -> None:
             while trainer.should_still_train and not trainer.input_closed:
                 await trainer.advance()
                 if trainer.update_count == 1 and self.freeze_gc:
                     gc.freeze()  # again, after the first update traced its functions
+            # This behavior is done: its env loop stops feeding it and never waits for it again,
+            # so the other behaviors of a shared env keep training.
+            links_by_trainer[trainer.behavior_name].training = False
+            self.slots[trainer.behavior_name].close()
             remaining.discard(trainer.behavior_name)
             if not remaining:
                 all_done.set()

@@ -229,6 +229,8 @@ class RLTrainer(Trainer[PolicyT]):
                 if self._accept(item):
                     await self._update()
                     return
+                if not self.should_still_train:
+                    return
 
     def _update_and_snapshot(self) -> tuple[dict[str, float], PolicySnapshot]:
         with hierarchical_timer("_update_policy"):

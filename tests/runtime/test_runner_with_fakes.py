@@ -131,3 +131,24 @@ async def test_fake_trainer_run_writes_ml_agents_timer_tree(tmp_path: Path) -> N
     assert advance["children"]["_update_policy"]["count"] == runner.trainers["Counter"].update_count
     assert "process_trajectory" in advance["children"]
     assert (tmp_path / "t" / "configuration.yaml").exists()
+
+
+async def test_fake_trainers_of_two_behaviors_finishing_apart_do_not_stall_each_other() -> None:
+    from asynctrainer.settings import run_settings_from_dict
+    from asynctrainer.testing.simple_env import SimpleEnvironment
+
+    def behavior(max_steps: int) -> dict[str, object]:
+        return {
+            "trainer_type": "ppo",
+            "hyperparameters": {"batch_size": 16, "buffer_size": 32},
+            "max_steps": max_steps,
+            "time_horizon": 8,
+            "strict_on_policy": True,
+        }
+
+    settings = run_settings_from_dict({"behaviors": {"A": behavior(100), "B": behavior(600)}})
+    factory = fake_trainer_factory()
+    env = SimpleEnvironment(["A", "B"], num_agents=2)
+    with anyio.fail_after(20):
+        result = await Runner(settings, env, trainer_factory=factory, stats_writers=[]).run()
+    assert 100 < result.steps["A"] < 600 <= result.steps["B"]

@@ -1,0 +1,241 @@
+"""SAC's Keras networks: a tanh-squashed Gaussian / categorical actor, twin Q critics, targets.
+
+The actor has the shape :class:`~asynctrainer.policy.snapshot.PolicySnapshot` runs in numpy
+(tanh hidden layers, a logits head for all discrete branches, a mean head and a
+state-independent log-std), so the snapshot with ``tanh_squash=True`` is the same policy:
+the env receives ``tanh(u)`` for the Gaussian sample ``u``, and ``u`` is what trajectories
+store. The critics take the observation and the squashed continuous action, and output one
+value per discrete action (ML-Agents' ``QNetwork``), or a single value without branches.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.policy.networks import mlp
+from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
+from asynctrainer.policy.tf_setup import keras as tf_keras
+from asynctrainer.policy.tf_setup import tf
+
+__all__ = ["QNetwork", "SACActor", "SACNetworks", "squashed_gaussian_log_prob"]
+
+Tensor = Any
+
+#: ML-Agents clamps the Gaussian's log-sigma to [-20, 2] (``GaussianDistribution``).
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+#: ``log(1 − tanh²(u) + ε)``: the same ε as the snapshot and ML-Agents' ``TanhGaussianDistInstance``.
+TANH_EPSILON = 1e-6
+
+
+def squashed_gaussian_log_prob(u: Tensor, mean: Tensor, log_std: Tensor) -> Tensor:
+    """``log π(tanh u) = Σ_i [log N(u_i; μ_i, σ_i) − log(1 − tanh²(u_i) + ε)]``, ``[B]``.
+
+    The change of variables of SAC's appendix C (Haarnoja et al. 2018); the snapshot computes
+    the same in numpy for the env action it sends.
+    """
+    t = tf()
+    z = (u - mean) * t.exp(-log_std)
+    gaussian = t.reduce_sum(-0.5 * z * z - log_std - 0.5 * LOG_2PI, axis=1)
+    squashed = t.tanh(u)
+    return gaussian - t.reduce_sum(t.math.log(1.0 - squashed * squashed + TANH_EPSILON), axis=1)
+
+
+def _named(layers: list[Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for layer in layers:
+        out[f"{layer.name}/kernel"] = layer.kernel
+        out[f"{layer.name}/bias"] = layer.bias
+    return out
+
+
+class SACActor:
+    """The policy: ``obs → (mean, log_std)`` and masked per-branch log-probabilities."""
+
+    def __init__(self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int) -> None:
+        keras = tf_keras()
+        self.spec = spec
+        a = spec.action_spec
+        self.body = mlp(hidden_units, num_layers, seed, "actor")
+        self.discrete_head = (
+            keras.layers.Dense(
+                a.mask_size,
+                kernel_initializer=keras.initializers.Orthogonal(0.01, seed=seed + 200),
+                name="discrete_head",
+            )
+            if a.is_discrete()
+            else None
+        )
+        self.continuous_head = (
+            keras.layers.Dense(
+                a.continuous_size,
+                kernel_initializer=keras.initializers.Orthogonal(0.01, seed=seed + 300),
+                name="continuous_head",
+            )
+            if a.is_continuous()
+            else None
+        )
+        self.log_std = (
+            keras.Variable(np.zeros(a.continuous_size, np.float32), name="log_std") if a.is_continuous() else None
+        )
+        self.heads_of(np.zeros((1, spec.observation_size), np.float32))
+
+    def heads_of(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None]:
+        """(continuous mean, raw logits) of ``obs``; None for a missing part."""
+        h = obs
+        for layer in self.body:
+            h = layer(h)
+        mean = self.continuous_head(h) if self.continuous_head is not None else None
+        logits = self.discrete_head(h) if self.discrete_head is not None else None
+        return mean, logits
+
+    def clipped_log_std(self) -> Tensor:
+        assert self.log_std is not None
+        return tf().clip_by_value(tf().convert_to_tensor(self.log_std), LOG_STD_MIN, LOG_STD_MAX)
+
+    def distribution(self, obs: Tensor, masks: Tensor) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
+        """(mean ``[B, C]``, log_std ``[C]``, masked log-probabilities ``[B, n_b]`` per branch)."""
+        t = tf()
+        mean, logits = self.heads_of(obs)
+        log_std = self.clipped_log_std() if mean is not None else None
+        branch_logp: list[Tensor] = []
+        if logits is not None:
+            # As the snapshot and ML-Agents' export: a masked logit becomes −1e8 before the softmax.
+            logits = logits * masks - MASK_PENALTY * (1.0 - masks)
+            start = 0
+            for size in self.spec.action_spec.discrete_branches:
+                branch_logp.append(t.nn.log_softmax(logits[:, start : start + size], axis=1))
+                start += size
+        return mean, log_std, branch_logp
+
+    def log_prob(self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor) -> Tensor:
+        """``[B]`` log-probability of the env action ``(tanh(continuous), discrete)``, summed over parts."""
+        t = tf()
+        mean, log_std, branch_logp = self.distribution(obs, masks)
+        out = t.zeros(t.shape(obs)[:1], t.float32)
+        if mean is not None:
+            out += squashed_gaussian_log_prob(continuous, mean, log_std)
+        for b, logp in enumerate(branch_logp):
+            out += t.gather(logp, discrete[:, b], axis=1, batch_dims=1)
+        return out
+
+    @property
+    def variables(self) -> list[Any]:
+        out: list[Any] = []
+        for layer in [*self.body, self.discrete_head, self.continuous_head]:
+            if layer is not None:
+                out += layer.trainable_weights
+        if self.log_std is not None:
+            out.append(self.log_std)
+        return out
+
+    def named_variables(self) -> dict[str, Any]:
+        out = _named([layer for layer in [*self.body, self.discrete_head, self.continuous_head] if layer is not None])
+        if self.log_std is not None:
+            out["log_std"] = self.log_std
+        return out
+
+    def snapshot(
+        self,
+        behavior_name: str,
+        version: int,
+        step: int,
+        obs_mean: np.ndarray | None = None,
+        obs_std: np.ndarray | None = None,
+    ) -> PolicySnapshot:
+        """A frozen numpy copy with ``tanh_squash=True`` (call on the update thread)."""
+
+        def pair(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:
+            return None if layer is None else (layer.kernel.numpy(), layer.bias.numpy())
+
+        return PolicySnapshot.create(
+            behavior_name,
+            version,
+            step,
+            self.spec,
+            hidden=[(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.body],
+            discrete_head=pair(self.discrete_head),
+            continuous_head=pair(self.continuous_head),
+            # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
+            log_std=None if self.log_std is None else self.clipped_log_std().numpy(),
+            obs_mean=obs_mean,
+            obs_std=obs_std,
+            tanh_squash=True,
+        )
+
+
+class QNetwork:
+    """``Q(s, tanh u) → [B, M]`` (one value per discrete action), or ``[B, 1]`` without branches."""
+
+    def __init__(self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, name: str) -> None:
+        keras = tf_keras()
+        a = spec.action_spec
+        self.continuous_size = a.continuous_size
+        self.body = mlp(hidden_units, num_layers, seed, name)
+        self.head = keras.layers.Dense(
+            a.mask_size if a.is_discrete() else 1,
+            kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 50),
+            name=f"{name}_head",
+        )
+        self(np.zeros((1, spec.observation_size), np.float32), np.zeros((1, a.continuous_size), np.float32))
+
+    def __call__(self, obs: Tensor, squashed_action: Tensor) -> Tensor:
+        h = tf().concat([obs, squashed_action], axis=1) if self.continuous_size else obs
+        for layer in self.body:
+            h = layer(h)
+        return self.head(h)
+
+    @property
+    def variables(self) -> list[Any]:
+        out: list[Any] = []
+        for layer in [*self.body, self.head]:
+            out += layer.trainable_weights
+        return out
+
+    def named_variables(self) -> dict[str, Any]:
+        return _named([*self.body, self.head])
+
+
+class SACNetworks:
+    """Everything SAC learns: actor, twin critics, their targets and the log-temperatures.
+
+    The targets start as copies of the critics. ``log_alpha`` has one entry per entropy
+    component (continuous part first, then each branch), initialised to ``log(init_entcoef)``.
+    """
+
+    def __init__(
+        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, init_entcoef: float
+    ) -> None:
+        keras = tf_keras()
+        self.spec = spec
+        a = spec.action_spec
+        kw = {"hidden_units": hidden_units, "num_layers": num_layers}
+        self.actor = SACActor(spec, seed=seed, **kw)
+        self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", **kw)
+        self.q2 = QNetwork(spec, seed=seed + 2000, name="q2", **kw)
+        self.q1_target = QNetwork(spec, seed=seed + 1000, name="q1_target", **kw)
+        self.q2_target = QNetwork(spec, seed=seed + 2000, name="q2_target", **kw)
+        for target, source in zip(self.target_variables, self.critic_variables, strict=True):
+            target.assign(source)
+        components = (1 if a.is_continuous() else 0) + a.discrete_size
+        self.log_alpha = keras.Variable(
+            np.full(components, math.log(init_entcoef), np.float32), name="log_alpha", dtype="float32"
+        )
+
+    @property
+    def critic_variables(self) -> list[Any]:
+        return self.q1.variables + self.q2.variables
+
+    @property
+    def target_variables(self) -> list[Any]:
+        return self.q1_target.variables + self.q2_target.variables
+
+    def named_variables(self) -> dict[str, Any]:
+        """Every network variable by a stable name (``actor_0/kernel``, ``q2_target_head/bias``, ``log_std``)."""
+        out = self.actor.named_variables()
+        for net in (self.q1, self.q2, self.q1_target, self.q2_target):
+            out.update(net.named_variables())
+        return out

@@ -1,0 +1,391 @@
+"""Soft Actor-Critic on the asyncio runtime (``trainer_type: sac``).
+
+Paper order (Haarnoja et al. 2018, arXiv:1812.05905; CleanRL's ``sac_continuous_action.py``):
+trajectories become transitions in a replay buffer → once ``buffer_init_steps`` steps were
+taken, every trainer step owes ``1 / steps_per_update`` gradient steps (ML-Agents' count) →
+each gradient step fits twin Q critics to a soft TD target from the target critics, moves the
+actor toward the soft value, tunes the temperatures toward ML-Agents' target entropies, and
+moves the targets by ``tau`` → a new numpy snapshot (``tanh_squash=True``) is published.
+
+Threads: ``_store_trajectory`` (loop) only queues converted transitions; the update thread
+moves them into the buffer, so a checkpoint taken in the thread never races the loop.
+
+Only the extrinsic reward signal exists, so ``reward_signal_steps_per_update`` (how often
+ML-Agents updates learned reward signals) is accepted and has nothing to update.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import CheckpointLoadError
+from asynctrainer.policy.normalizer import Normalizer
+from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.policy.tf_setup import keras as tf_keras
+from asynctrainer.policy.tf_setup import tf
+from asynctrainer.ppo.trainer import decayed_value
+from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.sac import loss
+from asynctrainer.sac.networks import SACNetworks, squashed_gaussian_log_prob
+from asynctrainer.sac.replay_buffer import FIELDS, ReplayBuffer, Transitions, transitions_from_trajectory
+
+__all__ = ["MAX_GRADIENT_STEPS_PER_UPDATE", "SACTrainer"]
+
+F32 = npt.NDArray[np.float32]
+
+#: Gradient steps one update may run; what is still owed runs at the next update. Keeps an
+#: update short, so cancellation and snapshot publication stay prompt (DESIGN §2). When the
+#: experience added since the last update owes more (long trajectories, steps_per_update < 1),
+#: an update runs that many instead, so the configured ratio holds and no backlog builds up.
+MAX_GRADIENT_STEPS_PER_UPDATE = 64
+#: ML-Agents' ``BUFFER_TRUNCATE_PERCENT``: an over-full buffer is cut to 80 % of buffer_size.
+BUFFER_TRUNCATE_PERCENT = 0.8
+
+
+class SACTrainer(RLTrainer[SACNetworks]):
+    """Soft Actor-Critic with ML-Agents' settings and update schedule.
+
+    :param seed: seeds the network initialisers and the trainer's numpy generator (minibatch
+        indices and the reparameterisation noise), so updates are repeatable.
+    """
+
+    def __init__(self, behavior_name: str, trainer_settings: Any, *, seed: int = 0, **kwargs: Any) -> None:
+        super().__init__(behavior_name, trainer_settings, **kwargs)
+        self.hyperparameters = trainer_settings.hyperparameters
+        self.seed = seed
+        self._rng = np.random.default_rng(seed)
+        #: ML-Agents starts counting at 1: ``(step − buffer_init_steps) / update_steps > steps_per_update``.
+        self.update_steps = 1
+        self._pending: list[Transitions] = []
+        self._pending_steps = 0
+        self.replay: ReplayBuffer | None = None
+        self.normalizer: Normalizer | None = None
+        self.nets: SACNetworks | None = None
+        self.policy_optimizer: Any = None
+        self.value_optimizer: Any = None
+        self.entropy_optimizer: Any = None
+        self._train_fn: Any = None
+        self._log_prob_fn: Any = None
+
+    # ----- policy -------------------------------------------------------------------------------
+
+    def create_policy(self, behavior_id: str, behavior_spec: BehaviorSpec) -> SACNetworks:
+        keras = tf_keras()
+        tf().random.set_seed(self.seed)
+        ns = self.trainer_settings.network_settings
+        hp = self.hyperparameters
+        nets = SACNetworks(
+            behavior_spec,
+            hidden_units=ns.hidden_units,
+            num_layers=ns.num_layers,
+            seed=self.seed,
+            init_entcoef=hp.init_entcoef,
+        )
+        self.nets = nets
+        a = behavior_spec.action_spec
+        self.replay = ReplayBuffer(behavior_spec.observation_size, a.continuous_size, a.discrete_size, a.mask_size)
+        if ns.normalize:
+            self.normalizer = Normalizer(behavior_spec.observation_size)
+        # ML-Agents: one Adam each for the policy, the critics and the temperatures, same lr.
+        self.policy_optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+        self.value_optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+        self.entropy_optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+        self.policy_optimizer.build(nets.actor.variables)
+        self.value_optimizer.build(nets.critic_variables)
+        self.entropy_optimizer.build([nets.log_alpha])
+        self._compile(behavior_spec)
+        return nets
+
+    def _compile(self, spec: BehaviorSpec) -> None:
+        t = tf()
+        f32 = t.float32
+        nets = self.nets
+        assert nets is not None
+        actor, q1, q2, q1_target, q2_target = nets.actor, nets.q1, nets.q2, nets.q1_target, nets.q2_target
+        log_alpha = nets.log_alpha
+        a = spec.action_spec
+        branches = tuple(a.discrete_branches)
+        entropy_target = t.constant(loss.target_entropy(a.continuous_size, branches))
+        actor_vars = actor.variables
+        critic_vars = nets.critic_variables
+        pairs = list(zip(nets.target_variables, critic_vars, strict=True))
+        policy_opt, value_opt, entropy_opt = self.policy_optimizer, self.value_optimizer, self.entropy_optimizer
+        o_size, c_size, n_branches, m_size = spec.observation_size, a.continuous_size, a.discrete_size, a.mask_size
+
+        def sample_policy(obs: Any, masks: Any, noise: Any) -> tuple[Any, Any, Any]:
+            """Reparameterised continuous sample (squashed), log-prob terms ``[B, K]``, probs ``[B, M]``."""
+            mean, log_std, branch_logp = actor.distribution(obs, masks)
+            terms = []
+            squashed = t.zeros([t.shape(obs)[0], 0], f32)
+            if mean is not None:
+                u = mean + t.exp(log_std) * noise
+                squashed = t.tanh(u)
+                terms.append(squashed_gaussian_log_prob(u, mean, log_std))
+            probs = [t.exp(lp) for lp in branch_logp]
+            terms += [t.reduce_sum(p * lp, axis=1) for p, lp in zip(probs, branch_logp, strict=True)]
+            all_probs = t.concat(probs, axis=1) if probs else t.zeros([t.shape(obs)[0], 0], f32)
+            return squashed, t.stack(terms, axis=1), all_probs
+
+        batch_spec = [
+            t.TensorSpec([None, None, o_size], f32),  # obs [S, B, O] (normalised)
+            t.TensorSpec([None, None, o_size], f32),  # next obs
+            t.TensorSpec([None, None, c_size], f32),  # continuous actions: raw samples u
+            t.TensorSpec([None, None, n_branches], t.int32),  # discrete actions
+            t.TensorSpec([None, None, m_size], f32),  # masks, 1 = allowed
+            t.TensorSpec([None, None, m_size], f32),  # next masks
+            t.TensorSpec([None, None], f32),  # rewards (strength applied)
+            t.TensorSpec([None, None], f32),  # terminated (true terminals only)
+            t.TensorSpec([None, None, c_size], f32),  # noise for the actor's sample at obs
+            t.TensorSpec([None, None, c_size], f32),  # noise for the sample at next obs
+            t.TensorSpec([], f32),  # gamma
+            t.TensorSpec([], f32),  # tau
+        ]
+
+        @t.function(input_signature=batch_spec)
+        def train_fn(obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau):  # type: ignore[no-untyped-def]
+            n_steps = t.shape(obs)[0]
+            sums = t.zeros([6], f32)
+            for i in t.range(n_steps):
+                o, o_next = obs[i], next_obs[i]
+                alpha = t.exp(t.convert_to_tensor(log_alpha))
+                # Soft TD target from the target critics and the current policy at s'.
+                a_next, terms_next, probs_next = sample_policy(o_next, next_masks[i], next_noise[i])
+                q_next = t.minimum(q1_target(o_next, a_next), q2_target(o_next, a_next))
+                v_next = loss.soft_value(loss.expected_branch_value(probs_next, q_next, branches), terms_next, alpha)
+                y = t.stop_gradient(loss.td_target(rewards[i], terminated[i], v_next, gamma))
+                # Twin critics on the stored actions (the env saw tanh(u)).
+                taken = t.tanh(cont[i])
+                with t.GradientTape() as tape:
+                    q1_taken = loss.taken_branch_value(q1(o, taken), disc[i], branches)
+                    q2_taken = loss.taken_branch_value(q2(o, taken), disc[i], branches)
+                    q1_loss = loss.q_loss(q1_taken, y)
+                    q2_loss = loss.q_loss(q2_taken, y)
+                    value_loss = q1_loss + q2_loss
+                value_opt.apply(tape.gradient(value_loss, critic_vars), critic_vars)
+                # Actor toward the soft value of the (just updated) critics' minimum.
+                with t.GradientTape() as tape:
+                    a_pi, terms, probs = sample_policy(o, masks[i], noise[i])
+                    q_pi = t.minimum(q1(o, a_pi), q2(o, a_pi))
+                    pi_loss = loss.policy_loss(loss.expected_branch_value(probs, q_pi, branches), terms, alpha)
+                policy_opt.apply(tape.gradient(pi_loss, actor_vars), actor_vars)
+                # Temperatures toward the target entropies.
+                with t.GradientTape() as tape:
+                    ent_loss = loss.entropy_coef_loss(log_alpha, t.stop_gradient(terms), entropy_target)
+                entropy_opt.apply(tape.gradient(ent_loss, [log_alpha]), [log_alpha])
+                # Polyak averaging of the targets.
+                for target, source in pairs:
+                    target.assign(tau * source + (1.0 - tau) * target)
+                sums += t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
+            return sums / t.cast(t.maximum(n_steps, 1), f32), t.exp(t.convert_to_tensor(log_alpha))
+
+        @t.function(
+            input_signature=[
+                t.TensorSpec([None, o_size], f32),
+                t.TensorSpec([None, c_size], f32),
+                t.TensorSpec([None, n_branches], t.int32),
+                t.TensorSpec([None, m_size], f32),
+            ]
+        )
+        def log_prob_fn(obs, cont, disc, masks):  # type: ignore[no-untyped-def]
+            return actor.log_prob(obs, cont, disc, masks)
+
+        self._train_fn = train_fn
+        self._log_prob_fn = log_prob_fn
+
+    def log_prob(self, obs: F32, continuous: F32, discrete: npt.NDArray[np.int32], masks: F32 | None = None) -> F32:
+        """The TF actor's log-probability of env actions ``(tanh(continuous), discrete)`` (thread side).
+
+        ``obs`` is raw: it is normalised as the snapshot does. Equal to what the snapshot
+        reported when it sampled ``continuous``; a test holds it.
+        """
+        assert self.nets is not None
+        a = self.nets.spec.action_spec
+        n = obs.shape[0]
+        if masks is None:
+            masks = np.ones((n, a.mask_size), np.float32)
+        x = self.normalizer.apply(obs) if self.normalizer is not None else obs
+        out: F32 = self._log_prob_fn(
+            x.astype(np.float32), continuous.astype(np.float32), discrete.astype(np.int32), masks.astype(np.float32)
+        ).numpy()
+        return out
+
+    def _make_snapshot(self, version: int) -> PolicySnapshot:
+        assert self.nets is not None
+        mean = std = None
+        if self.normalizer is not None:
+            mean, std = self.normalizer.mean.astype(np.float32), self.normalizer.std
+        return self.nets.actor.snapshot(self.behavior_name, version, self._step, mean, std)
+
+    # ----- loop side ----------------------------------------------------------------------------
+
+    def _store_trajectory(self, trajectory: Trajectory) -> None:
+        mask_size = self.nets.spec.action_spec.mask_size if self.nets is not None else 0
+        self._pending.append(transitions_from_trajectory(trajectory, mask_size))
+        self._pending_steps += len(trajectory)
+
+    def _due_gradient_steps(self, limit: int) -> int:
+        """Gradient steps owed now, at most ``limit``, by ML-Agents' rule:
+        one more while ``(step − buffer_init_steps) / update_steps > steps_per_update``."""
+        hp = self.hyperparameters
+        done = self.update_steps
+        n = 0
+        while n < limit and (self._step - hp.buffer_init_steps) / (done + n) > hp.steps_per_update:
+            n += 1
+        return n
+
+    def _is_ready_update(self) -> bool:
+        """ML-Agents': a batch in the buffer and ``buffer_init_steps`` taken; here also a step owed."""
+        hp = self.hyperparameters
+        rows = (len(self.replay) if self.replay is not None else 0) + self._pending_steps
+        return rows >= hp.batch_size and self._step >= hp.buffer_init_steps and self._due_gradient_steps(1) > 0
+
+    @property
+    def update_threshold(self) -> None:
+        """None: SAC updates after every trajectory once warm, not after a fixed buffer."""
+        return None
+
+    # ----- thread side --------------------------------------------------------------------------
+
+    def _flush_pending(self) -> int:
+        """Move queued transitions into the buffer and the observation normaliser (thread side).
+
+        :return: how many transitions were moved.
+        """
+        assert self.replay is not None
+        pending, self._pending, self._pending_steps = self._pending, [], 0
+        for transitions in pending:
+            if self.normalizer is not None:
+                self.normalizer.update(transitions.obs)
+            self.replay.add(transitions)
+        return sum(len(t.rewards) for t in pending)
+
+    def _normalize(self, x: F32) -> F32:
+        if self.normalizer is None:
+            return x
+        shape = x.shape
+        return self.normalizer.apply(x.reshape(-1, shape[-1])).reshape(shape)
+
+    def _update_policy(self) -> dict[str, float]:
+        hp = self.hyperparameters
+        assert self.replay is not None and self.nets is not None
+        added = self._flush_pending()
+        limit = max(MAX_GRADIENT_STEPS_PER_UPDATE, math.ceil(added / hp.steps_per_update))
+        n_steps = self._due_gradient_steps(limit)
+        lr = decayed_value(hp.learning_rate_schedule, hp.learning_rate, 1e-10, self._step, self.get_max_steps)
+        stats: dict[str, float] = {"Policy/Learning Rate": lr}
+        if n_steps > 0 and len(self.replay) >= hp.batch_size:
+            signal = self.trainer_settings.reward_signals["extrinsic"]
+            idx = self.replay.sample_indices(self._rng, n_steps, hp.batch_size)
+            batch = self.replay.gather(idx)
+            c = self.nets.spec.action_spec.continuous_size
+            noise = self._rng.standard_normal((2, n_steps, hp.batch_size, c), dtype=np.float32)
+            for opt in (self.policy_optimizer, self.value_optimizer, self.entropy_optimizer):
+                opt.learning_rate = lr
+            means, alpha = self._train_fn(
+                self._normalize(batch.obs),
+                self._normalize(batch.next_obs),
+                batch.actions_continuous,
+                batch.actions_discrete,
+                batch.masks,
+                batch.next_masks,
+                (batch.rewards * signal.strength).astype(np.float32),
+                batch.terminated,
+                noise[0],
+                noise[1],
+                np.float32(signal.gamma),
+                np.float32(hp.tau),
+            )
+            means, alpha = means.numpy(), alpha.numpy()
+            stats.update(
+                {
+                    "Losses/Policy Loss": float(means[0]),
+                    "Losses/Value Loss": float(means[1]),
+                    "Losses/Q1 Loss": float(means[2]),
+                    "Losses/Q2 Loss": float(means[3]),
+                    "Losses/Entropy Coeff Loss": float(means[4]),
+                    "Policy/Extrinsic Value Estimate": float(means[5]),
+                }
+            )
+            a = self.nets.spec.action_spec
+            if a.is_continuous():
+                stats["Policy/Continuous Entropy Coeff"] = float(alpha[0])
+            if a.is_discrete():
+                stats["Policy/Discrete Entropy Coeff"] = float(alpha[-a.discrete_size :].mean())
+        # ML-Agents counts owed steps whether or not a batch was there.
+        self.update_steps += n_steps
+        if len(self.replay) > hp.buffer_size:
+            self.replay.truncate(int(hp.buffer_size * BUFFER_TRUNCATE_PERCENT))
+        return stats
+
+    # ----- checkpoint state (thread side) -------------------------------------------------------
+
+    def _optimizers(self) -> dict[str, Any]:
+        return {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer}
+
+    def _algorithm_state(self) -> dict[str, np.ndarray]:
+        assert self.nets is not None and self.replay is not None
+        state = {f"weights/{k}": np.array(v.numpy()) for k, v in self.nets.named_variables().items()}
+        state["log_alpha"] = np.array(self.nets.log_alpha.numpy())
+        for name, opt in self._optimizers().items():
+            for i, v in enumerate(opt.variables):
+                state[f"optimizer/{name}/{i:03d}"] = np.array(v.numpy())
+        if self.normalizer is not None:
+            state.update({f"normalizer/{k}": v for k, v in self.normalizer.state().items()})
+        state["rng"] = np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8).copy()
+        state["update_steps"] = np.array([self.update_steps], np.int64)
+        if self.hyperparameters.save_replay_buffer:
+            # Queued transitions are read, not moved: the loop may be appending to the queue.
+            pending = list(self._pending)
+            state.update({f"replay/{k}": v for k, v in self.replay.arrays(pending).items()})
+            # The newest rows are still queued: restored to the queue, they reach the normaliser.
+            state["replay_queued"] = np.array([sum(len(t.rewards) for t in pending)], np.int64)
+        return state
+
+    def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
+        assert self.nets is not None and self.replay is not None
+        for name, var in self.nets.named_variables().items():
+            key = f"weights/{name}"
+            if key not in state:
+                raise CheckpointLoadError(
+                    f"Behavior '{self.behavior_name}': the checkpoint has no weights for '{name}'."
+                )
+            if tuple(state[key].shape) != tuple(var.shape):
+                raise CheckpointLoadError(
+                    f"Behavior '{self.behavior_name}': '{name}' has shape {tuple(var.shape)} but the checkpoint has "
+                    f"{tuple(state[key].shape)}; the network settings or the env's spaces differ from the saved run."
+                )
+            var.assign(state[key])
+        if weights_only:
+            return
+        if "log_alpha" in state:
+            self.nets.log_alpha.assign(state["log_alpha"])
+        for name, opt in self._optimizers().items():
+            keys = sorted(k for k in state if k.startswith(f"optimizer/{name}/"))
+            if len(keys) != len(opt.variables):
+                raise CheckpointLoadError(
+                    f"Behavior '{self.behavior_name}': the checkpoint has {len(keys)} {name} optimizer variables, "
+                    f"the trainer {len(opt.variables)}; it was saved with other settings."
+                )
+            for key, var in zip(keys, opt.variables, strict=True):
+                var.assign(state[key])
+        if self.normalizer is not None and "normalizer/mean" in state:
+            self.normalizer.load_state({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("normalizer/")})
+        if "rng" in state:
+            self._rng.bit_generator.state = json.loads(bytes(state["rng"]).decode())
+        if "update_steps" in state:
+            self.update_steps = int(state["update_steps"][0])
+        if all(f"replay/{f}" in state for f in FIELDS):
+            arrays = {f: state[f"replay/{f}"] for f in FIELDS}
+            total = int(arrays["rewards"].shape[0])
+            queued = int(state["replay_queued"][0]) if "replay_queued" in state else 0
+            self.replay.load_arrays({f: a[: total - queued] for f, a in arrays.items()})
+            self._pending = [Transitions(*(arrays[f][total - queued :] for f in FIELDS))] if queued else []
+            self._pending_steps = queued
