@@ -37,6 +37,8 @@ class BehaviorLink:
     time_horizon: int
     strict_on_policy: bool = False
     update_threshold: int | None = None
+    #: Experiences the loop may send past the last snapshot before it waits for a new one.
+    lag_bound: int | None = None
     deterministic: bool = False
     training: bool = True
     _since_update: int = 0
@@ -132,17 +134,17 @@ async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory],
     for trajectory in trajectories:
         await link.send.send(trajectory)
         stats.trajectories += 1
-        if link.update_threshold is None:
-            continue
         link._since_publish += len(trajectory)
-        if link.strict_on_policy:
+        if link.strict_on_policy and link.update_threshold is not None:
             # Mirror the trainer's readiness count: it updates right after the trajectory
             # that takes its buffer to the threshold, and starts counting again from zero.
             link._since_update += len(trajectory)
             if link._since_update >= link.update_threshold:
                 link._since_update = 0
                 crossed = True
-    bounded = link.send.overflow == "block" and link.update_threshold is not None
-    if crossed or (bounded and link._since_publish >= 2 * link.update_threshold):  # type: ignore[operator]
+    # The lag bound applies once learning has started (a trainer that waits for
+    # buffer_init_steps must get them first) and never to a live server's drop_oldest channel.
+    bound = link.lag_bound if link.send.overflow == "block" and version >= 1 else None
+    if crossed or (bound is not None and link._since_publish >= bound):
         stats.lag_waits += 1
         await link.slot.wait_newer(version)

@@ -325,6 +325,7 @@ class Runner:
             time_horizon=int(trainer_settings.time_horizon),
             strict_on_policy=bool(getattr(trainer_settings, "strict_on_policy", False)),
             update_threshold=trainer.update_threshold,
+            lag_bound=trainer.lag_bound,
             deterministic=self.deterministic,
             training=self.training,
         )

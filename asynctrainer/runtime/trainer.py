@@ -280,6 +280,15 @@ class RLTrainer(Trainer[PolicyT]):
         """Experiences after which an update is due (for ``strict_on_policy``); None if not fixed."""
         return None
 
+    @property
+    def lag_bound(self) -> int | None:
+        """Experiences an env loop may send past the newest snapshot before waiting for the next.
+
+        Default: two updates' worth, so acting overlaps one update but never runs further
+        ahead, however fast the env. None: unbounded (only the channel's capacity limits it).
+        """
+        return None if self.update_threshold is None else 2 * self.update_threshold
+
     # ----- checkpoint state (thread side, under the limiter) -------------------------------------
 
     def get_state(self) -> dict[str, np.ndarray]:

@@ -252,6 +252,13 @@ class SACTrainer(RLTrainer[SACNetworks]):
         """None: SAC updates after every trajectory once warm, not after a fixed buffer."""
         return None
 
+    @property
+    def lag_bound(self) -> int:
+        """SAC updates after every trajectory once learning starts: allow two trajectories (or
+        two update intervals, when ``steps_per_update`` is longer) ahead."""
+        interval = int(self.hyperparameters.steps_per_update) + 1
+        return 2 * max(int(self.trainer_settings.time_horizon), interval)
+
     # ----- thread side --------------------------------------------------------------------------
 
     def _flush_pending(self) -> int:

@@ -18,11 +18,6 @@ from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
-#: SAC has no strict_on_policy; a one-trajectory channel keeps its acting about one update
-#: behind learning (see tests/sac/test_sac_learning.py).
-SAC_CHANNEL_CAPACITY = 1
-
-
 def ppo_config(**overrides: Any) -> dict[str, Any]:
     """ML-Agents' dummy PPO config: lr 5e-3 constant, batch 16, buffer 64, 1×32 units, 3000 steps."""
     hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
@@ -79,8 +74,7 @@ async def test_multi_discrete_never_takes_a_masked_action_and_learns(trainer_typ
         "MD", action_sizes=(0, 2), step_size=0.8, discrete_branch_size=3, masked_actions={0: [2]}, seed=1337
     )
     settings = run_settings_from_dict({"behaviors": {"MD": CONFIGS[trainer_type]()}})
-    capacity = SAC_CHANNEL_CAPACITY if trainer_type == "sac" else None
-    await Runner(settings, env, seed=1337, stats_writers=[], channel_capacity=capacity).run()
+    await Runner(settings, env, seed=1337, stats_writers=[]).run()
     taken = np.concatenate(env.actions_taken["MD"])
     assert taken.shape[1] == 2
     assert not (taken[:, 0] == 2).any(), "a masked action was taken"
@@ -104,7 +98,7 @@ async def test_sac_hybrid_actions_learn() -> None:
         hyperparameters={"batch_size": 256, "buffer_size": 50000, "buffer_init_steps": 0}, max_steps=2200
     )
     settings = run_settings_from_dict({"behaviors": {"Hybrid": config}})
-    await Runner(settings, env, seed=1337, stats_writers=[], channel_capacity=SAC_CHANNEL_CAPACITY).run()
+    await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert last5(env, "Hybrid") > 0.9
 
 

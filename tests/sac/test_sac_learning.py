@@ -13,14 +13,6 @@ from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
-#: SAC has no ``strict_on_policy`` (it updates after every trajectory once warm), so acting
-#: is bounded only by the trajectory channel. A channel of one trajectory keeps the policy
-#: lag at about one update, close to ML-Agents' test loop, which steps the env and advances
-#: the trainer in turn; with the default capacity the env runs hundreds of steps ahead of a
-#: 1000-step run.
-CHANNEL_CAPACITY = 1
-
-
 def dummy_sac(name: str, **overrides: Any) -> Any:
     """ML-Agents' dummy SAC config: lr 5e-3 constant, batch 8, buffer_init 100, buffer 5000,
     tau 0.01, init_entcoef 0.01, 1×16 units, summary 100, 1000 steps."""
@@ -54,7 +46,7 @@ def last5(env: SimpleEnvironment, name: str) -> float:
 @pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0)], ids=["discrete", "continuous"])
 async def test_sac_1d(action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("1D", action_sizes=action_sizes, seed=1337)
-    runner = Runner(dummy_sac("1D"), env, seed=1337, stats_writers=[], channel_capacity=CHANNEL_CAPACITY)
+    runner = Runner(dummy_sac("1D"), env, seed=1337, stats_writers=[])
     result = await runner.run()
     assert result.updates["1D"] > 0
     assert last5(env, "1D") > 0.9
@@ -64,5 +56,5 @@ async def test_sac_2d_continuous() -> None:
     # ML-Agents' test_2d_sac: step size 0.8, buffer_init_steps 2000, 3000 steps, bar 0.8.
     env = SimpleEnvironment("2D", action_sizes=(2, 0), step_size=0.8, seed=1337)
     settings = dummy_sac("2D", hyperparameters={"buffer_init_steps": 2000}, max_steps=3000)
-    await Runner(settings, env, seed=1337, stats_writers=[], channel_capacity=CHANNEL_CAPACITY).run()
+    await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert last5(env, "2D") > 0.8
