@@ -35,6 +35,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-envs", type=int, default=None, help="Copies of the env stepped together.")
     p.add_argument("--seed", type=int, default=None, help="Random seed; -1 picks one.")
     p.add_argument("--max-steps", type=float, default=None, help="Override max_steps of every behavior.")
+    p.add_argument("--executor", choices=["local", "ray"], default=None, help="Where env loops run (ray: Ray actors).")
+    p.add_argument("--num-workers", type=int, default=None, help="Ray env workers (with --executor ray).")
+    p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local Ray).")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--force", action="store_true", help="Overwrite an existing run directory.")
     mode.add_argument("--resume", action="store_true", help="Resume the run from its last checkpoint.")
@@ -59,7 +62,14 @@ def _override(args: argparse.Namespace) -> Any:
     data = settings.to_yaml_dict()
     env = data.setdefault("env_settings", {})
     ckpt = data.setdefault("checkpoint_settings", {})
-    for key, value in (("env_path", args.env_path), ("num_envs", args.num_envs), ("seed", args.seed)):
+    for key, value in (
+        ("env_path", args.env_path),
+        ("num_envs", args.num_envs),
+        ("seed", args.seed),
+        ("executor", args.executor),
+        ("num_workers", args.num_workers),
+        ("ray_address", args.ray_address),
+    ):
         if value is not None:
             env[key] = value
     for key, value in (
@@ -78,7 +88,12 @@ def _override(args: argparse.Namespace) -> Any:
             targets.append(data["default_settings"])
         for trainer in targets:
             trainer["max_steps"] = args.max_steps
-    return run_settings_from_dict(data)
+    settings = run_settings_from_dict(data)
+    if settings.env_settings.executor == "ray":
+        from asynctrainer.scale import require_ray
+
+        require_ray()  # before anything is written: a SettingsError naming the ray extra
+    return settings
 
 
 def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
@@ -97,7 +112,7 @@ def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
 async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> Any:
     import anyio
 
-    from asynctrainer.runtime.runner import Runner
+    from asynctrainer.runtime.runner import Runner, _raise_single
     from asynctrainer.runtime.stats import ConsoleWriter, TensorboardWriter
 
     ckpt = settings.checkpoint_settings
@@ -135,12 +150,16 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
                     return
 
     result = None
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(on_signal, tg.cancel_scope)
-        if sys.stdout.isatty():
-            tg.start_soon(_progress, runner)
-        result = await runner.run()
-        tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(on_signal, tg.cancel_scope)
+            if sys.stdout.isatty():
+                tg.start_soon(_progress, runner)
+            result = await runner.run()
+            tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:  # the task group wraps run()'s error: report that error
+        _raise_single(group)
+        raise
     if result is None:
         raise KeyboardInterrupt
     return result
@@ -168,7 +187,11 @@ def _report(exc: BaseException, debug: bool) -> int:
     message = str(exc) if isinstance(exc, AsyncTrainerError) else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, AsyncTrainerError) and exc.__cause__ is not None and code == 1 and not debug:
         message += " (run with --debug for the traceback)"
-    print(textwrap.fill(f"asynctrainer-learn: error: {message}", width=100), file=sys.stderr)
+    # Paths stay whole (not broken at their hyphens or length) so they can be copied.
+    text = textwrap.fill(
+        f"asynctrainer-learn: error: {message}", width=100, break_long_words=False, break_on_hyphens=False
+    )
+    print(text, file=sys.stderr)
     if debug:
         import traceback
 

@@ -5,6 +5,11 @@ A checkpoint is a directory ``<behavior>-<step>/`` holding array files and, writ
 write into a temporary sibling directory → fsync each file → write the manifest → fsync →
 atomic rename to the final name → fsync the parent. A directory without a valid manifest
 is not a checkpoint; temporaries left by a crash are removed at start.
+
+A committed checkpoint is never changed in place: saving its step again moves it aside
+first, and deleting it (pruning) renames it to a temporary first, so that a crash at any
+moment leaves either the whole checkpoint or a temporary, never a manifest beside missing
+files.
 """
 
 from __future__ import annotations
@@ -114,7 +119,7 @@ def write_checkpoint(
     parent: Path,
     behavior: str,
     step: int,
-    writers: Mapping[str, Callable[[Path], None]],
+    writers: Mapping[str, Callable[[Path], object]],
     meta: Mapping[str, Any],
     *,
     fail_before_commit: Callable[[], None] | None = None,
