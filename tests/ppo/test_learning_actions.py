@@ -18,6 +18,7 @@ from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
+
 def ppo_config(**overrides: Any) -> dict[str, Any]:
     """ML-Agents' dummy PPO config: lr 5e-3 constant, batch 16, buffer 64, 1×32 units, 3000 steps."""
     hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}

@@ -13,6 +13,7 @@ from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
+
 def dummy_sac(name: str, **overrides: Any) -> Any:
     """ML-Agents' dummy SAC config: lr 5e-3 constant, batch 8, buffer_init 100, buffer 5000,
     tau 0.01, init_entcoef 0.01, 1×16 units, summary 100, 1000 steps."""
