@@ -49,9 +49,11 @@ def run_asynctrainer(seed: int, steps: int, strict: bool = False) -> dict[str, A
     import numpy as np
 
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
+    from asynctrainer.policy.tf_setup import keras
     from asynctrainer.runtime.runner import Runner
     from asynctrainer.settings import load_run_settings, run_settings_from_dict
 
+    keras()  # import the framework before the clock starts, as SB3's torch is imported before its clock
     data = load_run_settings(ROOT / "examples" / "cartpole_ppo.yaml").to_yaml_dict()
     data["behaviors"]["CartPole"]["max_steps"] = steps
     data["behaviors"]["CartPole"]["strict_on_policy"] = strict
