@@ -19,9 +19,43 @@ from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
 
-__all__ = ["ActorCritic", "mlp"]
+__all__ = ["ActorCritic", "mlp", "snapshot_from_layers"]
 
 Tensor = Any
+
+
+def snapshot_from_layers(
+    behavior_name: str,
+    version: int,
+    step: int,
+    spec: BehaviorSpec,
+    body: list[Any],
+    discrete_head: Any,
+    continuous_head: Any,
+    log_std: np.ndarray | None,
+    *,
+    obs_mean: np.ndarray | None = None,
+    obs_std: np.ndarray | None = None,
+    tanh_squash: bool = False,
+) -> PolicySnapshot:
+    """Copy Keras dense layers (hidden body, optional heads) into a frozen :class:`PolicySnapshot`."""
+
+    def pair(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:
+        return None if layer is None else (layer.kernel.numpy(), layer.bias.numpy())
+
+    return PolicySnapshot.create(
+        behavior_name,
+        version,
+        step,
+        spec,
+        hidden=[(layer.kernel.numpy(), layer.bias.numpy()) for layer in body],
+        discrete_head=pair(discrete_head),
+        continuous_head=pair(continuous_head),
+        log_std=log_std,
+        obs_mean=obs_mean,
+        obs_std=obs_std,
+        tanh_squash=tanh_squash,
+    )
 
 
 def mlp(units: int, layers: int, seed: int, name: str) -> list[Any]:
@@ -164,19 +198,16 @@ class ActorCritic:
         obs_std: np.ndarray | None = None,
     ) -> PolicySnapshot:
         """Copy the actor into a frozen numpy :class:`PolicySnapshot` (call on the update thread)."""
-
-        def pair(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:
-            return None if layer is None else (layer.kernel.numpy(), layer.bias.numpy())
-
-        return PolicySnapshot.create(
+        log_std = None if self.log_std is None else self.log_std.numpy()
+        return snapshot_from_layers(
             behavior_name,
             version,
             step,
             self.spec,
-            hidden=[(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.actor_body],
-            discrete_head=pair(self.discrete_head),
-            continuous_head=pair(self.continuous_head),
-            log_std=None if self.log_std is None else self.log_std.numpy(),
+            self.actor_body,
+            self.discrete_head,
+            self.continuous_head,
+            log_std,
             obs_mean=obs_mean,
             obs_std=obs_std,
         )

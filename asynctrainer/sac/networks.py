@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.policy.networks import mlp
+from asynctrainer.policy.networks import mlp, snapshot_from_layers
 from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
@@ -147,20 +147,17 @@ class SACActor:
         obs_std: np.ndarray | None = None,
     ) -> PolicySnapshot:
         """A frozen numpy copy with ``tanh_squash=True`` (call on the update thread)."""
-
-        def pair(layer: Any) -> tuple[np.ndarray, np.ndarray] | None:
-            return None if layer is None else (layer.kernel.numpy(), layer.bias.numpy())
-
-        return PolicySnapshot.create(
+        # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
+        log_std = None if self.log_std is None else self.clipped_log_std().numpy()
+        return snapshot_from_layers(
             behavior_name,
             version,
             step,
             self.spec,
-            hidden=[(layer.kernel.numpy(), layer.bias.numpy()) for layer in self.body],
-            discrete_head=pair(self.discrete_head),
-            continuous_head=pair(self.continuous_head),
-            # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
-            log_std=None if self.log_std is None else self.clipped_log_std().numpy(),
+            self.body,
+            self.discrete_head,
+            self.continuous_head,
+            log_std,
             obs_mean=obs_mean,
             obs_std=obs_std,
             tanh_squash=True,
