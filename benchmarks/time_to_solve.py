@@ -7,7 +7,7 @@ run: wall seconds and env steps until the rolling-100 training return first reac
 wall seconds for 100k steps, and a deterministic 20-episode evaluation of the final policy.
 
     pip install -e ".[cpu,bench]"   # SB3 and a pinned CPU torch
-    python benchmarks/time_to_solve.py [--seeds 0 1 2] [--steps 100000] [--out benchmarks/out/time_to_solve.json]
+    python benchmarks/time_to_solve.py [--seeds 0 1 2] [--steps 100000] [--readme]
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def main() -> None:
     parser.add_argument(
         "--strict", action="store_true", help="asynctrainer with strict_on_policy (no acting during updates)"
     )
+    parser.add_argument("--readme", action="store_true", help="rewrite README's results table from this run")
     parser.add_argument("--worker", choices=["asynctrainer", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--seed", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -199,6 +200,32 @@ def main() -> None:
     meta = {"machine": platform.platform(), "cpus": __import__("os").cpu_count(), "versions": versions}
     out.write_text(json.dumps({"meta": meta, "runs": runs, "medians": table, "ratio": ratio}, indent=2))
     print(f"wrote {out}")
+    if args.readme:
+        write_readme_table(table, ratio, len(args.seeds))
+
+
+def write_readme_table(table: dict[str, dict[str, Any]], ratio: dict[str, Any], seeds: int) -> None:
+    """Replace the table between README's time_to_solve markers with this run's medians."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    begin, end = "<!-- time_to_solve:begin -->\n", "\n<!-- time_to_solve:end -->"
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+
+    def row(name: str, r: dict[str, Any], spec: str, steps_spec: str) -> str:
+        cells = [fmt(r["solve_wall_s"], spec), fmt(r["solve_steps"], steps_spec), fmt(r["total_wall_s"], spec)]
+        return f"| {name} | " + " | ".join([*cells, fmt(r["eval"], spec)]) + " |"
+
+    lines = [
+        f"| CartPole-v1, medians of {seeds} seeds | s to rolling-100 ≥ 475 | steps to 475 | s for 100k steps "
+        "| deterministic eval (20 ep) |",
+        "|---|---|---|---|---|",
+        row("asynctrainer PPO", table["asynctrainer"], ".1f", ",.0f"),
+        row("Stable-Baselines3 PPO", table["sb3"], ".1f", ",.0f"),
+        row("ratio", ratio, ".2f", ".2f"),
+    ]
+    readme.write_text(head + begin + "\n".join(lines) + end + tail, encoding="utf-8")
+    print(f"updated {readme}")
 
 
 if __name__ == "__main__":
