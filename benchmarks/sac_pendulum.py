@@ -22,23 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from evaluation import evaluate as evaluate_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def evaluate(act: Any, seed: int, episodes: int = 10) -> float:
-    import gymnasium as gym
-
-    env = gym.make("Pendulum-v1")
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=20_000 + seed * 100 + i)
-        done, total = False, 0.0
-        while not done:
-            obs, r, term, trunc, _ = env.step(act(obs))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    return statistics.mean(returns)
+    return evaluate_env("Pendulum-v1", act, 20_000 + seed * 100, episodes)
 
 
 def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:

@@ -23,25 +23,15 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from evaluation import evaluate
+
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = 475.0
 N_ENVS = 8
 
 
 def eval_episodes(act: Any, seed: int, episodes: int = 20) -> float:
-    import gymnasium as gym
-
-    env = gym.make("CartPole-v1")
-    returns = []
-    for i in range(episodes):
-        obs, _ = env.reset(seed=10_000 + seed * 100 + i)
-        done, total = False, 0.0
-        while not done:
-            obs, r, term, trunc, _ = env.step(act(obs))
-            total += float(r)
-            done = term or trunc
-        returns.append(total)
-    return statistics.mean(returns)
+    return evaluate("CartPole-v1", act, 10_000 + seed * 100, episodes)
 
 
 def run_asynctrainer(seed: int, steps: int, strict: bool = False) -> dict[str, Any]:

@@ -1,0 +1,25 @@
+"""Deterministic evaluation shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from typing import Any
+
+
+def evaluate(env_id: str, act: Callable[[Any], Any], seed_base: int, episodes: int) -> float:
+    """Mean return of ``act`` over ``episodes`` episodes of ``env_id``, seeded ``seed_base + i``."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    returns = []
+    for i in range(episodes):
+        obs, _ = env.reset(seed=seed_base + i)
+        done, total = False, 0.0
+        while not done:
+            obs, r, term, trunc, _ = env.step(act(obs))
+            total += float(r)
+            done = term or trunc
+        returns.append(total)
+    env.close()
+    return statistics.mean(returns)
