@@ -142,5 +142,15 @@ class SimpleEnvironment:
             out[name] = StepBatch(decision, terminal)
         return out
 
+    def mean_final_reward(self, behavior: str, last: int = 5) -> float:
+        """Mean return of the last ``last`` episodes (ML-Agents' ``check_environment_trains`` measure).
+
+        :raises ValueError: when fewer episodes have ended.
+        """
+        rewards = self.final_rewards[behavior][-last:]
+        if len(rewards) < last:
+            raise ValueError(f"only {len(rewards)} episodes of '{behavior}' ended; {last} are needed")
+        return float(np.mean(rewards))
+
     async def aclose(self) -> None:
         self.closed = True

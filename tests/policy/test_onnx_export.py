@@ -17,54 +17,10 @@ from asynctrainer.errors import ExportError, SpecError
 from asynctrainer.policy.onnx_export import export_onnx, onnx_feed, onnx_input_names, onnx_output_names
 from asynctrainer.policy.snapshot import Dense, PolicySnapshot
 from asynctrainer.testing.fakes import random_snapshot
+from tests.policy.export_cases import make_snapshot, readonly
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
-
-TWO_OBS = (ObservationSpec((3,)), ObservationSpec((2,)))
-
-
-def _readonly(a: Any) -> np.ndarray:
-    arr = np.array(a, dtype=np.float32, copy=True)
-    arr.setflags(write=False)
-    return arr
-
-
-def make_snapshot(case: str) -> PolicySnapshot:
-    """The policies every export test runs on, by name."""
-    if case == "discrete":
-        return random_snapshot(
-            "Disc", BehaviorSpec((ObservationSpec((4,)),), ActionSpec.create_discrete((3,))), 1, 1, 16
-        )
-    if case == "multi-discrete":
-        return random_snapshot("Multi", BehaviorSpec(TWO_OBS, ActionSpec.create_discrete((2, 4))), 2, 2, 16)
-    if case == "continuous":
-        return random_snapshot("Cont", BehaviorSpec(TWO_OBS, ActionSpec.create_continuous(2)), 3, 3, 16)
-    if case == "hybrid":
-        return random_snapshot("Hybrid", BehaviorSpec(TWO_OBS, ActionSpec(2, (3,))), 4, 4, 16)
-    if case == "tanh":
-        snap = random_snapshot("Tanh", BehaviorSpec(TWO_OBS, ActionSpec.create_continuous(2)), 5, 5, 16)
-        return dataclasses.replace(snap, tanh_squash=True)
-    if case == "normalized":
-        snap = random_snapshot("Norm", BehaviorSpec(TWO_OBS, ActionSpec(2, (3, 2))), 6, 6, 16)
-        rng = np.random.default_rng(60)
-        return dataclasses.replace(
-            snap, obs_mean=_readonly(rng.normal(size=5)), obs_std=_readonly(rng.uniform(0.5, 2.0, size=5))
-        )
-    if case == "two-layers":
-        rng = np.random.default_rng(7)
-        return PolicySnapshot.create(
-            "Deep",
-            7,
-            700,
-            BehaviorSpec(TWO_OBS, ActionSpec(1, (2, 3))),
-            hidden=[(rng.normal(size=(5, 12)), rng.normal(size=12)), (rng.normal(size=(12, 8)), rng.normal(size=8))],
-            discrete_head=(rng.normal(size=(8, 5)), rng.normal(size=5)),
-            continuous_head=(rng.normal(size=(8, 1)), rng.normal(size=1)),
-            log_std=np.full(1, -0.5),
-        )
-    raise AssertionError(case)
-
 
 CASES = ["discrete", "multi-discrete", "continuous", "hybrid", "tanh", "normalized", "two-layers"]
 DISCRETE_CASES = ["discrete", "multi-discrete", "hybrid", "normalized", "two-layers"]
@@ -266,8 +222,8 @@ def test_sampled_discrete_actions_follow_the_policy_probabilities(tmp_path: Path
 def test_sampled_continuous_actions_are_the_policy_gaussian(case: str, tmp_path: Path) -> None:
     snap = make_snapshot(case)
     assert snap.continuous_head is not None
-    head = Dense(_readonly(snap.continuous_head.kernel * 0.1), snap.continuous_head.bias)  # means well inside ±3
-    snap = dataclasses.replace(snap, continuous_head=head, log_std=_readonly(np.log([0.2, 0.4])))
+    head = Dense(readonly(snap.continuous_head.kernel * 0.1), snap.continuous_head.bias)  # means well inside ±3
+    snap = dataclasses.replace(snap, continuous_head=head, log_std=readonly(np.log([0.2, 0.4])))
     n = 8000
     row = make_obs(snap, 1, seed=9)
     mean, _ = snap.distribution_params(row)
@@ -290,7 +246,7 @@ def test_continuous_actions_are_clipped_to_three_std_units(tmp_path: Path) -> No
     snap = make_snapshot("continuous")
     assert snap.continuous_head is not None
     snap = dataclasses.replace(
-        snap, continuous_head=Dense(_readonly(snap.continuous_head.kernel * 50), snap.continuous_head.bias)
+        snap, continuous_head=Dense(readonly(snap.continuous_head.kernel * 50), snap.continuous_head.bias)
     )
     obs = make_obs(snap, 64, seed=2)
     sess = session(export_onnx(snap, tmp_path / "m.onnx"))
@@ -328,11 +284,11 @@ def test_inconsistent_snapshots_are_refused(tmp_path: Path) -> None:
         "no log_std": dataclasses.replace(cont, log_std=None),
         "extra discrete head": dataclasses.replace(cont, discrete_head=disc.discrete_head),
         "wrong head width": dataclasses.replace(
-            disc, discrete_head=Dense(_readonly(np.ones((16, 4))), _readonly(np.ones(4)))
+            disc, discrete_head=Dense(readonly(np.ones((16, 4))), readonly(np.ones(4)))
         ),
         "wrong input width": dataclasses.replace(cont, hidden=disc.hidden),
-        "NaN weight": dataclasses.replace(cont, log_std=_readonly([np.nan, 0.0])),
-        "normaliser shape": dataclasses.replace(cont, obs_mean=_readonly(np.zeros(3)), obs_std=_readonly(np.ones(3))),
+        "NaN weight": dataclasses.replace(cont, log_std=readonly([np.nan, 0.0])),
+        "normaliser shape": dataclasses.replace(cont, obs_mean=readonly(np.zeros(3)), obs_std=readonly(np.ones(3))),
     }
     for what, snap in bad.items():
         with pytest.raises(ExportError, match="Cannot export behavior"):

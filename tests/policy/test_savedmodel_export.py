@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -14,37 +13,7 @@ from asynctrainer.errors import ExportError
 from asynctrainer.policy.savedmodel_export import SIGNATURE_KEY, export_saved_model, saved_model_output_names
 from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.testing.fakes import random_snapshot
-
-TWO_OBS = (ObservationSpec((3,)), ObservationSpec((2,)))
-
-
-def _readonly(a: Any) -> np.ndarray:
-    arr = np.array(a, dtype=np.float32, copy=True)
-    arr.setflags(write=False)
-    return arr
-
-
-def make_snapshot(case: str) -> PolicySnapshot:
-    if case == "discrete":
-        return random_snapshot(
-            "Disc", BehaviorSpec((ObservationSpec((4,)),), ActionSpec.create_discrete((3,))), 1, 1, 16
-        )
-    if case == "multi-discrete":
-        return random_snapshot("Multi", BehaviorSpec(TWO_OBS, ActionSpec.create_discrete((2, 4))), 2, 2, 16)
-    if case == "continuous":
-        return random_snapshot("Cont", BehaviorSpec(TWO_OBS, ActionSpec.create_continuous(2)), 3, 3, 16)
-    if case == "hybrid":
-        return random_snapshot("Hybrid", BehaviorSpec(TWO_OBS, ActionSpec(2, (3,))), 4, 4, 16)
-    if case == "tanh":
-        snap = random_snapshot("Tanh", BehaviorSpec(TWO_OBS, ActionSpec.create_continuous(2)), 5, 5, 16)
-        return dataclasses.replace(snap, tanh_squash=True)
-    if case == "normalized":
-        snap = random_snapshot("Norm", BehaviorSpec(TWO_OBS, ActionSpec(2, (3, 2))), 6, 6, 16)
-        rng = np.random.default_rng(60)
-        return dataclasses.replace(
-            snap, obs_mean=_readonly(rng.normal(size=5)), obs_std=_readonly(rng.uniform(0.5, 2.0, size=5))
-        )
-    raise AssertionError(case)
+from tests.policy.export_cases import TWO_OBS, make_snapshot
 
 
 def make_inputs(snap: PolicySnapshot, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray | None]:
