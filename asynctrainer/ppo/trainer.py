@@ -17,7 +17,7 @@ from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
 from asynctrainer.ppo import loss
-from asynctrainer.ppo.gae import gae
+from asynctrainer.ppo.gae import gae_segments
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
@@ -108,9 +108,11 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
+                t.TensorSpec([], f32),  # learning rate
             ]
         )
-        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon):  # type: ignore[no-untyped-def]
+        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr):  # type: ignore[no-untyped-def]
+            optimizer.learning_rate = lr  # assigned in the graph: no Python-side variable write
             n_mb = t.shape(idx)[0]
             sums = t.zeros([5], f32)
             for i in t.range(n_mb):
@@ -140,8 +142,10 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 )
             return sums / t.cast(t.maximum(n_mb, 1), f32)
 
-        self._value_fn = value_fn
-        self._train_fn = train_fn
+        # Concrete functions: calling them skips tf.function's dispatch, which the update thread
+        # would otherwise run in Python, holding the GIL the event loop needs.
+        self._value_fn = value_fn.get_concrete_function()
+        self._train_fn = train_fn.get_concrete_function()
 
     def _make_snapshot(self, version: int) -> PolicySnapshot:
         assert self.net is not None
@@ -209,17 +213,15 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         all_values = self._value_fn(np.concatenate([obs, next_obs])).numpy()
         n = obs.shape[0]
         values, bootstrap = all_values[:n], all_values[n:]
-        adv = np.empty(n, np.float32)
-        ret = np.empty(n, np.float32)
-        start = 0
-        for k, traj in enumerate(trajs):
-            end = start + len(traj)
-            discounts = np.full(len(traj), hp.gamma, np.float32)
-            if traj.terminated:
-                discounts[-1] = 0.0
-            v = np.append(values[start:end], bootstrap[k]).astype(np.float32)
-            adv[start:end], ret[start:end] = gae(traj.rewards * hp.strength, discounts, v, self.hyperparameters.lambd)
-            start = end
+        adv, ret = gae_segments(
+            np.concatenate([t.rewards for t in trajs]) * np.float32(hp.strength),
+            values,
+            bootstrap,
+            np.array([len(t) for t in trajs], np.int64),
+            np.array([t.terminated for t in trajs], bool),
+            hp.gamma,
+            self.hyperparameters.lambd,
+        )
         return values.astype(np.float32), adv, ret
 
     def _update_policy(self) -> dict[str, float]:
@@ -250,7 +252,6 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         epsilon = decayed_value(
             hp.epsilon_schedule or hp.learning_rate_schedule, hp.epsilon, 0.1, self._step, max_steps
         )
-        self.optimizer.learning_rate = lr
         out = self._train_fn(
             obs,
             np.concatenate([t.actions_continuous for t in trajs]),
@@ -262,6 +263,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             idx.reshape(-1, batch).astype(np.int32),
             np.float32(beta),
             np.float32(epsilon),
+            np.float32(lr),
         ).numpy()
         return {
             "Losses/Policy Loss": float(abs(out[0])),

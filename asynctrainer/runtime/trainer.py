@@ -21,6 +21,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import UpdateError
 from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.priority import lower_tf_threads
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
@@ -233,9 +234,11 @@ class RLTrainer(Trainer[PolicyT]):
                     return
 
     def _update_and_snapshot(self) -> tuple[dict[str, float], PolicySnapshot]:
+        """The update and the new snapshot; TensorFlow's threads run at background priority."""
         with hierarchical_timer("_update_policy"):
             stats = self._update_policy()
         snapshot = self._make_snapshot(self.version + 1)
+        lower_tf_threads()
         return stats, snapshot
 
     async def _update(self) -> None:

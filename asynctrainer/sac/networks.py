@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.policy.networks import mlp, snapshot_from_layers
+from asynctrainer.policy.networks import VariableReader, layer_variables, mlp, snapshot_from_layers
 from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
@@ -60,6 +60,7 @@ class SACActor:
         self.spec = spec
         a = spec.action_spec
         self.body = mlp(hidden_units, num_layers, seed, "actor")
+        self._reader: VariableReader | None = None
         self.discrete_head = (
             keras.layers.Dense(
                 a.mask_size,
@@ -149,14 +150,17 @@ class SACActor:
         """A frozen numpy copy with ``tanh_squash=True`` (call on the update thread)."""
         # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
         log_std = None if self.log_std is None else self.clipped_log_std().numpy()
+        if self._reader is None:
+            self._reader = VariableReader(layer_variables([*self.body, self.discrete_head, self.continuous_head]))
         return snapshot_from_layers(
             behavior_name,
             version,
             step,
             self.spec,
-            self.body,
-            self.discrete_head,
-            self.continuous_head,
+            self._reader(),
+            len(self.body),
+            self.discrete_head is not None,
+            self.continuous_head is not None,
             log_std,
             obs_mean=obs_mean,
             obs_std=obs_std,

@@ -147,10 +147,15 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([None, None, c_size], f32),  # noise for the sample at next obs
             t.TensorSpec([], f32),  # gamma
             t.TensorSpec([], f32),  # tau
+            t.TensorSpec([], f32),  # learning rate (all three optimizers)
         ]
 
         @t.function(input_signature=batch_spec)
-        def train_fn(obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau):  # type: ignore[no-untyped-def]
+        def train_fn(  # type: ignore[no-untyped-def]
+            obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau, lr
+        ):
+            for opt in (value_opt, policy_opt, entropy_opt):
+                opt.learning_rate = lr  # assigned in the graph: no Python-side variable writes
             n_steps = t.shape(obs)[0]
             sums = t.zeros([6], f32)
             for i in t.range(n_steps):
@@ -197,7 +202,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
         def log_prob_fn(obs, cont, disc, masks):  # type: ignore[no-untyped-def]
             return actor.log_prob(obs, cont, disc, masks)
 
-        self._train_fn = train_fn
+        # A concrete function skips tf.function's Python-side dispatch on every update (GIL time).
+        self._train_fn = train_fn.get_concrete_function()
         self._log_prob_fn = log_prob_fn
 
     def log_prob(self, obs: F32, continuous: F32, discrete: npt.NDArray[np.int32], masks: F32 | None = None) -> F32:
@@ -294,8 +300,6 @@ class SACTrainer(RLTrainer[SACNetworks]):
             batch = self.replay.gather(idx)
             c = self.nets.spec.action_spec.continuous_size
             noise = self._rng.standard_normal((2, n_steps, hp.batch_size, c), dtype=np.float32)
-            for opt in (self.policy_optimizer, self.value_optimizer, self.entropy_optimizer):
-                opt.learning_rate = lr
             means, alpha = self._train_fn(
                 self._normalize(batch.obs),
                 self._normalize(batch.next_obs),
@@ -309,6 +313,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 noise[1],
                 np.float32(signal.gamma),
                 np.float32(hp.tau),
+                np.float32(lr),
             )
             means, alpha = means.numpy(), alpha.numpy()
             stats.update(
