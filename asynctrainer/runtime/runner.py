@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import importlib
 import json
 import logging
 import math
@@ -23,6 +24,7 @@ from asynctrainer.errors import AsyncTrainerError, EnvError
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop
 from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.scheduling import gil_switch_interval
 from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
@@ -76,6 +78,11 @@ def _default_trainer_factory(
     return create_trainer(behavior_name, trainer_settings, behavior_spec, context)
 
 
+def _import_all(names: list[str]) -> None:
+    for name in names:
+        importlib.import_module(name)
+
+
 def _resolve_seed(seed: int | None) -> int:
     if seed is None or seed < 0:
         return int(np.random.default_rng().integers(0, 10000))
@@ -96,6 +103,9 @@ class Runner:
     :param freeze_gc: ``gc.freeze()`` after set-up and after the first update, so the cyclic
         garbage collector stops rescanning TensorFlow's long-lived objects (a process-wide
         setting; pass False to leave the collector alone).
+    :param switch_interval: the GIL switch interval (seconds) while the run lasts, restored after
+        (``runtime/scheduling.py``): a short one bounds how long the loop waits for the GIL while
+        an update thread runs Python. A process-wide setting; None leaves it alone.
 
     ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
     called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
@@ -124,6 +134,7 @@ class Runner:
         checkpointing: bool = True,
         final_save_timeout: float = 60.0,
         freeze_gc: bool = True,
+        switch_interval: float | None = 0.0005,
     ) -> None:
         self.settings = settings
         self.resume = resume
@@ -131,6 +142,9 @@ class Runner:
         self.checkpointing = checkpointing
         self.final_save_timeout = final_save_timeout
         self.freeze_gc = freeze_gc
+        if switch_interval is not None and not switch_interval > 0:
+            raise ValueError(f"switch_interval must be a positive number of seconds or None, not {switch_interval!r}.")
+        self.switch_interval = switch_interval
         self.checkpoints: Any = None
         self._env_source = env
         self.run_id = run_id or settings.checkpoint_settings.run_id
@@ -214,7 +228,8 @@ class Runner:
 
     async def _guarded_main(self) -> None:
         try:
-            await self._main()
+            with gil_switch_interval(self.switch_interval):
+                await self._main()
         finally:
             self._started.set()
             self._done.set()
@@ -244,8 +259,22 @@ class Runner:
             out[env_name] = (name, self.settings.trainer_settings_for(name))
         return out
 
+    def _modules_to_preload(self) -> list[str]:
+        """Modules the run will import lazily; imported up front, off the loop."""
+        names = ["asynctrainer.checkpoints.manager"]
+        if self._trainer_factory is _default_trainer_factory:
+            names += ["asynctrainer.trainers", "asynctrainer.ppo.trainer", "asynctrainer.sac.trainer"]
+        if self.run_dir is not None and self.training:
+            names.append("yaml")
+            if self.checkpointing:
+                names.append("asynctrainer.policy.onnx_export")
+        return names
+
     async def _main(self) -> None:
         self.timers.activate()
+        # A module imported on the loop thread stops the loop for as long as the import takes
+        # (hundreds of ms for the trainers and Keras); in a worker thread the loop keeps running.
+        await anyio.to_thread.run_sync(_import_all, self._modules_to_preload())
         send_records, receive_records = anyio.create_memory_object_stream[StatsSummaryRecord](math.inf)
         env = await self._make_env()
         writes = self.run_dir is not None and self.training
@@ -265,7 +294,7 @@ class Runner:
                     name, ts, spec, int(children[i].generate_state(1)[0]), send_records
                 )
             if writes:
-                self._write_configuration()
+                await anyio.to_thread.run_sync(self._write_configuration)
             rng = np.random.default_rng(children[-1])
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write_stats_forever, receive_records)

@@ -21,7 +21,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import UpdateError
 from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.runtime.policy_slot import PolicySlot
-from asynctrainer.runtime.priority import lower_tf_threads
+from asynctrainer.runtime.scheduling import lower_tf_threads
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory

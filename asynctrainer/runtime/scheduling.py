@@ -1,5 +1,6 @@
-"""Run TensorFlow's arithmetic at background CPU priority, so acting wins every core.
+"""Scheduling for a low-lag loop: TensorFlow's threads at background priority, a short GIL switch interval.
 
+**CPU priority.**
 On a small machine the event loop, the env thread and TensorFlow's compute threads compete for
 the same cores. The loop needs a core only for a fraction of a millisecond at a time, but when
 the scheduler hands it one late, every task on the loop is late. Linux's ``SCHED_IDLE`` policy
@@ -14,8 +15,16 @@ would wait for it). Measured on 2 cores (``benchmarks/loop_lag.py``): the loop's
 p99 lag fell from 4.5-5.2 ms to 2.8-3.6 ms with the same training speed.
 
 ``ASYNCTRAINER_LEARNER_PRIORITY``: ``idle`` (default) or ``normal`` (leave TensorFlow's threads
-as they are, e.g. on a big machine). Elsewhere than Linux this is a no-op. Nothing here imports
-TensorFlow.
+as they are, e.g. on a big machine). Elsewhere than Linux this is a no-op.
+
+**GIL switch interval.** A thread that wants the GIL waits up to ``sys.getswitchinterval()``
+(5 ms by default) before the holder must let go, and an ``asyncio.sleep`` takes two loop
+iterations, each of which may wait. While an update thread traces its TensorFlow functions
+(seconds of Python at start), every loop wake-up paid that wait. :func:`gil_switch_interval`
+shortens it while a Runner runs (0.5 ms by default, ``Runner(switch_interval=...)``; ``None``
+leaves the interpreter's setting alone) and restores it when the last Runner ends.
+
+Nothing here imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -23,13 +32,18 @@ from __future__ import annotations
 import os
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["learner_priority", "lower_tf_threads"]
+__all__ = ["gil_switch_interval", "learner_priority", "lower_tf_threads"]
 
 _VALUES = ("idle", "normal")
 #: Threads already looked at, and whether each was lowered.
 _seen: dict[int, bool] = {}
 _lock = threading.Lock()
+#: Runners inside :func:`gil_switch_interval`, and the interval to restore after the last.
+_interval_users = 0
+_interval_saved = 0.0
 
 
 def learner_priority() -> str:
@@ -74,3 +88,30 @@ def lower_tf_threads() -> int:
         for tid in _seen.keys() - tids:
             del _seen[tid]
         return sum(_seen.values())
+
+
+@contextmanager
+def gil_switch_interval(seconds: float | None) -> Iterator[None]:
+    """Run the body with ``sys.setswitchinterval(seconds)``; ``None`` changes nothing.
+
+    Nested and concurrent uses (several Runners) share one saved value: the interpreter's own
+    interval comes back when the last of them ends. With different values, the last set wins.
+    """
+    global _interval_users, _interval_saved
+    if seconds is None:
+        yield
+        return
+    if not seconds > 0:
+        raise ValueError(f"switch_interval must be a positive number of seconds or None, not {seconds!r}.")
+    with _lock:
+        if _interval_users == 0:
+            _interval_saved = sys.getswitchinterval()
+        _interval_users += 1
+        sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        with _lock:
+            _interval_users -= 1
+            if _interval_users == 0:
+                sys.setswitchinterval(_interval_saved)

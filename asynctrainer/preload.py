@@ -1,0 +1,38 @@
+"""Import the heavy parts (TensorFlow, Keras, the trainers, ONNX export) before a loop serves.
+
+A module is imported once per process, and importing TensorFlow holds the GIL for whole
+seconds while its shared libraries load (``benchmarks/loop_lag.py``: over 1 s in one piece).
+The Runner imports what it needs in a worker thread, so the loop keeps running between the
+pieces, but no thread can stop a C extension's loading from holding the GIL. A host that
+must tick from its first second calls :func:`preload` at start-up, before its loop serves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+
+__all__ = ["preload"]
+
+_MODULES = (
+    "asynctrainer.ppo.trainer",
+    "asynctrainer.sac.trainer",
+    "asynctrainer.checkpoints.manager",
+    "asynctrainer.trainers",
+)
+
+
+def preload(*, export: bool = True) -> None:
+    """Import and configure TensorFlow and Keras, and import the trainers.
+
+    :param export: also import ONNX export (``onnx``), if the ``export`` extra is installed.
+    """
+    from asynctrainer.policy.tf_setup import keras
+
+    keras()
+    for name in _MODULES:
+        importlib.import_module(name)
+    if export:
+        importlib.import_module("asynctrainer.policy.onnx_export")
+        with contextlib.suppress(ImportError):  # no export extra: the first export will say so
+            importlib.import_module("onnx")
