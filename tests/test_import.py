@@ -20,3 +20,15 @@ def test_every_public_name_resolves_and_all_is_sorted() -> None:
     assert asynctrainer.__all__ == sorted(asynctrainer.__all__)
     for name in asynctrainer.__all__:
         assert getattr(asynctrainer, name) is not None
+
+
+def test_preload_imports_tensorflow_keras_and_the_trainers_up_front() -> None:
+    code = (
+        "import sys, asynctrainer;"
+        "before = 'tensorflow' in sys.modules;"
+        "asynctrainer.preload();"
+        "print(before, all(m in sys.modules for m in "
+        "('tensorflow', 'keras', 'onnx', 'asynctrainer.ppo.trainer', 'asynctrainer.sac.trainer')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "True"]

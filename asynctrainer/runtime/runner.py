@@ -24,7 +24,7 @@ from asynctrainer.errors import AsyncTrainerError, EnvError
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop
 from asynctrainer.runtime.policy_slot import PolicySlot
-from asynctrainer.runtime.scheduling import gil_switch_interval
+from asynctrainer.runtime.scheduling import check_switch_interval, gil_switch_interval, learner_priority
 from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
@@ -142,8 +142,8 @@ class Runner:
         self.checkpointing = checkpointing
         self.final_save_timeout = final_save_timeout
         self.freeze_gc = freeze_gc
-        if switch_interval is not None and not switch_interval > 0:
-            raise ValueError(f"switch_interval must be a positive number of seconds or None, not {switch_interval!r}.")
+        check_switch_interval(switch_interval)
+        learner_priority()  # a bad ASYNCTRAINER_LEARNER_PRIORITY fails here, not in the first update
         self.switch_interval = switch_interval
         self.checkpoints: Any = None
         self._env_source = env

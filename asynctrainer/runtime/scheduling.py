@@ -35,7 +35,9 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["gil_switch_interval", "learner_priority", "lower_tf_threads"]
+from asynctrainer.errors import SettingsError
+
+__all__ = ["check_switch_interval", "gil_switch_interval", "learner_priority", "lower_tf_threads"]
 
 _VALUES = ("idle", "normal")
 #: Threads already looked at, and whether each was lowered.
@@ -49,11 +51,14 @@ _interval_saved = 0.0
 def learner_priority() -> str:
     """The configured priority of TensorFlow's threads: ``idle`` or ``normal``.
 
-    :raises ValueError: for any other value of ``ASYNCTRAINER_LEARNER_PRIORITY``.
+    :raises SettingsError: for any other value of ``ASYNCTRAINER_LEARNER_PRIORITY``.
     """
     value = os.environ.get("ASYNCTRAINER_LEARNER_PRIORITY", "idle").strip().lower()
     if value not in _VALUES:
-        raise ValueError(f"ASYNCTRAINER_LEARNER_PRIORITY is '{value}'; allowed: {', '.join(_VALUES)}.")
+        raise SettingsError(
+            f"The environment variable ASYNCTRAINER_LEARNER_PRIORITY is '{value}'; allowed: {', '.join(_VALUES)}.",
+            key_path="ASYNCTRAINER_LEARNER_PRIORITY",
+        )
     return value
 
 
@@ -90,9 +95,21 @@ def lower_tf_threads() -> int:
         return sum(_seen.values())
 
 
+def check_switch_interval(seconds: float | None) -> None:
+    """:raises SettingsError: unless ``seconds`` is None or a positive number up to 1 s."""
+    if seconds is not None and not (isinstance(seconds, int | float) and 0 < seconds <= 1.0):
+        raise SettingsError(
+            f"switch_interval is {seconds!r}; allowed: None (leave the interpreter's setting) or seconds "
+            "in (0, 1], e.g. 0.0005.",
+            key_path="switch_interval",
+        )
+
+
 @contextmanager
 def gil_switch_interval(seconds: float | None) -> Iterator[None]:
     """Run the body with ``sys.setswitchinterval(seconds)``; ``None`` changes nothing.
+
+    :raises SettingsError: for a value :func:`check_switch_interval` refuses.
 
     Nested and concurrent uses (several Runners) share one saved value: the interpreter's own
     interval comes back when the last of them ends. With different values, the last set wins.
@@ -101,8 +118,7 @@ def gil_switch_interval(seconds: float | None) -> Iterator[None]:
     if seconds is None:
         yield
         return
-    if not seconds > 0:
-        raise ValueError(f"switch_interval must be a positive number of seconds or None, not {seconds!r}.")
+    check_switch_interval(seconds)
     with _lock:
         if _interval_users == 0:
             _interval_saved = sys.getswitchinterval()

@@ -1,0 +1,111 @@
+"""Scheduling helpers (runtime/scheduling.py): real threads and the real interpreter, no TensorFlow."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sys
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from asynctrainer.errors import SettingsError
+from asynctrainer.runtime.runner import Runner
+from asynctrainer.runtime.scheduling import gil_switch_interval, learner_priority, lower_tf_threads
+from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
+from tests.conftest import make_settings
+
+linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
+PR_SET_NAME = 15
+
+
+def _named_thread(name: bytes, ready: threading.Event, release: threading.Event, tid: list[int]) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)  # the OS-level name TF gives its threads
+    tid.append(threading.get_native_id())
+    ready.set()
+    release.wait(10)
+
+
+@pytest.fixture
+def os_named_threads() -> Iterator[dict[bytes, int]]:
+    """Two real threads named at the OS level: one like TensorFlow's pool threads, one not."""
+    release = threading.Event()
+    tids: dict[bytes, int] = {}
+    threads = []
+    for name in (b"tf_Compute", b"not_tf"):
+        ready, tid = threading.Event(), []  # type: ignore[var-annotated]
+        thread = threading.Thread(target=_named_thread, args=(name, ready, release, tid), daemon=True)
+        thread.start()
+        assert ready.wait(5)
+        tids[name] = tid[0]
+        threads.append(thread)
+    yield tids
+    release.set()
+    for thread in threads:
+        thread.join(5)
+
+
+@linux_only
+def test_lower_tf_threads_puts_only_tf_named_threads_at_sched_idle(
+    os_named_threads: dict[bytes, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ASYNCTRAINER_LEARNER_PRIORITY", raising=False)
+    assert lower_tf_threads() >= 1
+    assert os.sched_getscheduler(os_named_threads[b"tf_Compute"]) == os.SCHED_IDLE
+    assert os.sched_getscheduler(os_named_threads[b"not_tf"]) == os.SCHED_OTHER
+    assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+
+
+@linux_only
+def test_normal_priority_leaves_every_thread_alone(
+    os_named_threads: dict[bytes, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASYNCTRAINER_LEARNER_PRIORITY", "normal")
+    assert lower_tf_threads() == 0
+    assert os.sched_getscheduler(os_named_threads[b"tf_Compute"]) == os.SCHED_OTHER
+
+
+def test_bad_learner_priority_names_the_variable_and_the_allowed_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASYNCTRAINER_LEARNER_PRIORITY", "realtime")
+    with pytest.raises(SettingsError, match="ASYNCTRAINER_LEARNER_PRIORITY is 'realtime'; allowed: idle, normal"):
+        learner_priority()
+    with pytest.raises(SettingsError, match="ASYNCTRAINER_LEARNER_PRIORITY"):
+        Runner(make_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
+
+
+def test_switch_interval_is_set_inside_and_restored_after_the_last_user() -> None:
+    before = sys.getswitchinterval()
+    with gil_switch_interval(0.0005):
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
+        with gil_switch_interval(0.001):
+            assert sys.getswitchinterval() == pytest.approx(0.001)
+        # The outer user is still inside: the interpreter's value is not back yet.
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+    assert sys.getswitchinterval() == before
+    with gil_switch_interval(None):
+        assert sys.getswitchinterval() == before
+
+
+@pytest.mark.parametrize("bad", [0, -0.001, 2.0, "fast"])
+def test_bad_switch_interval_is_refused_before_anything_runs(bad: object) -> None:
+    with pytest.raises(SettingsError, match=r"switch_interval is .*; allowed: None"):
+        Runner(
+            make_settings(),
+            CountingEnv(),
+            trainer_factory=fake_trainer_factory(),
+            switch_interval=bad,  # type: ignore[arg-type]
+        )
+
+
+async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -> None:
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    factory = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
+    runner = Runner(
+        make_settings(max_steps=100), CountingEnv(), trainer_factory=factory, stats_writers=[], switch_interval=0.0007
+    )
+    await runner.run()
+    assert seen and all(value == pytest.approx(0.0007) for value in seen)
+    assert sys.getswitchinterval() == before
