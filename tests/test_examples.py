@@ -81,8 +81,11 @@ async def test_game_server_protocol_with_a_fake_trainer(game_server: ModuleType)
     trainer = factory.made[0]  # type: ignore[attr-defined]
     received = trainer.received
     stats = server.session.stats
-    assert stats.leaves == 3
-    assert sum(t.interrupted for t in received) >= 3, "every leave ends an interrupted trajectory"
+    # A leave ends an episode as interrupted unless the agent's episode had just ended (it
+    # reached the goal cell on its last tick and had no decision since): then there is
+    # nothing to end. That happens by timing, rarely, to at most one of the three leaves here.
+    assert 2 <= stats.leaves <= 3
+    assert sum(t.interrupted for t in received) >= stats.leaves, "every leave ends an interrupted trajectory"
     # Every action the policy took got its reward: the trajectories hold them all.
     assert sum(len(t) for t in received) == stats.decisions
     assert report.decisions - 2 <= stats.decisions <= report.decisions  # a row may leave before it is acted on
