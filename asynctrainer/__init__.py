@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "UpdateError": "asynctrainer.errors",
     "load_run_settings": "asynctrainer.settings",
     "open_trajectory_channel": "asynctrainer.runtime.channels",
-    "preload": "asynctrainer.preload",
+    "preload": "asynctrainer.startup",
     "run_settings_from_dict": "asynctrainer.settings",
 }
 
@@ -86,7 +86,7 @@ if TYPE_CHECKING:
         UpdateError,
     )
     from asynctrainer.policy.snapshot import PolicySnapshot
-    from asynctrainer.preload import preload
+    from asynctrainer.startup import preload
     from asynctrainer.runtime.channels import open_trajectory_channel
     from asynctrainer.runtime.policy_slot import PolicySlot
     from asynctrainer.runtime.runner import Runner, RunResult

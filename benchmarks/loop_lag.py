@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-from asynctrainer.preload import preload
+from asynctrainer.startup import preload
 from asynctrainer.runtime.runner import Runner
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
 

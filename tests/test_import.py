@@ -32,3 +32,10 @@ def test_preload_imports_tensorflow_keras_and_the_trainers_up_front() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
+
+
+def test_preload_stays_the_function_after_its_module_is_imported() -> None:
+    import asynctrainer
+    import asynctrainer.startup
+
+    assert callable(asynctrainer.preload) and asynctrainer.preload.__module__ == "asynctrainer.startup"
