@@ -86,7 +86,6 @@ if TYPE_CHECKING:
         UpdateError,
     )
     from asynctrainer.policy.snapshot import PolicySnapshot
-    from asynctrainer.startup import preload
     from asynctrainer.runtime.channels import open_trajectory_channel
     from asynctrainer.runtime.policy_slot import PolicySlot
     from asynctrainer.runtime.runner import Runner, RunResult
@@ -94,3 +93,4 @@ if TYPE_CHECKING:
     from asynctrainer.runtime.trainer import RLTrainer, Trainer
     from asynctrainer.runtime.trajectory import Trajectory
     from asynctrainer.settings import RunSettings, TrainerSettings, load_run_settings, run_settings_from_dict
+    from asynctrainer.startup import preload

@@ -34,9 +34,9 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-from asynctrainer.startup import preload
 from asynctrainer.runtime.runner import Runner
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
+from asynctrainer.startup import preload
 
 CONFIG = Path(__file__).resolve().parent.parent / "examples" / "cartpole_ppo.yaml"
 

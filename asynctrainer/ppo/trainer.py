@@ -18,6 +18,7 @@ from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
 from asynctrainer.ppo import loss
 from asynctrainer.ppo.gae import gae_segments
+from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
@@ -252,7 +253,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         epsilon = decayed_value(
             hp.epsilon_schedule or hp.learning_rate_schedule, hp.epsilon, 0.1, self._step, max_steps
         )
-        out = self._train_fn(
+        inputs = (
             obs,
             np.concatenate([t.actions_continuous for t in trajs]),
             np.concatenate([t.actions_discrete for t in trajs]),
@@ -264,7 +265,10 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             np.float32(beta),
             np.float32(epsilon),
             np.float32(lr),
-        ).numpy()
+        )
+        # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
+        with idle_while_computing():
+            out = self._train_fn(*inputs).numpy()
         return {
             "Losses/Policy Loss": float(abs(out[0])),
             "Losses/Value Loss": float(out[1]),

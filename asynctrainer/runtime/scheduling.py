@@ -9,10 +9,10 @@ preempts it at once. TensorFlow's pool threads (named ``tf_*``) do an update's a
 without the GIL, so they can run at that priority: learning gets whatever acting leaves over,
 which is most of the machine, since acting waits for new snapshots (the lag bound).
 
-The update thread itself stays at normal priority: it holds the GIL while it prepares an
-update, and a thread holding the GIL must not be the one the scheduler postpones (the loop
-would wait for it). Measured on 2 cores (``benchmarks/loop_lag.py``): the loop's steady-state
-p99 lag fell from 4.5-5.2 ms to 2.8-3.6 ms with the same training speed.
+The update thread itself stays at normal priority while it holds the GIL (preparing an update,
+building a snapshot): a thread holding the GIL must not be the one the scheduler postpones, or
+the loop waits for it. Only during the training call, which releases the GIL throughout, is it
+lowered too (:func:`idle_while_computing`), where it may be raised back afterwards.
 
 ``ASYNCTRAINER_LEARNER_PRIORITY``: ``idle`` (default) or ``normal`` (leave TensorFlow's threads
 as they are, e.g. on a big machine). Elsewhere than Linux this is a no-op.
@@ -29,6 +29,7 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import threading
@@ -37,7 +38,13 @@ from contextlib import contextmanager
 
 from asynctrainer.errors import SettingsError
 
-__all__ = ["check_switch_interval", "gil_switch_interval", "learner_priority", "lower_tf_threads"]
+__all__ = [
+    "check_switch_interval",
+    "gil_switch_interval",
+    "idle_while_computing",
+    "learner_priority",
+    "lower_tf_threads",
+]
 
 _VALUES = ("idle", "normal")
 #: Threads already looked at, and whether each was lowered.
@@ -131,3 +138,61 @@ def gil_switch_interval(seconds: float | None) -> Iterator[None]:
             _interval_users -= 1
             if _interval_users == 0:
                 sys.setswitchinterval(_interval_saved)
+
+
+_may_leave_idle: bool | None = None
+
+
+def _probe_leave_idle() -> bool:
+    """Whether a thread of this process may go back from ``SCHED_IDLE`` to its policy.
+
+    Unprivileged threads may not (``RLIMIT_NICE`` is 0 by default), nor may root without
+    ``CAP_SYS_NICE`` (most containers). Tried once, on a throwaway thread.
+    """
+    result: list[bool] = []
+
+    def probe() -> None:
+        tid = threading.get_native_id()
+        try:
+            policy, param = os.sched_getscheduler(tid), os.sched_getparam(tid)
+            os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            os.sched_setscheduler(tid, policy, param)
+        except OSError:
+            result.append(False)
+        else:
+            result.append(True)
+
+    thread = threading.Thread(target=probe, name="asynctrainer-sched-probe", daemon=True)
+    thread.start()
+    thread.join()
+    return bool(result and result[0])
+
+
+@contextmanager
+def idle_while_computing() -> Iterator[None]:
+    """Run the body with the calling thread at ``SCHED_IDLE``, then restore its policy.
+
+    For a call into TensorFlow that releases the GIL for its whole length (a training step):
+    the kernels TensorFlow runs inline on the calling thread then yield the core like its pool
+    threads do. Not for code that holds the GIL: a thread the scheduler postpones while it
+    holds the GIL makes the loop wait for it. A no-op where the thread could not get its
+    policy back afterwards (it is a shared worker thread that also steps envs).
+    """
+    global _may_leave_idle
+    if not sys.platform.startswith("linux") or not hasattr(os, "SCHED_IDLE") or learner_priority() == "normal":
+        yield
+        return
+    if _may_leave_idle is None:
+        _may_leave_idle = _probe_leave_idle()
+    tid = threading.get_native_id()
+    try:
+        policy, param = os.sched_getscheduler(tid), os.sched_getparam(tid)
+    except OSError:
+        policy = os.SCHED_IDLE
+    lowered = _may_leave_idle and policy != os.SCHED_IDLE and _set_idle(tid)
+    try:
+        yield
+    finally:
+        if lowered:
+            with contextlib.suppress(OSError):
+                os.sched_setscheduler(tid, policy, param)

@@ -31,6 +31,7 @@ from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
 from asynctrainer.policy.tf_setup import tf
 from asynctrainer.ppo.trainer import decayed_value
+from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.sac import loss
@@ -300,7 +301,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             batch = self.replay.gather(idx)
             c = self.nets.spec.action_spec.continuous_size
             noise = self._rng.standard_normal((2, n_steps, hp.batch_size, c), dtype=np.float32)
-            means, alpha = self._train_fn(
+            inputs = (
                 self._normalize(batch.obs),
                 self._normalize(batch.next_obs),
                 batch.actions_continuous,
@@ -315,6 +316,9 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 np.float32(hp.tau),
                 np.float32(lr),
             )
+            # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
+            with idle_while_computing():
+                means, alpha = self._train_fn(*inputs)
             means, alpha = means.numpy(), alpha.numpy()
             stats.update(
                 {

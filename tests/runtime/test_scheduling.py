@@ -11,8 +11,14 @@ from collections.abc import Iterator
 import pytest
 
 from asynctrainer.errors import SettingsError
+from asynctrainer.runtime import scheduling
 from asynctrainer.runtime.runner import Runner
-from asynctrainer.runtime.scheduling import gil_switch_interval, learner_priority, lower_tf_threads
+from asynctrainer.runtime.scheduling import (
+    gil_switch_interval,
+    idle_while_computing,
+    learner_priority,
+    lower_tf_threads,
+)
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
 from tests.conftest import make_settings
 
@@ -109,3 +115,37 @@ async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -
     await runner.run()
     assert seen and all(value == pytest.approx(0.0007) for value in seen)
     assert sys.getswitchinterval() == before
+
+
+def _policies_in_a_thread() -> tuple[int, int, int]:
+    """(before, inside, after) scheduling policy of a fresh thread around idle_while_computing."""
+    seen: list[int] = []
+
+    def body() -> None:
+        tid = threading.get_native_id()
+        seen.append(os.sched_getscheduler(tid))
+        with idle_while_computing():
+            seen.append(os.sched_getscheduler(tid))
+        seen.append(os.sched_getscheduler(tid))
+
+    thread = threading.Thread(target=body)
+    thread.start()
+    thread.join(5)
+    return seen[0], seen[1], seen[2]
+
+
+@linux_only
+def test_idle_while_computing_lowers_the_thread_and_gives_its_policy_back(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCTRAINER_LEARNER_PRIORITY", raising=False)
+    before, inside, after = _policies_in_a_thread()
+    assert before == after == os.SCHED_OTHER
+    if scheduling._probe_leave_idle():
+        assert inside == os.SCHED_IDLE
+    else:  # not allowed back (no CAP_SYS_NICE): a shared worker thread must not stay lowered
+        assert inside == os.SCHED_OTHER
+
+
+@linux_only
+def test_idle_while_computing_does_nothing_at_normal_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ASYNCTRAINER_LEARNER_PRIORITY", "normal")
+    assert _policies_in_a_thread() == (os.SCHED_OTHER, os.SCHED_OTHER, os.SCHED_OTHER)
