@@ -29,12 +29,11 @@ Nothing here imports TensorFlow.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 
 from asynctrainer.errors import SettingsError
 
@@ -69,6 +68,11 @@ def learner_priority() -> str:
     return value
 
 
+def _lowering_enabled() -> bool:
+    """Linux (``SCHED_IDLE`` exists) and ``ASYNCTRAINER_LEARNER_PRIORITY`` is not ``normal``."""
+    return sys.platform.startswith("linux") and hasattr(os, "SCHED_IDLE") and learner_priority() == "idle"
+
+
 def _set_idle(tid: int) -> bool:
     try:
         os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
@@ -83,7 +87,7 @@ def lower_tf_threads() -> int:
     Cheap enough to call after every update: it lists ``/proc/self/task`` and reads the name
     only of threads it has not seen before. Returns how many live threads it has lowered.
     """
-    if not sys.platform.startswith("linux") or not hasattr(os, "SCHED_IDLE") or learner_priority() == "normal":
+    if not _lowering_enabled():
         return 0
     try:
         tids = {int(t) for t in os.listdir("/proc/self/task")}
@@ -179,7 +183,7 @@ def idle_while_computing() -> Iterator[None]:
     policy back afterwards (it is a shared worker thread that also steps envs).
     """
     global _may_leave_idle
-    if not sys.platform.startswith("linux") or not hasattr(os, "SCHED_IDLE") or learner_priority() == "normal":
+    if not _lowering_enabled():
         yield
         return
     if _may_leave_idle is None:
@@ -194,5 +198,5 @@ def idle_while_computing() -> Iterator[None]:
         yield
     finally:
         if lowered:
-            with contextlib.suppress(OSError):
+            with suppress(OSError):
                 os.sched_setscheduler(tid, policy, param)
