@@ -17,6 +17,7 @@ at normal priority.
 Prints a table and writes JSON. The goal on the 2-core machine: p99 <= 2 ms, max <= 10 ms.
 
     python benchmarks/loop_lag.py [--steps 30000] [--out benchmarks/out/loop_lag.json]
+    python benchmarks/loop_lag.py --trace-stalls   # what held the loop up, with stacks
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from stall_trace import StallTrace
 
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
 from asynctrainer.runtime.runner import Runner
@@ -133,8 +135,19 @@ async def main() -> None:
     parser.add_argument("--checkpoint-interval", type=int, default=500)
     parser.add_argument("--switch-interval", default="0.0005", help="seconds, or 'none' for the interpreter's")
     parser.add_argument("--out", default="benchmarks/out/loop_lag.json")
+    parser.add_argument(
+        "--trace-stalls",
+        action="store_true",
+        help="instead of the table: preload, train with checkpoints, and print what each stall was waiting on",
+    )
     args = parser.parse_args()
     interval = None if args.switch_interval == "none" else float(args.switch_interval)
+    if args.trace_stalls:
+        preload()
+        with tempfile.TemporaryDirectory() as tmp, StallTrace() as trace:
+            await training(args.steps, args.checkpoint_interval, tmp, switch_interval=interval)
+        print(trace.report())
+        return
     cold = await training(args.steps, switch_interval=interval)  # first: TensorFlow is not imported yet
     preload()
     train = await training(args.steps, switch_interval=interval)

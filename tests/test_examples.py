@@ -82,9 +82,10 @@ async def test_game_server_protocol_with_a_fake_trainer(game_server: ModuleType)
     received = trainer.received
     stats = server.session.stats
     # A leave ends an episode as interrupted unless the agent's episode had just ended (it
-    # reached the goal cell on its last tick and had no decision since): then there is
-    # nothing to end. That happens by timing, rarely, to at most one of the three leaves here.
-    assert 2 <= stats.leaves <= 3
+    # reached the goal cell on its last tick and had no decision since): then there is nothing
+    # to end (tests/envs/test_game_session.py pins both cases down). Which of the three leaves
+    # here are which depends on timing.
+    assert stats.leaves <= report.leaves
     assert sum(t.interrupted for t in received) >= stats.leaves, "every leave ends an interrupted trajectory"
     # Every action the policy took got its reward: the trajectories hold them all.
     assert sum(len(t) for t in received) == stats.decisions

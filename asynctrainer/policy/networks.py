@@ -36,7 +36,7 @@ class VariableReader:
     def __init__(self, variables: list[Any]) -> None:
         t = tf()
         captured = list(variables)
-        self._fn = t.function(lambda: [t.identity(v) for v in captured]).get_concrete_function()
+        self._fn = t.function(lambda: [t.identity(v) for v in captured], autograph=False).get_concrete_function()
 
     def __call__(self) -> list[np.ndarray]:
         return [np.array(x.numpy()) for x in self._fn()]

@@ -93,7 +93,9 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         a = spec.action_spec
         f32 = t.float32
 
-        @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)])
+        # autograph=False: tracing converts no Python source (autograph parses and compiles it,
+        # holding the GIL for tens of ms at a time); the loops are written as tf.while_loop.
+        @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)], autograph=False)
         def value_fn(obs: Any) -> Any:
             return net.value(obs)
 
@@ -110,13 +112,14 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
                 t.TensorSpec([], f32),  # learning rate
-            ]
+            ],
+            autograph=False,
         )
         def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr):  # type: ignore[no-untyped-def]
             optimizer.learning_rate = lr  # assigned in the graph: no Python-side variable write
             n_mb = t.shape(idx)[0]
-            sums = t.zeros([5], f32)
-            for i in t.range(n_mb):
+
+            def minibatch(i: Any, sums: Any) -> tuple[Any, Any]:
                 b = idx[i]
                 mb_adv = t.gather(adv, b)
                 mb_old_logp = t.gather(old_logp, b)
@@ -132,7 +135,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 grads = tape.gradient(total, variables)
                 grads, _ = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
                 optimizer.apply(grads, variables)
-                sums += t.stack(
+                stats = t.stack(
                     [
                         policy_loss,
                         value_loss,
@@ -141,6 +144,9 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                         loss.clip_fraction(logp, mb_old_logp, epsilon),
                     ]
                 )
+                return i + 1, sums + stats
+
+            _, sums = t.while_loop(lambda i, _: i < n_mb, minibatch, (t.constant(0), t.zeros([5], f32)))
             return sums / t.cast(t.maximum(n_mb, 1), f32)
 
         # Concrete functions: calling them skips tf.function's dispatch, which the update thread

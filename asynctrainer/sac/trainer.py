@@ -151,15 +151,16 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([], f32),  # learning rate (all three optimizers)
         ]
 
-        @t.function(input_signature=batch_spec)
+        # autograph=False, as in PPO: nothing to convert while tracing; the loop is a tf.while_loop.
+        @t.function(input_signature=batch_spec, autograph=False)
         def train_fn(  # type: ignore[no-untyped-def]
             obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau, lr
         ):
             for opt in (value_opt, policy_opt, entropy_opt):
                 opt.learning_rate = lr  # assigned in the graph: no Python-side variable writes
             n_steps = t.shape(obs)[0]
-            sums = t.zeros([6], f32)
-            for i in t.range(n_steps):
+
+            def step(i: Any, sums: Any) -> tuple[Any, Any]:
                 o, o_next = obs[i], next_obs[i]
                 alpha = t.exp(t.convert_to_tensor(log_alpha))
                 # Soft TD target from the target critics and the current policy at s'.
@@ -189,7 +190,10 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 # Polyak averaging of the targets.
                 for target, source in pairs:
                     target.assign(tau * source + (1.0 - tau) * target)
-                sums += t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
+                stats = t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
+                return i + 1, sums + stats
+
+            _, sums = t.while_loop(lambda i, _: i < n_steps, step, (t.constant(0), t.zeros([6], f32)))
             return sums / t.cast(t.maximum(n_steps, 1), f32), t.exp(t.convert_to_tensor(log_alpha))
 
         @t.function(
@@ -198,7 +202,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 t.TensorSpec([None, c_size], f32),
                 t.TensorSpec([None, n_branches], t.int32),
                 t.TensorSpec([None, m_size], f32),
-            ]
+            ],
+            autograph=False,
         )
         def log_prob_fn(obs, cont, disc, masks):  # type: ignore[no-untyped-def]
             return actor.log_prob(obs, cont, disc, masks)

@@ -165,6 +165,22 @@ async def test_decide_batch_returns_aligned_actions_and_reports_episode_ends() -
     np.testing.assert_allclose(last.reward, [0.5, 0.0])
 
 
+async def test_leave_right_after_a_terminal_ends_no_second_episode() -> None:
+    session = GameSession({"Echo": ECHO})
+    driver = Driver(session).start()
+    await session.decide(1, obs_for(1, 0))
+    await session.decide(2, obs_for(2, 0))
+    assert await session.decide(1, obs_for(1, 1), reward=1.0, terminated=True) is None
+    assert session.leave(1), "the agent is still known after its episode ended"
+    await asyncio.wait_for(session.decide(2, obs_for(2, 1)), 5)
+    await asyncio.sleep(0.01)
+    await driver.stop()
+    [(agent, reward, interrupted, _)] = driver.terminals()
+    assert (agent, reward, interrupted) == (1, 1.0, False), "only the real terminal; the leave adds none"
+    assert session.stats.leaves == 0 and session.stats.episodes_ended == 1
+    assert session.agent_ids == [2]
+
+
 async def test_terminated_and_truncated_decides_return_none_and_end_the_episode() -> None:
     session = GameSession({"Echo": ECHO})
     driver = Driver(session).start()

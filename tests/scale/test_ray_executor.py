@@ -79,9 +79,10 @@ async def test_ppo_with_two_ray_workers_passes_the_1d_learning_bar() -> None:
     assert [w.batches > 0 for w in executor.workers] == [True, True]  # both workers fed the learner
     assert result.steps["1D"] >= 3000 and result.env_steps > 0
     assert executor.dropped_trajectories == 0 and executor.worker_restarts == 0
-    # strict_on_policy under Ray: one call in flight per worker, so the lag stays about one version.
+    # strict_on_policy under Ray: one call in flight per worker, so the lag stays about one
+    # version; a trajectory a worker carries over from one call to the next may start one older.
     lag = [v for r in trainer.stats_reporter.history for k, v in r.values.items() if k == "Policy/Lag"]
-    assert lag and max(s.mean for s in lag) < 2.0
+    assert lag and max(s.mean for s in lag) < 3.0
 
 
 async def test_a_killed_worker_is_restarted_its_partial_trajectories_counted_and_training_finishes() -> None:
