@@ -26,7 +26,7 @@ import traceback
 from collections import Counter
 from types import TracebackType
 
-__all__ = ["StallTrace"]
+__all__ = ["StallTrace", "steal_ms"]
 
 
 class StallTrace:
@@ -54,13 +54,13 @@ class StallTrace:
     def _watch(self) -> None:
         me = threading.get_ident()
         before = _thread_cpu()
-        steal_before = _steal_ms()
+        steal_before = steal_ms()
         while not self._stop.is_set():
             start = time.perf_counter()
             time.sleep(self.period)
             late = time.perf_counter() - start - self.period
             after = _thread_cpu()
-            steal_after = _steal_ms()
+            steal_after = steal_ms()
             if late < self.threshold:
                 before, steal_before = after, steal_after
                 continue
@@ -83,9 +83,21 @@ class StallTrace:
                 stacks[names.get(ident, str(ident))] = lines
             self.stalls.append((start - self._t0, late * 1000.0, stacks))
 
+    def classify(self) -> str:
+        """How many stalls a thread of ours ran through (most of the stall), how many the machine's."""
+        ours = machine = other = 0
+        for (_, ms, _), (used, steal) in zip(self.stalls, self.cpu, strict=True):
+            if used and max(used.values()) >= 0.6 * ms:
+                ours += 1
+            elif steal > 0:
+                machine += 1
+            else:
+                other += 1
+        return f"{ours} where a thread of ours ran most of it, {machine} with steal time instead, {other} neither"
+
     def report(self, top: int = 8) -> str:
         """The stalls, longest first, each with the innermost line of every busy thread."""
-        out = [f"{len(self.stalls)} stalls over {self.threshold * 1000:.1f} ms"]
+        out = [f"{len(self.stalls)} stalls over {self.threshold * 1000:.1f} ms: " + self.classify()]
         order = sorted(range(len(self.stalls)), key=lambda i: -self.stalls[i][1])
         for i in order[:top]:
             at, ms, stacks = self.stalls[i]
@@ -145,7 +157,7 @@ def _name(tid: int) -> str:
     return name
 
 
-def _steal_ms() -> float:
+def steal_ms() -> float:
     """The machine's steal time so far (all CPUs), in ms; 0 where /proc/stat has none."""
     try:
         with open("/proc/stat") as f:
