@@ -1,4 +1,4 @@
-"""Import the heavy parts (TensorFlow, Keras, the trainers, ONNX export) before a loop serves.
+"""Import the heavy parts (TensorFlow, Keras, the trainers, gymnasium, ONNX export) before a loop serves.
 
 A module is imported once per process, and importing TensorFlow holds the GIL for whole
 seconds while its shared libraries load (``benchmarks/loop_lag.py``: over 1 s in one piece).
@@ -19,11 +19,14 @@ _MODULES = (
     "asynctrainer.sac.trainer",
     "asynctrainer.checkpoints.manager",
     "asynctrainer.trainers",
+    # Building a GymnasiumEnv imports these (~170 ms in one piece on the 2-core VM).
+    "gymnasium",
+    "gymnasium.vector",
 )
 
 
 def preload(*, export: bool = True) -> None:
-    """Import and configure TensorFlow and Keras, start TensorFlow's runtime, import the trainers.
+    """Import and configure TensorFlow and Keras, start TensorFlow's runtime, import the trainers and gymnasium.
 
     :param export: also import ONNX export (``onnx``), if the ``export`` extra is installed.
     """

@@ -28,7 +28,7 @@ def test_preload_imports_tensorflow_keras_and_the_trainers_up_front() -> None:
         "before = 'tensorflow' in sys.modules;"
         "asynctrainer.preload();"
         "print(before, all(m in sys.modules for m in "
-        "('tensorflow', 'keras', 'onnx', 'asynctrainer.ppo.trainer', 'asynctrainer.sac.trainer')))"
+        "('tensorflow', 'keras', 'onnx', 'gymnasium.vector', 'asynctrainer.ppo.trainer', 'asynctrainer.sac.trainer')))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out == ["False", "True"]
