@@ -30,7 +30,7 @@ __all__ = ["StallTrace", "steal_ms"]
 
 
 class StallTrace:
-    def __init__(self, period: float = 0.001, threshold: float = 0.004, depth: int = 6) -> None:
+    def __init__(self, period: float = 0.001, threshold: float = 0.004, depth: int = 10) -> None:
         self.period = period
         self.threshold = threshold
         self.depth = depth
@@ -71,7 +71,7 @@ class StallTrace:
             }
             self.cpu.append((used, steal_after - steal_before))
             before, steal_before = after, steal_after
-            names = {t.ident: t.name for t in threading.enumerate()}
+            names = {t.ident: f"{t.name}:{t.native_id}" for t in threading.enumerate()}
             stacks = {}
             for ident, frame in sys._current_frames().items():
                 if ident == me:
@@ -83,45 +83,51 @@ class StallTrace:
                 stacks[names.get(ident, str(ident))] = lines
             self.stalls.append((start - self._t0, late * 1000.0, stacks))
 
+    def _ours(self, i: int) -> str | None:
+        """The Python thread that ran through most of stall ``i`` while the machine stole no CPU, if one did.
+
+        Only a thread running Python can hold the GIL (TensorFlow's native threads run at idle
+        priority and hold nothing the loop needs); with steal time in the window, a thread that
+        ran on may only have had the one live core to itself.
+        """
+        _, ms, stacks = self.stalls[i]
+        used, steal = self.cpu[i]
+        ran = {name: cpu for name, cpu in used.items() if name in stacks}
+        name, cpu = max(ran.items(), key=lambda kv: kv[1], default=("", 0.0))
+        return name if cpu >= 0.6 * ms and steal == 0 else None
+
     def classify(self) -> str:
         """How many stalls a thread of ours ran through (most of the stall), how many the machine's."""
-        ours = machine = other = 0
-        for (_, ms, _), (used, steal) in zip(self.stalls, self.cpu, strict=True):
-            if used and max(used.values()) >= 0.6 * ms:
-                ours += 1
-            elif steal > 0:
-                machine += 1
-            else:
-                other += 1
-        return f"{ours} where a thread of ours ran most of it, {machine} with steal time instead, {other} neither"
+        ours = sum(self._ours(i) is not None for i in range(len(self.stalls)))
+        machine = sum(self._ours(i) is None and steal > 0 for i, (_, steal) in enumerate(self.cpu))
+        other = len(self.stalls) - ours - machine
+        return f"{ours} where a Python thread of ours ran through it, {machine} with steal time, {other} neither"
 
     def report(self, top: int = 8) -> str:
-        """The stalls, longest first, each with the innermost line of every busy thread."""
+        """The longest stalls a thread of ours ran through, with its stack; then the longest overall."""
         out = [f"{len(self.stalls)} stalls over {self.threshold * 1000:.1f} ms: " + self.classify()]
         order = sorted(range(len(self.stalls)), key=lambda i: -self.stalls[i][1])
-        for i in order[:top]:
+        ours = [i for i in order if self._ours(i) is not None]
+        out.append("--- longest stalls a thread of ours ran through (its stack as the stall ended):")
+        for i in ours[:top]:
             at, ms, stacks = self.stalls[i]
-            used, steal = self.cpu[i]
-            busy = ", ".join(f"{n} {v:.1f}" for n, v in sorted(used.items(), key=lambda kv: -kv[1]))
-            out.append(f"--- {ms:.1f} ms late at t={at:.2f} s; CPU ms: {busy or 'none'}; steal {steal:.0f} ms")
-            for name, lines in stacks.items():
-                if lines and not _waiting(lines[-1]):
-                    out.append(f"  [{name}]")
-                    out.extend(f"      {line}" for line in lines)
+            name = self._ours(i)
+            out.append(f"  {ms:.1f} ms at t={at:.2f} s: {self._cpu_line(i)}")
+            out.extend(f"      {line}" for line in stacks.get(name or "", []))
+        out.append("--- longest stalls overall:")
+        for i in order[:top]:
+            out.append(f"  {self.stalls[i][1]:.1f} ms at t={self.stalls[i][0]:.2f} s: {self._cpu_line(i)}")
         where = Counter(
-            f"[{name}] {lines[-1]}"
-            for _, _, stacks in self.stalls
-            for name, lines in stacks.items()
-            if lines and not _waiting(lines[-1])
+            self.stalls[i][2][name][-1] for i in ours if (name := self._ours(i) or "") and self.stalls[i][2].get(name)
         )
-        out.append("--- innermost busy lines over all stalls:")
+        out.append("--- where our threads were when the stalls they ran through ended:")
         out.extend(f"  {n:>4}  {line}" for line, n in where.most_common(top))
         return "\n".join(out)
 
-
-def _waiting(line: str) -> bool:
-    """A thread parked in a wait, not the one that held the GIL."""
-    return any(w in line for w in ("wait(", "waiter.acquire", "_wait_for_tstate_lock", "select(", "get(", "sleep("))
+    def _cpu_line(self, i: int) -> str:
+        used, steal = self.cpu[i]
+        busy = ", ".join(f"{n} {v:.1f}" for n, v in sorted(used.items(), key=lambda kv: -kv[1]))
+        return f"CPU ms {busy or 'none'}; steal {steal:.0f} ms"
 
 
 def _thread_cpu() -> dict[int, tuple[str, int]]:
@@ -149,11 +155,13 @@ _names: dict[int, str] = {}
 def _name(tid: int) -> str:
     python = {t.native_id: t.name for t in threading.enumerate()}
     if tid in python:
-        name = f"{python[tid]}:{tid}"
-    else:
-        with open(f"/proc/self/task/{tid}/comm") as f:
-            name = f"{f.read().strip()}:{tid}"
-    _names[tid] = name
+        name = _names[tid] = f"{python[tid]}:{tid}"
+        return name
+    with open(f"/proc/self/task/{tid}/comm") as f:
+        comm = f.read().strip()
+    name = f"{comm}:{tid}"
+    if comm != "python":  # a native thread with its own name; an unnamed one may be a Python thread starting
+        _names[tid] = name
     return name
 
 
