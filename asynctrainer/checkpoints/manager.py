@@ -35,6 +35,7 @@ from asynctrainer.checkpoints.format import (
 )
 from asynctrainer.errors import CheckpointLoadError, ExportError
 from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.scheduling import gil_switch_interval
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 
@@ -108,9 +109,13 @@ class CheckpointManager:
     Creating it removes the temporaries an earlier, interrupted run left in ``run_dir``.
     """
 
-    def __init__(self, run_dir: Path, *, export_onnx: bool = True, resume: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, *, export_onnx: bool = True, resume: bool = False, switch_interval: float | None = None
+    ) -> None:
         self.run_dir = run_dir
         self.export_onnx = export_onnx
+        #: The GIL switch interval while a save runs (``runtime/scheduling.py``); None: left alone.
+        self.switch_interval = switch_interval
         self.trainers: dict[str, RLTrainer[Any]] = {}
         self._pending: dict[str, bool] = {}
         self._wake: dict[str, anyio.Event] = {}
@@ -168,7 +173,8 @@ class CheckpointManager:
         """Capture the trainer between two updates, then commit a checkpoint in a thread."""
         lock = self._locks.setdefault(trainer.behavior_name, anyio.Lock())
         async with lock:
-            with hierarchical_timer("save_model"):
+            # A save is many short file operations, each releasing the GIL: see SHORT_SWITCH_INTERVAL.
+            with hierarchical_timer("save_model"), gil_switch_interval(self.switch_interval):
                 start = time.perf_counter()
                 state, snapshot = await anyio.to_thread.run_sync(trainer.capture, limiter=trainer._limiter)
                 path = await anyio.to_thread.run_sync(

@@ -24,7 +24,12 @@ from asynctrainer.errors import AsyncTrainerError, EnvError
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop
 from asynctrainer.runtime.policy_slot import PolicySlot
-from asynctrainer.runtime.scheduling import check_switch_interval, gil_switch_interval, learner_priority
+from asynctrainer.runtime.scheduling import (
+    SHORT_SWITCH_INTERVAL,
+    check_switch_interval,
+    gil_switch_interval,
+    learner_priority,
+)
 from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
@@ -105,7 +110,8 @@ class Runner:
         setting; pass False to leave the collector alone).
     :param switch_interval: the GIL switch interval (seconds) while the run lasts, restored after
         (``runtime/scheduling.py``): a short one bounds how long the loop waits for the GIL while
-        an update thread runs Python. A process-wide setting; None leaves it alone.
+        an update thread runs Python. While the trainers are built (their TensorFlow functions
+        traced) it is 50 µs at most. A process-wide setting; None leaves it alone.
 
     ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
     called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
@@ -145,6 +151,8 @@ class Runner:
         check_switch_interval(switch_interval)
         learner_priority()  # a bad ASYNCTRAINER_LEARNER_PRIORITY fails here, not in the first update
         self.switch_interval = switch_interval
+        #: While trainers are built and checkpoints written (see SHORT_SWITCH_INTERVAL); None: left alone.
+        self._short_interval = None if switch_interval is None else min(switch_interval, SHORT_SWITCH_INTERVAL)
         self.checkpoints: Any = None
         self._env_source = env
         self.run_id = run_id or settings.checkpoint_settings.run_id
@@ -282,17 +290,19 @@ class Runner:
             assert self.run_dir is not None
             from asynctrainer.checkpoints.manager import CheckpointManager
 
-            self.checkpoints = CheckpointManager(self.run_dir, resume=self.resume)
+            self.checkpoints = CheckpointManager(self.run_dir, resume=self.resume, switch_interval=self._short_interval)
         try:
             seeds = np.random.SeedSequence(self.seed)
             behaviors = self._resolve_behaviors(env.behavior_specs)
             links: dict[str, BehaviorLink] = {}
             children = seeds.spawn(len(behaviors) + 1)
-            for i, (env_name, (name, ts)) in enumerate(behaviors.items()):
-                spec = env.behavior_specs[env_name]
-                links[env_name] = await self._setup_behavior(
-                    name, ts, spec, int(children[i].generate_state(1)[0]), send_records
-                )
+            # Building a trainer traces its TensorFlow functions: see SHORT_SWITCH_INTERVAL.
+            with gil_switch_interval(self._short_interval):
+                for i, (env_name, (name, ts)) in enumerate(behaviors.items()):
+                    spec = env.behavior_specs[env_name]
+                    links[env_name] = await self._setup_behavior(
+                        name, ts, spec, int(children[i].generate_state(1)[0]), send_records
+                    )
             if writes:
                 await anyio.to_thread.run_sync(self._write_configuration)
             rng = np.random.default_rng(children[-1])

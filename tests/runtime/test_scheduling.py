@@ -7,6 +7,7 @@ import os
 import sys
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -14,6 +15,7 @@ from asynctrainer.errors import SettingsError
 from asynctrainer.runtime import scheduling
 from asynctrainer.runtime.runner import Runner
 from asynctrainer.runtime.scheduling import (
+    SHORT_SWITCH_INTERVAL,
     gil_switch_interval,
     idle_while_computing,
     learner_priority,
@@ -81,14 +83,17 @@ def test_bad_learner_priority_names_the_variable_and_the_allowed_values(monkeypa
         Runner(make_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
 
 
-def test_switch_interval_is_set_inside_and_restored_after_the_last_user() -> None:
+def test_switch_interval_is_the_shortest_asked_for_and_restored_after_the_last_user() -> None:
     before = sys.getswitchinterval()
     with gil_switch_interval(0.0005):
         assert sys.getswitchinterval() == pytest.approx(0.0005)
         with gil_switch_interval(0.001):
-            assert sys.getswitchinterval() == pytest.approx(0.001)
+            assert sys.getswitchinterval() == pytest.approx(0.0005), "a longer request does not lengthen it"
+            with gil_switch_interval(0.00005):
+                assert sys.getswitchinterval() == pytest.approx(0.00005)
+            assert sys.getswitchinterval() == pytest.approx(0.0005)
         # The outer user is still inside: the interpreter's value is not back yet.
-        assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert sys.getswitchinterval() == pytest.approx(0.0005)
     assert sys.getswitchinterval() == before
     with gil_switch_interval(None):
         assert sys.getswitchinterval() == before
@@ -108,12 +113,38 @@ def test_bad_switch_interval_is_refused_before_anything_runs(bad: object) -> Non
 async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -> None:
     before = sys.getswitchinterval()
     seen: list[float] = []
-    factory = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
+    building: list[float] = []
+    fakes = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
+
+    def factory(*args: Any) -> Any:
+        trainer = fakes(*args)
+        create = trainer.create_policy
+
+        def create_policy(*a: Any) -> Any:  # a real trainer traces its TensorFlow functions here
+            building.append(sys.getswitchinterval())
+            return create(*a)
+
+        trainer.create_policy = create_policy
+        return trainer
+
     runner = Runner(
         make_settings(max_steps=100), CountingEnv(), trainer_factory=factory, stats_writers=[], switch_interval=0.0007
     )
     await runner.run()
+    assert building == [pytest.approx(SHORT_SWITCH_INTERVAL)]
     assert seen and all(value == pytest.approx(0.0007) for value in seen)
+    assert sys.getswitchinterval() == before
+
+
+async def test_switch_interval_none_is_left_alone_while_building_trainers_too() -> None:
+    before = sys.getswitchinterval()
+    seen: list[float] = []
+    fakes = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
+    runner = Runner(
+        make_settings(max_steps=100), CountingEnv(), trainer_factory=fakes, stats_writers=[], switch_interval=None
+    )
+    await runner.run()
+    assert seen and all(value == before for value in seen)
     assert sys.getswitchinterval() == before
 
 
