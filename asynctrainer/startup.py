@@ -22,6 +22,8 @@ _MODULES = (
     # Building a GymnasiumEnv imports these (~170 ms in one piece on the 2-core VM).
     "gymnasium",
     "gymnasium.vector",
+    # The Runner writes configuration.yaml with it.
+    "yaml",
 )
 
 
