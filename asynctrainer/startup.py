@@ -30,7 +30,8 @@ _MODULES = (
 def preload(*, export: bool = True) -> None:
     """Import and configure TensorFlow and Keras, start TensorFlow's runtime, import the trainers and gymnasium.
 
-    :param export: also import ONNX export (``onnx``), if the ``export`` extra is installed.
+    :param export: also import ONNX export (``onnx``) and set up its model checker (20 ms in one
+        piece at the first export otherwise), if the ``export`` extra is installed.
     """
     from asynctrainer.policy.tf_setup import keras, tf
 
@@ -40,6 +41,7 @@ def preload(*, export: bool = True) -> None:
     for name in _MODULES:
         importlib.import_module(name)
     if export:
-        importlib.import_module("asynctrainer.policy.onnx_export")
+        from asynctrainer.policy.onnx_export import warm_up
+
         with contextlib.suppress(ImportError):  # no export extra: the first export will say so
-            importlib.import_module("onnx")
+            warm_up()

@@ -11,8 +11,8 @@ CartPole-v1 on the same loop, and for 10 s with nothing else running (the baseli
 Two settings are compared by running the script twice, since their effect on a process lasts
 (threads once lowered stay lowered):
 ``--switch-interval none`` leaves the GIL switch interval at the interpreter's 5 ms instead of
-the Runner's 0.5 ms, and ``ASYNCTRAINER_LEARNER_PRIORITY=normal`` leaves TensorFlow's threads
-at normal priority.
+the Runner's 50 µs (``--switch-interval 0.0005`` sets another), and
+``ASYNCTRAINER_LEARNER_PRIORITY=normal`` leaves TensorFlow's threads at normal priority.
 
 Prints a table and writes JSON. The goal on the 2-core machine: p99 <= 2 ms, max <= 10 ms.
 The last column is the machine's steal time (/proc/stat) during each row: CPU time the
@@ -40,6 +40,7 @@ from stall_trace import StallTrace, steal_ms
 
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
 from asynctrainer.runtime.runner import Runner
+from asynctrainer.runtime.scheduling import SHORT_SWITCH_INTERVAL
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
 from asynctrainer.startup import preload
 
@@ -82,7 +83,7 @@ async def training(
     steps: int,
     checkpoint_interval: int | None = None,
     results_dir: str | None = None,
-    switch_interval: float | None = 0.0005,
+    switch_interval: float | None = SHORT_SWITCH_INTERVAL,
 ) -> dict[str, Any]:
     data = load_run_settings(CONFIG).to_yaml_dict()
     behavior = data["behaviors"]["CartPole"]
@@ -139,7 +140,9 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", type=int, default=30000)
     parser.add_argument("--checkpoint-interval", type=int, default=500)
-    parser.add_argument("--switch-interval", default="0.0005", help="seconds, or 'none' for the interpreter's")
+    parser.add_argument(
+        "--switch-interval", default=str(SHORT_SWITCH_INTERVAL), help="seconds, or 'none' for the interpreter's"
+    )
     parser.add_argument("--out", default="benchmarks/out/loop_lag.json")
     parser.add_argument(
         "--trace-stalls",

@@ -71,6 +71,7 @@ __all__ = [
     "onnx_feed",
     "onnx_input_names",
     "onnx_output_names",
+    "warm_up",
 ]
 
 #: ML-Agents' ``MODEL_EXPORT_VERSION`` (Unity's ``ModelApiVersion.MLAgents2_0``).
@@ -133,6 +134,28 @@ def onnx_feed(
         feed["action_masks"] = np.ascontiguousarray(np.asarray(mask, dtype=np.float32))
     feed["recurrent_in"] = np.zeros((n, 1, 0), np.float32)
     return feed
+
+
+def warm_up() -> None:
+    """Check a one-node model once, so the first real export does not pay for ``onnx.checker``'s set-up.
+
+    The checker builds its operator-schema tables on first use: about 20 ms in one C call that
+    holds the GIL (a loop waits that long). :func:`asynctrainer.preload` calls this.
+
+    :raises ImportError: the ``onnx`` package is missing.
+    """
+    import onnx
+    import onnx.checker
+    import onnx.helper as h
+
+    f32 = onnx.TensorProto.FLOAT
+    graph = h.make_graph(
+        [h.make_node("Relu", ["x"], ["y"])],
+        "warm_up",
+        [h.make_tensor_value_info("x", f32, [1])],
+        [h.make_tensor_value_info("y", f32, [1])],
+    )
+    onnx.checker.check_model(h.make_model(graph, opset_imports=[h.make_opsetid("", MIN_OPSET)]), full_check=True)
 
 
 # ----- validation -------------------------------------------------------------------------------

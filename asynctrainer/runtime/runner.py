@@ -109,9 +109,9 @@ class Runner:
         garbage collector stops rescanning TensorFlow's long-lived objects (a process-wide
         setting; pass False to leave the collector alone).
     :param switch_interval: the GIL switch interval (seconds) while the run lasts, restored after
-        (``runtime/scheduling.py``): a short one bounds how long the loop waits for the GIL while
-        an update thread runs Python. While the trainers are built (their TensorFlow functions
-        traced) it is 50 µs at most. A process-wide setting; None leaves it alone.
+        (``runtime/scheduling.py``; 50 µs by default): a short one bounds how long the loop waits
+        for the GIL while other threads run Python. While trainers are built and checkpoints
+        written it is 50 µs at most. A process-wide setting; None leaves it alone.
 
     ``await runner.run()`` trains until every trainer reached ``max_steps`` or ``stop()`` is
     called, and returns a :class:`RunResult`. ``async with Runner(...) as runner`` runs it in
@@ -140,7 +140,7 @@ class Runner:
         checkpointing: bool = True,
         final_save_timeout: float = 60.0,
         freeze_gc: bool = True,
-        switch_interval: float | None = 0.0005,
+        switch_interval: float | None = SHORT_SWITCH_INTERVAL,
     ) -> None:
         self.settings = settings
         self.resume = resume
