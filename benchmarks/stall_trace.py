@@ -98,28 +98,26 @@ class StallTrace:
 
     def classify(self) -> str:
         """How many stalls a thread of ours ran through (most of the stall), how many the machine's."""
-        ours = sum(self._ours(i) is not None for i in range(len(self.stalls)))
-        machine = sum(self._ours(i) is None and steal > 0 for i, (_, steal) in enumerate(self.cpu))
-        other = len(self.stalls) - ours - machine
+        owners = [self._ours(i) for i in range(len(self.stalls))]
+        ours = sum(owner is not None for owner in owners)
+        machine = sum(owner is None and steal > 0 for owner, (_, steal) in zip(owners, self.cpu, strict=True))
+        other = len(owners) - ours - machine
         return f"{ours} where a Python thread of ours ran through it, {machine} with steal time, {other} neither"
 
     def report(self, top: int = 8) -> str:
         """The longest stalls a thread of ours ran through, with its stack; then the longest overall."""
         out = [f"{len(self.stalls)} stalls over {self.threshold * 1000:.1f} ms: " + self.classify()]
         order = sorted(range(len(self.stalls)), key=lambda i: -self.stalls[i][1])
-        ours = [i for i in order if self._ours(i) is not None]
+        ours = [(i, name) for i in order if (name := self._ours(i)) is not None]
         out.append("--- longest stalls a thread of ours ran through (its stack as the stall ended):")
-        for i in ours[:top]:
+        for i, name in ours[:top]:
             at, ms, stacks = self.stalls[i]
-            name = self._ours(i)
             out.append(f"  {ms:.1f} ms at t={at:.2f} s: {self._cpu_line(i)}")
-            out.extend(f"      {line}" for line in stacks.get(name or "", []))
+            out.extend(f"      {line}" for line in stacks.get(name, []))
         out.append("--- longest stalls overall:")
         for i in order[:top]:
             out.append(f"  {self.stalls[i][1]:.1f} ms at t={self.stalls[i][0]:.2f} s: {self._cpu_line(i)}")
-        where = Counter(
-            self.stalls[i][2][name][-1] for i in ours if (name := self._ours(i) or "") and self.stalls[i][2].get(name)
-        )
+        where = Counter(self.stalls[i][2][name][-1] for i, name in ours if self.stalls[i][2].get(name))
         out.append("--- where our threads were when the stalls they ran through ended:")
         out.extend(f"  {n:>4}  {line}" for line, n in where.most_common(top))
         return "\n".join(out)

@@ -39,3 +39,14 @@ def test_preload_stays_the_function_after_its_module_is_imported() -> None:
     import asynctrainer.startup
 
     assert callable(asynctrainer.preload) and asynctrainer.preload.__module__ == "asynctrainer.startup"
+
+
+def test_preload_without_the_export_extra_still_loads_the_rest() -> None:
+    # onnx blocked as if not installed: preload skips the ONNX warm-up; the first export will say so.
+    code = (
+        "import sys; sys.modules['onnx'] = None;"
+        "import asynctrainer; asynctrainer.preload();"
+        "print('tensorflow' in sys.modules, 'asynctrainer.ppo.trainer' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["True", "True"]

@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
+from asynctrainer.policy.graph_loops import sum_over_range
 from asynctrainer.policy.networks import ActorCritic
 from asynctrainer.policy.normalizer import Normalizer
 from asynctrainer.policy.snapshot import PolicySnapshot
@@ -93,8 +94,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         a = spec.action_spec
         f32 = t.float32
 
-        # autograph=False: tracing converts no Python source (autograph parses and compiles it,
-        # holding the GIL for tens of ms at a time); the loops are written as tf.while_loop.
+        # autograph=False: tracing converts no Python source (policy/graph_loops.py).
         @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)], autograph=False)
         def value_fn(obs: Any) -> Any:
             return net.value(obs)
@@ -119,7 +119,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             optimizer.learning_rate = lr  # assigned in the graph: no Python-side variable write
             n_mb = t.shape(idx)[0]
 
-            def minibatch(i: Any, sums: Any) -> tuple[Any, Any]:
+            def minibatch(i: Any) -> Any:
                 b = idx[i]
                 mb_adv = t.gather(adv, b)
                 mb_old_logp = t.gather(old_logp, b)
@@ -135,7 +135,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 grads = tape.gradient(total, variables)
                 grads, _ = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
                 optimizer.apply(grads, variables)
-                stats = t.stack(
+                return t.stack(
                     [
                         policy_loss,
                         value_loss,
@@ -144,10 +144,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                         loss.clip_fraction(logp, mb_old_logp, epsilon),
                     ]
                 )
-                return i + 1, sums + stats
 
-            _, sums = t.while_loop(lambda i, _: i < n_mb, minibatch, (t.constant(0), t.zeros([5], f32)))
-            return sums / t.cast(t.maximum(n_mb, 1), f32)
+            return sum_over_range(n_mb, minibatch, 5) / t.cast(t.maximum(n_mb, 1), f32)
 
         # Concrete functions: calling them skips tf.function's dispatch, which the update thread
         # would otherwise run in Python, holding the GIL the event loop needs.

@@ -26,6 +26,7 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
+from asynctrainer.policy.graph_loops import sum_over_range
 from asynctrainer.policy.normalizer import Normalizer
 from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.policy.tf_setup import keras as tf_keras
@@ -151,7 +152,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([], f32),  # learning rate (all three optimizers)
         ]
 
-        # autograph=False, as in PPO: nothing to convert while tracing; the loop is a tf.while_loop.
+        # autograph=False, as in PPO (policy/graph_loops.py).
         @t.function(input_signature=batch_spec, autograph=False)
         def train_fn(  # type: ignore[no-untyped-def]
             obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau, lr
@@ -160,7 +161,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 opt.learning_rate = lr  # assigned in the graph: no Python-side variable writes
             n_steps = t.shape(obs)[0]
 
-            def step(i: Any, sums: Any) -> tuple[Any, Any]:
+            def step(i: Any) -> Any:
                 o, o_next = obs[i], next_obs[i]
                 alpha = t.exp(t.convert_to_tensor(log_alpha))
                 # Soft TD target from the target critics and the current policy at s'.
@@ -190,10 +191,9 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 # Polyak averaging of the targets.
                 for target, source in pairs:
                     target.assign(tau * source + (1.0 - tau) * target)
-                stats = t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
-                return i + 1, sums + stats
+                return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
 
-            _, sums = t.while_loop(lambda i, _: i < n_steps, step, (t.constant(0), t.zeros([6], f32)))
+            sums = sum_over_range(n_steps, step, 6)
             return sums / t.cast(t.maximum(n_steps, 1), f32), t.exp(t.convert_to_tensor(log_alpha))
 
         @t.function(

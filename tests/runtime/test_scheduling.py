@@ -110,25 +110,34 @@ def test_bad_switch_interval_is_refused_before_anything_runs(bad: object) -> Non
         )
 
 
-async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -> None:
-    before = sys.getswitchinterval()
-    seen: list[float] = []
-    building: list[float] = []
-    fakes = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
+def _recording_factory(building: list[float], updating: list[float]) -> Any:
+    """Fake trainers that note the switch interval when built (where a real trainer traces) and at each update."""
+    fakes = fake_trainer_factory(on_update=lambda trainer: updating.append(sys.getswitchinterval()))
 
     def factory(*args: Any) -> Any:
         trainer = fakes(*args)
         create = trainer.create_policy
 
-        def create_policy(*a: Any) -> Any:  # a real trainer traces its TensorFlow functions here
+        def create_policy(*a: Any) -> Any:
             building.append(sys.getswitchinterval())
             return create(*a)
 
         trainer.create_policy = create_policy
         return trainer
 
+    return factory
+
+
+async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -> None:
+    before = sys.getswitchinterval()
+    building: list[float] = []
+    seen: list[float] = []
     runner = Runner(
-        make_settings(max_steps=100), CountingEnv(), trainer_factory=factory, stats_writers=[], switch_interval=0.0007
+        make_settings(max_steps=100),
+        CountingEnv(),
+        trainer_factory=_recording_factory(building, seen),
+        stats_writers=[],
+        switch_interval=0.0007,
     )
     await runner.run()
     assert building == [pytest.approx(SHORT_SWITCH_INTERVAL)]
@@ -138,12 +147,17 @@ async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -
 
 async def test_switch_interval_none_is_left_alone_while_building_trainers_too() -> None:
     before = sys.getswitchinterval()
+    building: list[float] = []
     seen: list[float] = []
-    fakes = fake_trainer_factory(on_update=lambda trainer: seen.append(sys.getswitchinterval()))
     runner = Runner(
-        make_settings(max_steps=100), CountingEnv(), trainer_factory=fakes, stats_writers=[], switch_interval=None
+        make_settings(max_steps=100),
+        CountingEnv(),
+        trainer_factory=_recording_factory(building, seen),
+        stats_writers=[],
+        switch_interval=None,
     )
     await runner.run()
+    assert building == [before]
     assert seen and all(value == before for value in seen)
     assert sys.getswitchinterval() == before
 
