@@ -26,11 +26,11 @@ _EXPORTS: dict[str, str] = {
     "GymnasiumEnv": "asynctrainer.envs.gymnasium_env",
     "ObservationSpec": "asynctrainer.envs.spec",
     "PolicySlot": "asynctrainer.runtime.policy_slot",
-    "PolicySnapshot": "asynctrainer.policy.snapshot",
+    "PolicySnapshot": "asynctrainer.runtime.snapshot",
     "RLTrainer": "asynctrainer.runtime.trainer",
     "RunResult": "asynctrainer.runtime.runner",
     "RunSettings": "asynctrainer.settings",
-    "Runner": "asynctrainer.runtime.runner",
+    "Runner": "asynctrainer.app",
     "SettingsError": "asynctrainer.errors",
     "SpecError": "asynctrainer.errors",
     "StatsReporter": "asynctrainer.runtime.stats",
@@ -63,6 +63,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
+    from asynctrainer.app import Runner
     from asynctrainer.envs.base import AsyncEnv
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
     from asynctrainer.envs.spec import (
@@ -85,10 +86,10 @@ if TYPE_CHECKING:
         SpecError,
         UpdateError,
     )
-    from asynctrainer.policy.snapshot import PolicySnapshot
     from asynctrainer.runtime.channels import open_trajectory_channel
     from asynctrainer.runtime.policy_slot import PolicySlot
-    from asynctrainer.runtime.runner import Runner, RunResult
+    from asynctrainer.runtime.runner import RunResult
+    from asynctrainer.runtime.snapshot import PolicySnapshot
     from asynctrainer.runtime.stats import StatsReporter
     from asynctrainer.runtime.trainer import RLTrainer, Trainer
     from asynctrainer.runtime.trajectory import Trajectory

@@ -112,7 +112,8 @@ def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
 async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> Any:
     import anyio
 
-    from asynctrainer.runtime.runner import Runner, _raise_single
+    from asynctrainer.app import Runner
+    from asynctrainer.errors import raise_single_error
     from asynctrainer.runtime.stats import ConsoleWriter, TensorboardWriter
 
     ckpt = settings.checkpoint_settings
@@ -158,7 +159,7 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
             result = await runner.run()
             tg.cancel_scope.cancel()
     except BaseExceptionGroup as group:  # the task group wraps run()'s error: report that error
-        _raise_single(group)
+        raise_single_error(group)
         raise
     if result is None:
         raise KeyboardInterrupt

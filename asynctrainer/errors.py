@@ -17,6 +17,8 @@
 
 from __future__ import annotations
 
+import anyio
+
 __all__ = [
     "AsyncTrainerError",
     "CheckpointError",
@@ -29,6 +31,7 @@ __all__ = [
     "SpecError",
     "UnsupportedFeatureError",
     "UpdateError",
+    "raise_single_error",
 ]
 
 
@@ -108,3 +111,22 @@ class ExportError(AsyncTrainerError):
 
 class RunDirectoryError(AsyncTrainerError):
     """Raised when the run directory exists (or is missing) and the flags do not allow it."""
+
+
+def raise_single_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the only real error of a task group's failure, not the group; return if there are several.
+
+    Cancellations in the group do not count: a task cancelled because another failed is not an error.
+    """
+    leaves: list[BaseException] = []
+
+    def collect(g: BaseExceptionGroup[BaseException]) -> None:
+        for e in g.exceptions:
+            if isinstance(e, BaseExceptionGroup):
+                collect(e)
+            elif not isinstance(e, anyio.get_cancelled_exc_class()):
+                leaves.append(e)
+
+    collect(group)
+    if len(leaves) == 1:
+        raise leaves[0]

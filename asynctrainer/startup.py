@@ -18,7 +18,7 @@ _MODULES = (
     "asynctrainer.ppo.trainer",
     "asynctrainer.sac.trainer",
     "asynctrainer.checkpoints.manager",
-    "asynctrainer.trainers",
+    "asynctrainer.app",
     # Building a GymnasiumEnv imports these (~170 ms in one piece on the 2-core VM).
     "gymnasium",
     "gymnasium.vector",
@@ -33,7 +33,7 @@ def preload(*, export: bool = True) -> None:
     :param export: also import ONNX export (``onnx``) and set up its model checker (20 ms in one
         piece at the first export otherwise), if the ``export`` extra is installed.
     """
-    from asynctrainer.policy.tf_setup import keras, tf
+    from asynctrainer.nn.tf_setup import keras, tf
 
     keras()
     # The first op creates TensorFlow's eager context (devices, thread pools): ~20 ms in one piece.
@@ -41,7 +41,7 @@ def preload(*, export: bool = True) -> None:
     for name in _MODULES:
         importlib.import_module(name)
     if export:
-        from asynctrainer.policy.onnx_export import warm_up
+        from asynctrainer.export.onnx import warm_up
 
         with contextlib.suppress(ImportError):  # no export extra: the first export will say so
             warm_up()

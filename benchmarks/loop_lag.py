@@ -38,8 +38,8 @@ from typing import Any
 import numpy as np
 from stall_trace import StallTrace, steal_ms
 
+from asynctrainer import Runner
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.runtime.scheduling import SHORT_SWITCH_INTERVAL
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
 from asynctrainer.startup import preload

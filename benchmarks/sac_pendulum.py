@@ -35,8 +35,8 @@ def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:
     import anyio
     import numpy as np
 
+    from asynctrainer import Runner
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-    from asynctrainer.runtime.runner import Runner
     from asynctrainer.settings import run_settings_from_dict
 
     behavior = {

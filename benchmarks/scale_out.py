@@ -31,8 +31,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
+from asynctrainer import Runner
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent

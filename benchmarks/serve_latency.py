@@ -35,7 +35,7 @@ import numpy as np
 
 from asynctrainer.envs.game_session import GameSession, SessionStats
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
-from asynctrainer.serving import PolicyServer
+from asynctrainer.serving.server import PolicyServer
 from asynctrainer.testing.fakes import random_snapshot
 
 SPEC = BehaviorSpec((ObservationSpec((8,)),), ActionSpec(2, (3,)))
@@ -126,7 +126,7 @@ async def serving(source: Any, seconds: float) -> dict[str, dict[str, float]]:
 
 async def training(n: int, seconds: float) -> dict[str, float]:
     """GameSession fed by ``n`` agent tasks while a Runner trains PPO on the same loop."""
-    from asynctrainer.runtime.runner import Runner
+    from asynctrainer import Runner
     from asynctrainer.settings import run_settings_from_dict
 
     settings = run_settings_from_dict(
@@ -182,7 +182,7 @@ async def main() -> None:
     results["PolicyServer(snapshot)"] = await serving(snapshot, args.seconds)
     print_table("PolicyServer over a PolicySnapshot (numpy)", results["PolicyServer(snapshot)"])
     try:
-        from asynctrainer.policy.onnx_export import export_onnx
+        from asynctrainer.export.onnx import export_onnx
 
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "Bench.onnx"

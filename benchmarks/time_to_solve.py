@@ -38,9 +38,9 @@ def run_asynctrainer(seed: int, steps: int, strict: bool = False) -> dict[str, A
     import anyio
     import numpy as np
 
+    from asynctrainer import Runner
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-    from asynctrainer.policy.tf_setup import keras
-    from asynctrainer.runtime.runner import Runner
+    from asynctrainer.nn.tf_setup import keras
     from asynctrainer.settings import load_run_settings, run_settings_from_dict
 
     keras()  # import the framework before the clock starts, as SB3's torch is imported before its clock

@@ -14,7 +14,7 @@ and sends every client its agent's state. A :class:`~asynctrainer.runtime.runner
 trains PPO on the same loop (``async with Runner(settings, session)``). A client that
 leaves or disconnects ends its agent's episode as interrupted (``session.leave``). When
 training reaches ``--max-steps`` the server keeps playing with the trained policy through
-:class:`~asynctrainer.serving.PolicyServer` (inference only) until ``--duration`` ends.
+:class:`~asynctrainer.serving.server.PolicyServer` (inference only) until ``--duration`` ends.
 
 Protocol: newline-delimited JSON over TCP on 127.0.0.1.
 
@@ -56,11 +56,11 @@ from typing import Any
 
 import numpy as np
 
+from asynctrainer import Runner
 from asynctrainer.envs.game_session import GameSession
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError
-from asynctrainer.runtime.runner import Runner
-from asynctrainer.serving import PolicyServer
+from asynctrainer.serving.server import PolicyServer
 from asynctrainer.settings import RunSettings, run_settings_from_dict
 
 BEHAVIOR = "LineWalker"

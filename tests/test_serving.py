@@ -13,8 +13,8 @@ import pytest
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError, SpecError
-from asynctrainer.policy.snapshot import PolicySnapshot
-from asynctrainer.serving import PolicyServer, SnapshotPolicy, load_policy
+from asynctrainer.runtime.snapshot import PolicySnapshot
+from asynctrainer.serving.server import PolicyServer, SnapshotPolicy, load_policy
 from asynctrainer.testing.fakes import random_snapshot
 
 HYBRID = BehaviorSpec((ObservationSpec((3,)), ObservationSpec((2,))), ActionSpec(2, (3, 2)))
@@ -50,9 +50,9 @@ def test_importing_serving_and_serving_a_snapshot_never_imports_tensorflow(tmp_p
     code = textwrap.dedent(
         f"""
         import asyncio, sys
-        import asynctrainer.serving
-        assert "tensorflow" not in sys.modules, "import asynctrainer.serving imported tensorflow"
-        from asynctrainer.serving import PolicyServer
+        import asynctrainer.serving.server
+        assert "tensorflow" not in sys.modules, "import asynctrainer.serving.server imported tensorflow"
+        from asynctrainer.serving.server import PolicyServer
 
         async def main():
             async with PolicyServer({str(path)!r}) as server:
@@ -186,7 +186,7 @@ def test_load_policy_errors_are_clear(tmp_path: Path) -> None:
                          ids=["discrete", "hybrid", "continuous"])  # fmt: skip
 async def test_serves_an_exported_onnx_model_like_the_snapshot(tmp_path: Path, spec: BehaviorSpec) -> None:
     pytest.importorskip("onnxruntime")
-    onnx_export = pytest.importorskip("asynctrainer.policy.onnx_export")
+    onnx_export = pytest.importorskip("asynctrainer.export.onnx")
     snapshot = normalized_snapshot(spec, version=5)
     path = tmp_path / "Walker-5000.onnx"
     onnx_export.export_onnx(snapshot, path)

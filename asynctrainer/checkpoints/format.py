@@ -20,7 +20,6 @@ import os
 import re
 import shutil
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,12 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
+from asynctrainer.files import TMP_MARK, fsync_dir, fsync_file, temp_sibling
 
 __all__ = [
     "MANIFEST",
     "CheckpointInfo",
-    "atomic_write_bytes",
     "cleanup_temporaries",
-    "fsync_dir",
     "list_checkpoints",
     "load_arrays",
     "read_manifest",
@@ -46,11 +44,12 @@ __all__ = [
 
 MANIFEST = "manifest.json"
 FORMAT = "asynctrainer.checkpoint/1"
-TMP_MARK = ".tmp-"
 #: A committed checkpoint moved aside while the same step is saved again (see write_checkpoint).
-REPLACED_MARK = ".replaced" + TMP_MARK
+REPLACED_TAG = ".replaced"
+REPLACED_MARK = REPLACED_TAG + TMP_MARK
 #: A committed checkpoint moved aside to be deleted (pruning).
-REMOVED_MARK = ".removed" + TMP_MARK
+REMOVED_TAG = ".removed"
+REMOVED_MARK = REMOVED_TAG + TMP_MARK
 _NAME = re.compile(r"^(?P<behavior>.+)-(?P<step>\d+)$")
 
 
@@ -60,36 +59,6 @@ class CheckpointInfo:
     step: int
     path: Path
     manifest: Mapping[str, Any]
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_file(path: Path) -> None:
-    with open(path, "rb+") as f:
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically (temp file, fsync, rename, fsync parent)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    fsync_dir(path.parent)
 
 
 def save_arrays(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
@@ -133,14 +102,14 @@ def write_checkpoint(
     """
     parent.mkdir(parents=True, exist_ok=True)
     final = parent / f"{behavior}-{step}"
-    tmp = parent / f".{behavior}-{step}{TMP_MARK}{uuid.uuid4().hex[:8]}"
+    tmp = temp_sibling(parent / f"{behavior}-{step}")
     try:
         tmp.mkdir()
         files = {}
         for name, write in writers.items():
             target = tmp / name
             write(target)
-            _fsync_file(target)
+            fsync_file(target)
             files[name] = {"size": target.stat().st_size, "sha256": _sha256(target)}
         if fail_before_commit is not None:
             fail_before_commit()
@@ -163,7 +132,7 @@ def write_checkpoint(
             # could be cut short by a crash, leaving a manifest beside missing files. So: move the
             # old one aside (atomic), move the new one in (atomic), then delete the old one. A crash
             # between the two renames is undone by cleanup_temporaries, which moves the old one back.
-            aside = parent / f".{final.name}{REPLACED_MARK}{uuid.uuid4().hex[:8]}"
+            aside = temp_sibling(final, REPLACED_TAG)
             os.rename(final, aside)
             os.rename(tmp, final)
             fsync_dir(parent)
@@ -187,7 +156,7 @@ def remove_checkpoint(path: Path) -> None:
     """
     if not path.exists():
         return
-    aside = path.with_name(f".{path.name}{REMOVED_MARK}{uuid.uuid4().hex[:8]}")
+    aside = temp_sibling(path, REMOVED_TAG)
     os.rename(path, aside)
     fsync_dir(path.parent)
     shutil.rmtree(aside, ignore_errors=True)

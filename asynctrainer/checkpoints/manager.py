@@ -24,7 +24,6 @@ from anyio.abc import TaskStatus
 
 from asynctrainer.checkpoints.format import (
     CheckpointInfo,
-    atomic_write_bytes,
     cleanup_temporaries,
     list_checkpoints,
     load_arrays,
@@ -34,8 +33,9 @@ from asynctrainer.checkpoints.format import (
     write_checkpoint,
 )
 from asynctrainer.errors import CheckpointLoadError, ExportError
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.files import atomic_write_bytes
 from asynctrainer.runtime.scheduling import gil_switch_interval
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 
@@ -73,8 +73,13 @@ def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
     return newest.path
 
 
-def load_checkpoint_state(path: Path) -> dict[str, np.ndarray]:
-    read_manifest(path)
+def load_checkpoint_state(path: Path, *, verified: bool = False) -> dict[str, np.ndarray]:
+    """The trainer state of the checkpoint at ``path``; its manifest is verified unless ``verified``.
+
+    :raises CheckpointLoadError: when the checkpoint is incomplete, corrupt or unreadable.
+    """
+    if not verified:
+        read_manifest(path)
     try:
         return load_arrays(path / "state.npz")
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
@@ -176,7 +181,7 @@ class CheckpointManager:
             # A save is many short file operations, each releasing the GIL: see SHORT_SWITCH_INTERVAL.
             with hierarchical_timer("save_model"), gil_switch_interval(self.switch_interval):
                 start = time.perf_counter()
-                state, snapshot = await anyio.to_thread.run_sync(trainer.capture, limiter=trainer._limiter)
+                state, snapshot = await trainer.run_exclusive(trainer.capture)
                 path = await anyio.to_thread.run_sync(
                     self._write, trainer, state, snapshot, final, limiter=self._limiter
                 )
@@ -238,7 +243,7 @@ class CheckpointManager:
         if not self.export_onnx:
             return None
         try:
-            from asynctrainer.policy.onnx_export import export_onnx
+            from asynctrainer.export.onnx import export_onnx
         except ImportError:
             return None
         try:

@@ -70,7 +70,7 @@ class AgentAction(NamedTuple):
 
 @dataclass
 class SessionStats:
-    """Counters of what went through a session (or a :class:`~asynctrainer.serving.PolicyServer`).
+    """Counters of what went through a session (or a :class:`~asynctrainer.serving.server.PolicyServer`).
 
     :ivar steps: batches handed to the env loop by ``step()`` (its env steps).
     :ivar decisions: agent decisions acted on (rows of all ``DecisionSteps`` handed out).
@@ -467,7 +467,7 @@ class GameSession:
             why = self._close_reason or "its Runner stopped, or aclose() was called"
             raise EnvError(
                 f"This GameSession is closed ({why}); create a new one, "
-                "or serve the trained policy with asynctrainer.serving.PolicyServer."
+                "or serve the trained policy with asynctrainer.serving.server.PolicyServer."
             )
 
     def _behavior(self, behavior: str | None, agent_id: int | None = None) -> str:

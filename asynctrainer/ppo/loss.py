@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.tf_setup import tf
 
 __all__ = ["approx_kl", "clip_fraction", "clipped_surrogate_loss", "value_loss"]
 

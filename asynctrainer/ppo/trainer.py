@@ -11,19 +11,20 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
-from asynctrainer.policy.graph_loops import sum_over_range
-from asynctrainer.policy.networks import ActorCritic
-from asynctrainer.policy.normalizer import Normalizer
-from asynctrainer.policy.snapshot import PolicySnapshot
-from asynctrainer.policy.tf_setup import keras as tf_keras
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.networks import ActorCritic
+from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.tf_setup import keras as tf_keras
+from asynctrainer.nn.tf_setup import tf
 from asynctrainer.ppo import loss
 from asynctrainer.ppo.gae import gae_segments
+from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["PPOTrainer", "decayed_value"]
+__all__ = ["PPOTrainer"]
 
 F32 = npt.NDArray[np.float32]
 #: Global gradient-norm clip (SB3's and CleanRL's default).
@@ -43,14 +44,6 @@ def restore_weights(variables: Mapping[str, Any], state: Mapping[str, np.ndarray
                 "spaces differ from the run that saved it."
             )
         var.assign(state[key])
-
-
-def decayed_value(schedule: str, initial: float, minimum: float, step: int, max_steps: int) -> float:
-    """ML-Agents' schedules: constant, or linear decay from ``initial`` to ``minimum`` at max_steps."""
-    if schedule == "constant":
-        return initial
-    frac = min(max(step, 0) / max(max_steps, 1), 1.0)
-    return (initial - minimum) * (1.0 - frac) + minimum
 
 
 class PPOTrainer(RLTrainer[ActorCritic]):
@@ -94,7 +87,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         a = spec.action_spec
         f32 = t.float32
 
-        # autograph=False: tracing converts no Python source (policy/graph_loops.py).
+        # autograph=False: tracing converts no Python source (nn/graph_loops.py).
         @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)], autograph=False)
         def value_fn(obs: Any) -> Any:
             return net.value(obs)

@@ -13,7 +13,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec, DecisionSteps, TerminalSteps
-from asynctrainer.policy.snapshot import ActOutput, flatten_obs
+from asynctrainer.runtime.snapshot import ActOutput, flatten_obs
 from asynctrainer.runtime.trajectory import Trajectory
 
 __all__ = ["AgentProcessor"]

@@ -19,7 +19,7 @@ from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["BehaviorLink", "EnvLoopStats", "allowed_mask", "run_env_loop"]
+__all__ = ["BehaviorLink", "EnvLoopStats", "allowed_mask", "run_env_loop", "send_trajectories"]
 
 
 @dataclass
@@ -93,7 +93,7 @@ async def run_env_loop(
                         f"The env reported behavior '{name}', which it did not declare; known: {sorted(links)}."
                     )
                 processor = processors[name]
-                await _send_trajectories(link, processor.add_steps(batch.decision, batch.terminal), stats)
+                await send_trajectories(link, processor.add_steps(batch.decision, batch.terminal), stats)
                 decision = batch.decision
                 if len(decision):
                     snapshot = link.slot.latest()
@@ -111,7 +111,7 @@ async def run_env_loop(
             await env.aclose()
 
 
-async def _send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], stats: EnvLoopStats) -> None:
+async def send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], stats: EnvLoopStats) -> None:
     """Send what was cut, then hold acting back if it ran too far ahead of learning.
 
     With ``strict_on_policy`` the loop waits for the new snapshot as soon as the trainer's

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import anyio
 
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.snapshot import PolicySnapshot
 
 __all__ = ["PolicySlot"]
 

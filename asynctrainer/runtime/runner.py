@@ -1,9 +1,12 @@
-"""The Runner: one task group with env loops, trainer loops and the stats writer (DESIGN §2)."""
+"""The Runner: one task group with env loops, trainer loops, checkpoints and the stats writer.
+
+It knows trainers, checkpoints and executors only through the protocols of
+``runtime/contracts.py``; ``asynctrainer.app.Runner`` is this class wired with the defaults.
+"""
 
 from __future__ import annotations
 
 import gc
-import importlib
 import json
 import logging
 import math
@@ -12,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any
 
 import anyio
 import numpy as np
@@ -20,9 +23,20 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import AsyncTrainerError, EnvError
+from asynctrainer.errors import AsyncTrainerError, EnvError, raise_single_error
+from asynctrainer.files import atomic_write_text
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
-from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop
+from asynctrainer.runtime.contracts import (
+    CheckpointBackend,
+    Checkpointer,
+    EnvExecutor,
+    ExecutorContext,
+    RestoreRequest,
+    TrainerContext,
+    TrainerFactory,
+)
+from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats
+from asynctrainer.runtime.local_executor import LocalExecutor
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.scheduling import (
     SHORT_SWITCH_INTERVAL,
@@ -35,7 +49,7 @@ from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["RunResult", "Runner", "TrainerContext", "TrainerFactory"]
+__all__ = ["RunResult", "Runner"]
 
 logger = logging.getLogger("asynctrainer")
 
@@ -43,23 +57,6 @@ logger = logging.getLogger("asynctrainer")
 DEFAULT_CHANNEL_CAPACITY = 64
 
 EnvSource = AsyncEnv | Callable[[], AsyncEnv] | Callable[[], Awaitable[AsyncEnv]]
-
-
-@dataclass(frozen=True)
-class TrainerContext:
-    """What a trainer factory gets besides the behavior's settings and spec."""
-
-    seed: int
-    artifact_path: Path | None
-    training: bool
-    stats_reporter: StatsReporter
-    resume: bool = False
-
-
-class TrainerFactory(Protocol):
-    def __call__(
-        self, behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
-    ) -> RLTrainer[Any]: ...
 
 
 @dataclass
@@ -75,19 +72,6 @@ class RunResult:
     stopped_early: bool = False
 
 
-def _default_trainer_factory(
-    behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
-) -> RLTrainer[Any]:
-    from asynctrainer.trainers import create_trainer
-
-    return create_trainer(behavior_name, trainer_settings, behavior_spec, context)
-
-
-def _import_all(names: list[str]) -> None:
-    for name in names:
-        importlib.import_module(name)
-
-
 def _resolve_seed(seed: int | None) -> int:
     if seed is None or seed < 0:
         return int(np.random.default_rng().integers(0, 10000))
@@ -101,7 +85,12 @@ class Runner:
     :param env: an :class:`AsyncEnv`, or a callable (sync or async) returning one.
     :param results_dir: where ``<run_id>/`` goes; None writes no files.
     :param env_id: the env's id, used to name a single-behavior env (DESIGN §5).
-    :param trainer_factory: builds one trainer per behavior; defaults to PPO/SAC by ``trainer_type``.
+    :param trainer_factory: builds one trainer per behavior (``asynctrainer.Runner`` defaults
+        it to PPO/SAC by ``trainer_type``).
+    :param checkpoint_backend: saves and restores trainers; None: no checkpoints, no restore.
+    :param executor: steps the env; None: the local env loop in this process.
+    :param warm_up: called once in a worker thread before set-up (e.g. to import what the run
+        will import lazily: an import on the loop thread would stop the loop for its duration).
     :param resume: restore every trainer from its newest checkpoint in ``<results_dir>/<run_id>``.
     :param initialize_from: a run directory whose newest checkpoints give the initial weights (step 0).
     :param checkpointing: save checkpoints (periodic and final) when there is a run directory.
@@ -129,7 +118,10 @@ class Runner:
         run_id: str | None = None,
         env_id: str | None = None,
         seed: int | None = None,
-        trainer_factory: TrainerFactory | None = None,
+        trainer_factory: TrainerFactory,
+        checkpoint_backend: CheckpointBackend | None = None,
+        executor: EnvExecutor | None = None,
+        warm_up: Callable[[], None] | None = None,
         training: bool = True,
         stats_writers: list[StatsWriter] | None = None,
         channel_capacity: int | None = None,
@@ -153,13 +145,16 @@ class Runner:
         self.switch_interval = switch_interval
         #: While trainers are built and checkpoints written (see SHORT_SWITCH_INTERVAL); None: left alone.
         self._short_interval = None if switch_interval is None else min(switch_interval, SHORT_SWITCH_INTERVAL)
-        self.checkpoints: Any = None
+        self.checkpoints: Checkpointer | None = None
+        self._checkpoint_backend = checkpoint_backend
+        self.executor: EnvExecutor = executor or LocalExecutor()
+        self._warm_up = warm_up
         self._env_source = env
         self.run_id = run_id or settings.checkpoint_settings.run_id
         self.run_dir = None if results_dir is None else Path(results_dir) / self.run_id
         self.env_id = env_id
         self.seed = _resolve_seed(seed if seed is not None else settings.env_settings.seed)
-        self._trainer_factory = trainer_factory or _default_trainer_factory
+        self._trainer_factory = trainer_factory
         self.training = training
         self._writers: list[StatsWriter] = stats_writers if stats_writers is not None else [ConsoleWriter()]
         self._channel_capacity = channel_capacity
@@ -194,7 +189,7 @@ class Runner:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(self._guarded_main)
         except BaseExceptionGroup as group:
-            _raise_single(group)
+            raise_single_error(group)
             raise
         assert self._result is not None
         return self._result
@@ -213,7 +208,7 @@ class Runner:
         try:
             return await self._tg.__aexit__(exc_type, exc, tb)
         except BaseExceptionGroup as group:
-            _raise_single(group)
+            raise_single_error(group)
             raise
 
     async def wait(self) -> RunResult:
@@ -267,30 +262,18 @@ class Runner:
             out[env_name] = (name, self.settings.trainer_settings_for(name))
         return out
 
-    def _modules_to_preload(self) -> list[str]:
-        """Modules the run will import lazily; imported up front, off the loop."""
-        names = ["asynctrainer.checkpoints.manager"]
-        if self._trainer_factory is _default_trainer_factory:
-            names += ["asynctrainer.trainers", "asynctrainer.ppo.trainer", "asynctrainer.sac.trainer"]
-        if self.run_dir is not None and self.training:
-            names.append("yaml")
-            if self.checkpointing:
-                names.append("asynctrainer.policy.onnx_export")
-        return names
-
     async def _main(self) -> None:
         self.timers.activate()
-        # A module imported on the loop thread stops the loop for as long as the import takes
-        # (hundreds of ms for the trainers and Keras); in a worker thread the loop keeps running.
-        await anyio.to_thread.run_sync(_import_all, self._modules_to_preload())
+        if self._warm_up is not None:
+            await anyio.to_thread.run_sync(self._warm_up)
         send_records, receive_records = anyio.create_memory_object_stream[StatsSummaryRecord](math.inf)
         env = await self._make_env()
         writes = self.run_dir is not None and self.training
-        if writes and self.checkpointing:
+        if writes and self.checkpointing and self._checkpoint_backend is not None:
             assert self.run_dir is not None
-            from asynctrainer.checkpoints.manager import CheckpointManager
-
-            self.checkpoints = CheckpointManager(self.run_dir, resume=self.resume, switch_interval=self._short_interval)
+            self.checkpoints = self._checkpoint_backend.open(
+                self.run_dir, resume=self.resume, switch_interval=self._short_interval
+            )
         try:
             seeds = np.random.SeedSequence(self.seed)
             behaviors = self._resolve_behaviors(env.behavior_specs)
@@ -371,27 +354,16 @@ class Runner:
 
     async def _restore(self, trainer: RLTrainer[Any], trainer_settings: Any) -> None:
         """``--resume``: everything from the newest checkpoint; ``--initialize-from``/``init_path``: weights only."""
-        from asynctrainer.checkpoints.manager import find_checkpoint, load_checkpoint_state
-
-        name = trainer.behavior_name
-        source: Path | None = None
-        weights_only = True
-        if (self.resume or not self.training) and self.run_dir is not None:
-            source, weights_only = find_checkpoint(self.run_dir / name, name), False
-        elif self.initialize_from is not None:
-            source = find_checkpoint(Path(self.initialize_from) / name, name)
-        elif getattr(trainer_settings, "init_path", None):
-            init = Path(trainer_settings.init_path)
-            source = init if (init / "manifest.json").is_file() else find_checkpoint(init, name)
-        if source is None:
+        if self._checkpoint_backend is None:
             return
-        state = await anyio.to_thread.run_sync(load_checkpoint_state, source)
-        await anyio.to_thread.run_sync(
-            lambda: trainer.set_state(state, weights_only=weights_only), limiter=trainer._limiter
+        init_path = getattr(trainer_settings, "init_path", None)
+        request = RestoreRequest(
+            run_dir=self.run_dir,
+            resume=self.resume or not self.training,
+            initialize_from=None if self.initialize_from is None else Path(self.initialize_from),
+            init_path=Path(init_path) if init_path else None,
         )
-        logger.info(
-            "%s: %s from %s (step %d).", name, "Weights loaded" if weights_only else "Resumed", source, trainer.step
-        )
+        await self._checkpoint_backend.restore(trainer, request)
 
     async def _train(self, env: AsyncEnv, links: dict[str, BehaviorLink], rng: np.random.Generator) -> None:
         all_done = anyio.Event()
@@ -458,12 +430,14 @@ class Runner:
         *,
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
-        if self.settings.env_settings.executor == "ray":
-            from asynctrainer.scale.ray_executor import run_ray_env_loops
-
-            await run_ray_env_loops(self, env, links, rng, env_source=self._env_source, task_status=task_status)
-            return
-        await run_env_loop(env, links, rng=rng, stats=self.env_stats, task_status=task_status)
+        reporters = {key: self.trainers[link.name].stats_reporter for key, link in links.items()}
+        context = ExecutorContext(
+            env_source=self._env_source,
+            env_settings=self.settings.env_settings,
+            stats=self.env_stats,
+            reporters=reporters,
+        )
+        await self.executor.run(env, links, rng, context, task_status=task_status)
 
     async def _write_stats_forever(self, receive: Any) -> None:
         limiter = anyio.CapacityLimiter(1)
@@ -507,7 +481,7 @@ class Runner:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         path = self.run_dir / "configuration.yaml"
         data = self.settings.to_yaml_dict()
-        _atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
+        atomic_write_text(path, yaml.safe_dump(data, sort_keys=False))
         self._paths.append(path)
 
     def _write_timers(self) -> None:
@@ -515,30 +489,5 @@ class Runner:
         path = self.run_dir / "run_logs" / "timers.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         self.timers.metadata.update(run_id=self.run_id, seed=str(self.seed))
-        _atomic_write_text(path, json.dumps(self.timers.to_dict(), indent=2))
+        atomic_write_text(path, json.dumps(self.timers.to_dict(), indent=2))
         self._paths.append(path)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _raise_single(group: BaseExceptionGroup[BaseException]) -> None:
-    """Re-raise the only real error of a task-group failure, not the group (DESIGN §2)."""
-    leaves: list[BaseException] = []
-
-    def collect(g: BaseExceptionGroup[BaseException]) -> None:
-        for e in g.exceptions:
-            if isinstance(e, BaseExceptionGroup):
-                collect(e)
-            elif not isinstance(e, anyio.get_cancelled_exc_class()):
-                leaves.append(e)
-
-    collect(group)
-    if len(leaves) == 1:
-        raise leaves[0]

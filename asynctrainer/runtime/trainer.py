@@ -19,9 +19,9 @@ from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import UpdateError
-from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.scheduling import lower_tf_threads
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
@@ -29,6 +29,7 @@ from asynctrainer.runtime.trajectory import Trajectory
 __all__ = ["RLTrainer", "Trainer"]
 
 PolicyT = TypeVar("PolicyT")
+R = TypeVar("R")
 
 
 class Trainer(abc.ABC, Generic[PolicyT]):
@@ -65,6 +66,14 @@ class Trainer(abc.ABC, Generic[PolicyT]):
         self.summary_freq: int = trainer_settings.summary_freq
         #: One update in flight per trainer; several trainers update in parallel.
         self._limiter = anyio.CapacityLimiter(1)
+
+    async def run_exclusive(self, fn: Callable[[], R]) -> R:
+        """Run ``fn`` in a worker thread between two updates (under the trainer's limiter).
+
+        What touches the trainer's thread-side state from outside (a checkpoint's capture, a
+        restore) goes through here, so it never overlaps an update.
+        """
+        return await anyio.to_thread.run_sync(fn, limiter=self._limiter)
 
     @property
     def stats_reporter(self) -> StatsReporter:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.tf_setup import tf
 
 __all__ = [
     "entropy_coef_loss",

@@ -1,6 +1,6 @@
 """SAC's Keras networks: a tanh-squashed Gaussian / categorical actor, twin Q critics, targets.
 
-The actor has the shape :class:`~asynctrainer.policy.snapshot.PolicySnapshot` runs in numpy
+The actor has the shape :class:`~asynctrainer.runtime.snapshot.PolicySnapshot` runs in numpy
 (tanh hidden layers, a logits head for all discrete branches, a mean head and a
 state-independent log-std), so the snapshot with ``tanh_squash=True`` is the same policy:
 the env receives ``tanh(u)`` for the Gaussian sample ``u``, and ``u`` is what trajectories
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.policy.networks import VariableReader, layer_variables, mlp, snapshot_from_layers
-from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
-from asynctrainer.policy.tf_setup import keras as tf_keras
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.networks import VariableReader, layer_variables, mlp, snapshot_from_layers
+from asynctrainer.nn.tf_setup import keras as tf_keras
+from asynctrainer.nn.tf_setup import tf
+from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 
 __all__ = ["QNetwork", "SACActor", "SACNetworks", "squashed_gaussian_log_prob"]
 

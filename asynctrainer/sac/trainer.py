@@ -26,13 +26,13 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
-from asynctrainer.policy.graph_loops import sum_over_range
-from asynctrainer.policy.normalizer import Normalizer
-from asynctrainer.policy.snapshot import PolicySnapshot
-from asynctrainer.policy.tf_setup import keras as tf_keras
-from asynctrainer.policy.tf_setup import tf
-from asynctrainer.ppo.trainer import decayed_value
+from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.tf_setup import keras as tf_keras
+from asynctrainer.nn.tf_setup import tf
+from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.sac import loss
@@ -152,7 +152,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([], f32),  # learning rate (all three optimizers)
         ]
 
-        # autograph=False, as in PPO (policy/graph_loops.py).
+        # autograph=False, as in PPO (nn/graph_loops.py).
         @t.function(input_signature=batch_spec, autograph=False)
         def train_fn(  # type: ignore[no-untyped-def]
             obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau, lr

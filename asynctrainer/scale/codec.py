@@ -15,7 +15,7 @@ import numpy as np
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trajectory import Trajectory
 
 __all__ = [

@@ -31,7 +31,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import weakref
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -43,7 +42,8 @@ from anyio.abc import TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.errors import AsyncTrainerError, EnvError
-from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, _send_trajectories, run_env_loop
+from asynctrainer.runtime.contracts import ExecutorContext
+from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop, send_trajectories
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.scale import require_ray
 from asynctrainer.scale.codec import snapshot_to_payload, trajectory_from_dict
@@ -55,9 +55,9 @@ __all__ = [
     "DEFAULT_MAX_POLICY_LAG",
     "DEFAULT_WORKER_NUM_CPUS",
     "RayEnvExecutor",
+    "RayExecutor",
     "executor_of",
     "resolve_worker_env",
-    "run_ray_env_loops",
 ]
 
 logger = logging.getLogger("asynctrainer")
@@ -66,7 +66,7 @@ logger = logging.getLogger("asynctrainer")
 # attributes when it starts the executor, so a user sets them before ``runner.run()``.
 
 #: Drop trajectories acted with a policy more than this many versions older than the newest
-#: (None: keep all; PPO's ratio corrects small lags). Also ``max_policy_lag`` of :func:`run_ray_env_loops`.
+#: (None: keep all; PPO's ratio corrects small lags). Also ``max_policy_lag`` of :class:`RayExecutor`.
 DEFAULT_MAX_POLICY_LAG: int | None = None
 #: ``sample`` calls outstanding per worker: 2 overlaps a worker's stepping with the transfer
 #: and processing of its previous batch (``strict_on_policy`` uses 1).
@@ -81,12 +81,11 @@ DEFAULT_WORKER_NUM_CPUS = 1.0
 #: Consecutive "temporarily unavailable" answers after which a worker is given up.
 MAX_UNAVAILABLE = 50
 
-_EXECUTORS: weakref.WeakKeyDictionary[Any, RayEnvExecutor] = weakref.WeakKeyDictionary()
-
 
 def executor_of(runner: Any) -> RayEnvExecutor | None:
     """The :class:`RayEnvExecutor` a Runner ran (or runs) with ``executor: ray``, for its counters."""
-    return _EXECUTORS.get(runner)
+    executor = getattr(runner, "executor", None)
+    return executor.current if isinstance(executor, RayExecutor) else None
 
 
 def resolve_worker_env(env_source: Any, env_path: str | None) -> WorkerEnvSource:
@@ -397,7 +396,7 @@ class RayEnvExecutor:
                 self.stale_trajectories += len(trajectories) - len(fresh)
                 trajectories = fresh
             # The local env loop's sending and lag bounding, so trainers see no difference.
-            await _send_trajectories(link, trajectories, self.stats)
+            await send_trajectories(link, trajectories, self.stats)
         self._report()
 
     def _report(self) -> None:
@@ -427,49 +426,52 @@ class RayEnvExecutor:
             self.started_ray = False
 
 
-async def run_ray_env_loops(
-    runner: Any,
-    env: AsyncEnv,
-    links: Mapping[str, BehaviorLink],
-    rng: np.random.Generator,
-    *,
-    env_source: Any,
-    max_policy_lag: int | None = None,
-    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """The Runner's env loop for ``env_settings.executor: ray`` (see the module docstring).
+class RayExecutor:
+    """The Runner's executor for ``env_settings.executor: ray`` (see the module docstring).
 
-    Workers build their envs from ``env_source`` when it is a factory, else from
-    ``env_settings.env_path``; ``env`` (the driver's copy, used for specs) is closed once they
-    run. ``--inference`` has nothing to learn from workers: it runs the local env loop.
+    Workers build their envs from the Runner's env when it is a factory, else from
+    ``env_settings.env_path``; the driver's env (used for specs) is closed once they run.
+    ``--inference`` has nothing to learn from workers: it runs the local env loop.
 
-    :param max_policy_lag: defaults to :data:`DEFAULT_MAX_POLICY_LAG`.
-    :raises SettingsError: when Ray is not installed (naming the ``ray`` extra).
-    :raises EnvError: when workers cannot be built, fail, or all die.
+    :param max_policy_lag: defaults to :data:`DEFAULT_MAX_POLICY_LAG` (read when the run starts).
+    :ivar current: the :class:`RayEnvExecutor` of the run in progress (or the last one), for its counters.
     """
-    require_ray()
-    stats: EnvLoopStats = runner.env_stats
-    if not all(link.training for link in links.values()):
-        logger.info("executor: ray is for training; inference runs the env loop in this process.")
-        await run_env_loop(env, links, rng=rng, stats=stats, task_status=task_status)
-        return
-    es = runner.settings.env_settings
-    trainers: Mapping[str, Any] = runner.trainers
-    reporters = {key: trainers[link.name].stats_reporter for key, link in links.items() if link.name in trainers}
-    executor = RayEnvExecutor(
-        resolve_worker_env(env_source, es.env_path),
-        num_workers=int(es.num_workers),
-        envs_per_worker=int(es.envs_per_worker),
-        seed=int(rng.integers(0, 2**31)),
-        ray_address=es.ray_address,
-        max_restarts=int(es.max_lifetime_restarts),
-        start_timeout=float(es.timeout_wait),
-        max_policy_lag=DEFAULT_MAX_POLICY_LAG if max_policy_lag is None else max_policy_lag,
-        max_in_flight=DEFAULT_MAX_IN_FLIGHT,
-        batch_experiences=DEFAULT_BATCH_EXPERIENCES,
-        worker_num_cpus=DEFAULT_WORKER_NUM_CPUS,
-        reporters=reporters,
-        stats=stats,
-    )
-    _EXECUTORS[runner] = executor
-    await executor.run(links, local_env=env, task_status=task_status)
+
+    def __init__(self, *, max_policy_lag: int | None = None) -> None:
+        self.max_policy_lag = max_policy_lag
+        self.current: RayEnvExecutor | None = None
+
+    async def run(
+        self,
+        env: AsyncEnv,
+        links: Mapping[str, BehaviorLink],
+        rng: np.random.Generator,
+        context: ExecutorContext,
+        *,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """:raises SettingsError: when Ray is not installed (naming the ``ray`` extra).
+        :raises EnvError: when workers cannot be built, fail, or all die.
+        """
+        require_ray()
+        if not all(link.training for link in links.values()):
+            logger.info("executor: ray is for training; inference runs the env loop in this process.")
+            await run_env_loop(env, links, rng=rng, stats=context.stats, task_status=task_status)
+            return
+        es = context.env_settings
+        self.current = RayEnvExecutor(
+            resolve_worker_env(context.env_source, es.env_path),
+            num_workers=int(es.num_workers),
+            envs_per_worker=int(es.envs_per_worker),
+            seed=int(rng.integers(0, 2**31)),
+            ray_address=es.ray_address,
+            max_restarts=int(es.max_lifetime_restarts),
+            start_timeout=float(es.timeout_wait),
+            max_policy_lag=DEFAULT_MAX_POLICY_LAG if self.max_policy_lag is None else self.max_policy_lag,
+            max_in_flight=DEFAULT_MAX_IN_FLIGHT,
+            batch_experiences=DEFAULT_BATCH_EXPERIENCES,
+            worker_num_cpus=DEFAULT_WORKER_NUM_CPUS,
+            reporters=dict(context.reporters),
+            stats=context.stats,
+        )
+        await self.current.run(links, local_env=env, task_status=task_status)

@@ -25,9 +25,9 @@ import numpy as np
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import ActionBatch, StepBatch
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
-from asynctrainer.policy.snapshot import PolicySnapshot
 from asynctrainer.runtime.agent_processor import AgentProcessor
 from asynctrainer.runtime.env_loop import allowed_mask
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.scale.codec import snapshot_from_payload, trajectory_to_dict
 

@@ -23,8 +23,8 @@ from asynctrainer.envs.spec import (
     StepBatch,
     TerminalSteps,
 )
-from asynctrainer.policy.snapshot import PolicySnapshot
-from asynctrainer.runtime.runner import TrainerContext
+from asynctrainer.runtime.contracts import TrainerContext
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from asynctrainer.checkpoints.format import TMP_MARK, list_checkpoints, read_manifest
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.snapshot import PolicySnapshot
 
 ROOT = Path(__file__).resolve().parents[2]
 BEHAVIOR = "CartPole"
@@ -111,7 +111,7 @@ def wait_until(predicate: object, timeout: float, what: str, trainee: Trainee) -
 def check_onnx(path: Path, snapshot: PolicySnapshot) -> None:
     import onnxruntime as ort
 
-    from asynctrainer.policy.onnx_export import onnx_feed
+    from asynctrainer.export.onnx import onnx_feed
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)

@@ -14,7 +14,6 @@ import pytest
 from asynctrainer.checkpoints import format as fmt
 from asynctrainer.checkpoints.format import (
     MANIFEST,
-    atomic_write_bytes,
     cleanup_temporaries,
     list_checkpoints,
     load_arrays,
@@ -24,6 +23,7 @@ from asynctrainer.checkpoints.format import (
     write_checkpoint,
 )
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
+from asynctrainer.files import atomic_write_bytes
 
 ARRAYS: dict[str, np.ndarray] = {
     "weights/actor_0/kernel": np.arange(12, dtype=np.float32).reshape(3, 4),

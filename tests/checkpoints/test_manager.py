@@ -14,11 +14,12 @@ import anyio
 import numpy as np
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.checkpoints.format import TMP_MARK, list_checkpoints, read_manifest, write_checkpoint
 from asynctrainer.checkpoints.manager import CheckpointManager, find_checkpoint, load_checkpoint_state
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
-from asynctrainer.policy.snapshot import PolicySnapshot
-from asynctrainer.runtime.runner import Runner, TrainerContext
+from asynctrainer.runtime.contracts import TrainerContext
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.testing.fakes import CountingEnv, FakeTrainer
 from tests.conftest import make_settings

@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.checkpoints.format import TMP_MARK, list_checkpoints
 from asynctrainer.checkpoints.manager import find_checkpoint, load_checkpoint_state
 from asynctrainer.cli import main
 from asynctrainer.errors import CheckpointLoadError
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.simple_env import SimpleEnvironment
 

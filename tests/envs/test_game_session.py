@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.game_session import AgentAction, GameSession
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, DecisionSteps, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.testing.fakes import fake_trainer_factory
 from asynctrainer.testing.game_clients import CrashingEnv
 from tests.conftest import make_settings

@@ -12,7 +12,7 @@ import anyio
 import numpy as np
 import pytest
 
-from asynctrainer.runtime.runner import Runner
+from asynctrainer import Runner
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.simple_env import SimpleEnvironment
 

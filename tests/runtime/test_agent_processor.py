@@ -3,8 +3,8 @@ from __future__ import annotations
 import numpy as np
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, DecisionSteps, ObservationSpec, TerminalSteps
-from asynctrainer.policy.snapshot import ActOutput
 from asynctrainer.runtime.agent_processor import AgentProcessor
+from asynctrainer.runtime.snapshot import ActOutput
 
 SPEC = BehaviorSpec((ObservationSpec((1,)),), ActionSpec.create_discrete((2,)))
 

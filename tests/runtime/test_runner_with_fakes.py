@@ -10,8 +10,8 @@ import anyio
 import numpy as np
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.errors import UpdateError
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
 from tests.conftest import make_settings
 

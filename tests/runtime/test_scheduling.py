@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.errors import SettingsError
 from asynctrainer.runtime import scheduling
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.runtime.scheduling import (
     SHORT_SWITCH_INTERVAL,
     gil_switch_interval,

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from asynctrainer.runtime.runner import Runner
+from asynctrainer import Runner
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.simple_env import SimpleEnvironment
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.tf_setup import tf
 from asynctrainer.sac import loss
 
 

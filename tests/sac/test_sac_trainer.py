@@ -80,10 +80,10 @@ def all_weights(trainer: Any) -> dict[str, np.ndarray]:
 
 
 def test_create_trainer_builds_sac_for_trainer_type_sac() -> None:
-    from asynctrainer.runtime.runner import TrainerContext
+    from asynctrainer.app import create_trainer
+    from asynctrainer.runtime.contracts import TrainerContext
     from asynctrainer.runtime.stats import StatsReporter
     from asynctrainer.sac.trainer import SACTrainer
-    from asynctrainer.trainers import create_trainer
 
     settings = run_settings_from_dict({"behaviors": {"b": {"trainer_type": "sac"}}})
     spec = BehaviorSpec((ObservationSpec((1,)),), ActionSpec.create_continuous(1))

@@ -16,9 +16,9 @@ import anyio
 import numpy as np
 import pytest
 
+from asynctrainer import Runner
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
 from asynctrainer.errors import EnvError
-from asynctrainer.runtime.runner import Runner
 from asynctrainer.scale.ray_executor import RayEnvExecutor, executor_of
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory

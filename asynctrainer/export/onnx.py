@@ -52,7 +52,6 @@ from __future__ import annotations
 
 import os
 import pathlib
-import tempfile
 from collections.abc import Sequence
 from typing import Any
 
@@ -60,7 +59,8 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.errors import ExportError, SpecError
-from asynctrainer.policy.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+from asynctrainer.files import atomic_write_bytes
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = [
     "MAX_OPSET",
@@ -82,8 +82,6 @@ MIN_OPSET = 9
 MAX_OPSET = 21
 #: Normalised observations are clipped to this many standard deviations (as the snapshot does).
 OBS_CLIP = 5.0
-#: Temporary names contain this mark, the one ``checkpoints.format.cleanup_temporaries`` removes.
-TMP_MARK = ".tmp-"
 
 
 # ----- names ------------------------------------------------------------------------------------
@@ -396,33 +394,6 @@ def _version() -> str:
 # ----- writing ----------------------------------------------------------------------------------
 
 
-def _fsync_dir(path: pathlib.Path) -> None:
-    if os.name != "posix":  # directories cannot be opened for fsync on Windows
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomically(path: pathlib.Path, data: bytes) -> None:
-    """Replace ``path`` with ``data``: temp file beside it, fsync, rename, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}{TMP_MARK}", dir=path.parent)
-    tmp = pathlib.Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
 def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset: int = 13) -> pathlib.Path:
     """Write ``snapshot`` as an ONNX model with ML-Agents' names to ``path`` and return it.
 
@@ -451,7 +422,7 @@ def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset
         raise ExportError(f"The ONNX model of behavior '{snapshot.behavior_name}' failed onnx.checker: {exc}") from exc
     out = pathlib.Path(path)
     try:
-        _write_atomically(out, model.SerializeToString())
+        atomic_write_bytes(out, model.SerializeToString())
     except OSError as exc:
         raise ExportError(
             f"Could not write the ONNX model of behavior '{snapshot.behavior_name}' to {out}: {exc}"

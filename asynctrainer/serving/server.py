@@ -36,7 +36,7 @@ import numpy.typing as npt
 from asynctrainer.envs.game_session import AgentAction, GameSession, SessionStats
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
-from asynctrainer.policy.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "load_policy"]
 

@@ -14,10 +14,10 @@ import pytest
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import ExportError, SpecError
-from asynctrainer.policy.onnx_export import export_onnx, onnx_feed, onnx_input_names, onnx_output_names
-from asynctrainer.policy.snapshot import Dense, PolicySnapshot
+from asynctrainer.export.onnx import export_onnx, onnx_feed, onnx_input_names, onnx_output_names
+from asynctrainer.runtime.snapshot import Dense, PolicySnapshot
 from asynctrainer.testing.fakes import random_snapshot
-from tests.policy.export_cases import make_snapshot, readonly
+from tests.export.export_cases import make_snapshot, readonly
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -337,7 +337,7 @@ def test_onnx_feed_checks_the_number_of_observations() -> None:
 
 def test_importing_the_exporter_loads_neither_onnx_nor_tensorflow() -> None:
     code = (
-        "import sys, asynctrainer.policy.onnx_export\n"
+        "import sys, asynctrainer.export.onnx\n"
         "bad = [m for m in ('onnx', 'onnxruntime', 'tensorflow') if m in sys.modules]\n"
         "assert not bad, bad\n"
     )

@@ -3,7 +3,7 @@
 The actor is an MLP with tanh hidden layers and one head per action part: logits for all
 discrete branches (split per branch, masked as ML-Agents does) and a Gaussian mean with a
 state-independent log-std for continuous actions. The critic is a separate MLP. Hidden
-activations, masks and clipping match :class:`~asynctrainer.policy.snapshot.PolicySnapshot`
+activations, masks and clipping match :class:`~asynctrainer.runtime.snapshot.PolicySnapshot`
 exactly, so acting in numpy and learning in TF see one policy.
 """
 
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.policy.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
-from asynctrainer.policy.tf_setup import keras as tf_keras
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.tf_setup import keras as tf_keras
+from asynctrainer.nn.tf_setup import tf
+from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 
 __all__ = ["ActorCritic", "VariableReader", "layer_variables", "mlp", "snapshot_from_layers"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.testing.fakes import random_snapshot
 
 TWO_OBS = (ObservationSpec((3,)), ObservationSpec((2,)))

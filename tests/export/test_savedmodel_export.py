@@ -10,10 +10,10 @@ import pytest
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import ExportError
-from asynctrainer.policy.savedmodel_export import SIGNATURE_KEY, export_saved_model, saved_model_output_names
-from asynctrainer.policy.snapshot import PolicySnapshot
+from asynctrainer.export.savedmodel import SIGNATURE_KEY, export_saved_model, saved_model_output_names
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.testing.fakes import random_snapshot
-from tests.policy.export_cases import TWO_OBS, make_snapshot
+from tests.export.export_cases import TWO_OBS, make_snapshot
 
 
 def make_inputs(snap: PolicySnapshot, n: int, seed: int) -> tuple[list[np.ndarray], np.ndarray | None]:
@@ -62,7 +62,7 @@ def check_against_snapshot(serve: Any, snap: PolicySnapshot, n: int, seed: int) 
 
 @pytest.mark.parametrize("case", ["discrete", "multi-discrete", "continuous", "hybrid", "tanh", "normalized"])
 def test_serving_signature_matches_the_snapshot(case: str, tmp_path: Path) -> None:
-    from asynctrainer.policy.tf_setup import tf
+    from asynctrainer.nn.tf_setup import tf
 
     snap = make_snapshot(case)
     path = export_saved_model(snap, tmp_path / "saved")
@@ -83,7 +83,7 @@ def test_serving_signature_matches_the_snapshot(case: str, tmp_path: Path) -> No
 
 
 def test_re_export_replaces_the_older_model(tmp_path: Path) -> None:
-    from asynctrainer.policy.tf_setup import tf
+    from asynctrainer.nn.tf_setup import tf
 
     target = tmp_path / "Hybrid" / "saved_model"
     old = make_snapshot("hybrid")
@@ -113,9 +113,9 @@ def test_non_vector_observations_are_refused(tmp_path: Path) -> None:
 def test_a_keras_actor_exports_to_both_formats(tmp_path: Path) -> None:
     """A snapshot taken from the TF networks exports, and both models act like it."""
     ort = pytest.importorskip("onnxruntime")
-    from asynctrainer.policy.networks import ActorCritic
-    from asynctrainer.policy.onnx_export import export_onnx, onnx_feed
-    from asynctrainer.policy.tf_setup import tf
+    from asynctrainer.export.onnx import export_onnx, onnx_feed
+    from asynctrainer.nn.networks import ActorCritic
+    from asynctrainer.nn.tf_setup import tf
 
     spec = BehaviorSpec(TWO_OBS, ActionSpec(2, (3, 2)))
     snap = ActorCritic(spec, hidden_units=32, num_layers=2, seed=1).snapshot("Keras", 1, 10)

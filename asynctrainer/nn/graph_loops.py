@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from asynctrainer.policy.tf_setup import tf
+from asynctrainer.nn.tf_setup import tf
 
 __all__ = ["sum_over_range"]
 

@@ -19,7 +19,7 @@ from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
     ids=["discrete", "multi-discrete", "continuous", "hybrid"],
 )
 def test_numpy_log_probs_match_tensorflow(action_spec: ActionSpec) -> None:
-    from asynctrainer.policy.networks import ActorCritic
+    from asynctrainer.nn.networks import ActorCritic
 
     spec = BehaviorSpec((ObservationSpec((3,)), ObservationSpec((2,))), action_spec)
     net = ActorCritic(spec, hidden_units=16, num_layers=2, seed=3)
@@ -58,7 +58,7 @@ def test_masked_actions_are_never_sampled_nor_chosen_deterministically() -> None
 def test_save_and_load_round_trip(tmp_path: object) -> None:
     from pathlib import Path
 
-    from asynctrainer.policy.snapshot import PolicySnapshot
+    from asynctrainer.runtime.snapshot import PolicySnapshot
     from asynctrainer.testing.fakes import random_snapshot
 
     spec = BehaviorSpec((ObservationSpec((4,)),), ActionSpec(2, (3, 2)))

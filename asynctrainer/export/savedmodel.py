@@ -24,14 +24,14 @@ from __future__ import annotations
 import os
 import pathlib
 import shutil
-import uuid
 from typing import Any
 
 import numpy as np
 
 from asynctrainer.errors import ExportError
-from asynctrainer.policy.onnx_export import OBS_CLIP, TMP_MARK, check_exportable
-from asynctrainer.policy.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+from asynctrainer.export.onnx import OBS_CLIP, check_exportable
+from asynctrainer.files import fsync_dir, fsync_tree, temp_sibling
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = ["SIGNATURE_KEY", "export_saved_model", "saved_model_output_names"]
 
@@ -102,31 +102,6 @@ def _serving_function(tf: Any, snapshot: PolicySnapshot) -> Any:
     return serve
 
 
-def _fsync_tree(root: pathlib.Path) -> None:
-    """fsync every file and directory under ``root`` (POSIX), deepest first."""
-    if os.name != "posix":
-        return
-    for dirpath, _dirs, files in os.walk(root, topdown=False):
-        for name in files:
-            with open(os.path.join(dirpath, name), "rb") as f:
-                os.fsync(f.fileno())
-        fd = os.open(dirpath, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _fsync_dir(path: pathlib.Path) -> None:
-    if os.name != "posix":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _install(tmp: pathlib.Path, final: pathlib.Path) -> None:
     """Rename the finished ``tmp`` directory to ``final``, replacing an older export there.
 
@@ -138,7 +113,7 @@ def _install(tmp: pathlib.Path, final: pathlib.Path) -> None:
         return
     if not final.is_dir():
         raise ExportError(f"Cannot write the SavedModel to {final}: a file of that name exists.")
-    old = final.with_name(f".{final.name}.old{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    old = temp_sibling(final, ".old")
     os.replace(final, old)
     try:
         os.replace(tmp, final)
@@ -158,19 +133,19 @@ def export_saved_model(snapshot: PolicySnapshot, path: str | os.PathLike[str]) -
         the SavedModel cannot be written.
     """
     check_exportable(snapshot)
-    from asynctrainer.policy.tf_setup import tf as get_tf
+    from asynctrainer.nn.tf_setup import tf as get_tf
 
     tf = get_tf()
     final = pathlib.Path(path)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+    tmp = temp_sibling(final)
     try:
         module = tf.Module(name="policy")
         module.serve = _serving_function(tf, snapshot)
         tf.saved_model.save(module, str(tmp), signatures={SIGNATURE_KEY: module.serve.get_concrete_function()})
-        _fsync_tree(tmp)
+        fsync_tree(tmp)
         _install(tmp, final)
-        _fsync_dir(final.parent)
+        fsync_dir(final.parent)
     except ExportError:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -1,0 +1,102 @@
+"""The composition root: the runtime's Runner wired with the trainers, checkpoints and executors.
+
+``asynctrainer.Runner`` is :class:`Runner` here. The runtime (``asynctrainer.runtime``) knows
+none of PPO, SAC, the checkpoint files or Ray: it receives them through the protocols of
+``runtime/contracts.py``, and this module is the one place that chooses them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from asynctrainer.checkpoints import FileCheckpoints
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import SettingsError
+from asynctrainer.runtime import runner as runtime_runner
+from asynctrainer.runtime.contracts import CheckpointBackend, EnvExecutor, TrainerContext, TrainerFactory
+from asynctrainer.runtime.local_executor import LocalExecutor
+from asynctrainer.runtime.runner import EnvSource
+from asynctrainer.runtime.trainer import RLTrainer
+
+__all__ = ["Runner", "create_trainer", "executor_for"]
+
+#: ``trainer_type`` → the module and class of its trainer (imported when a trainer is made).
+TRAINERS: dict[str, tuple[str, str]] = {
+    "ppo": ("asynctrainer.ppo.trainer", "PPOTrainer"),
+    "sac": ("asynctrainer.sac.trainer", "SACTrainer"),
+}
+
+
+def create_trainer(
+    behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
+) -> RLTrainer[Any]:
+    """Build the trainer named by ``trainer_settings.trainer_type``; TensorFlow is imported here, not before."""
+    kind = trainer_settings.trainer_type
+    if kind not in TRAINERS:
+        raise SettingsError(
+            f"behaviors.{behavior_name}.trainer_type: '{kind}' is not supported yet "
+            f"(supported: {', '.join(TRAINERS)}).",
+            key_path=f"behaviors.{behavior_name}.trainer_type",
+        )
+    module, cls = TRAINERS[kind]
+    trainer_class = getattr(importlib.import_module(module), cls)
+    trainer: RLTrainer[Any] = trainer_class(
+        behavior_name,
+        trainer_settings,
+        seed=context.seed,
+        training=context.training,
+        artifact_path=None if context.artifact_path is None else str(context.artifact_path),
+        stats_reporter=context.stats_reporter,
+    )
+    return trainer
+
+
+def executor_for(settings: Any) -> EnvExecutor:
+    """The env executor ``env_settings.executor`` names: ``local`` (default) or ``ray``."""
+    if settings.env_settings.executor == "ray":
+        from asynctrainer.scale.ray_executor import RayExecutor
+
+        return RayExecutor()
+    return LocalExecutor()
+
+
+def _importer(names: list[str]) -> Any:
+    def warm_up() -> None:
+        for name in names:
+            importlib.import_module(name)
+
+    return warm_up
+
+
+class Runner(runtime_runner.Runner):
+    """Trains every behavior of one env on the caller's event loop (see :class:`asynctrainer.runtime.runner.Runner`).
+
+    The defaults: trainers by ``trainer_type`` (:func:`create_trainer`), checkpoints and ONNX
+    files under the run directory (:class:`~asynctrainer.checkpoints.FileCheckpoints`), and the
+    executor ``env_settings.executor`` names. Each can be replaced by passing it.
+    """
+
+    def __init__(
+        self,
+        settings: Any,
+        env: EnvSource,
+        *,
+        trainer_factory: TrainerFactory | None = None,
+        checkpoint_backend: CheckpointBackend | None = None,
+        executor: EnvExecutor | None = None,
+        **options: Any,
+    ) -> None:
+        # What the run imports lazily, imported up front in a worker thread (the loop keeps running).
+        modules = ["asynctrainer.checkpoints", "yaml", "asynctrainer.export.onnx"]
+        if trainer_factory is None:
+            modules += [module for module, _ in TRAINERS.values()]
+        super().__init__(
+            settings,
+            env,
+            trainer_factory=trainer_factory or create_trainer,
+            checkpoint_backend=checkpoint_backend or FileCheckpoints(),
+            executor=executor or executor_for(settings),
+            warm_up=options.pop("warm_up", None) or _importer(modules),
+            **options,
+        )
