@@ -72,6 +72,12 @@ class RunResult:
     stopped_early: bool = False
 
 
+def _network_deterministic(trainer_settings: Any) -> bool:
+    """``network_settings.deterministic``: act with the distribution's mode, while training too (as ML-Agents)."""
+    network = getattr(trainer_settings, "network_settings", None)
+    return bool(getattr(network, "deterministic", False))
+
+
 def _resolve_seed(seed: int | None) -> int:
     if seed is None or seed < 0:
         return int(np.random.default_rng().integers(0, 10000))
@@ -348,7 +354,7 @@ class Runner:
             strict_on_policy=bool(getattr(trainer_settings, "strict_on_policy", False)),
             update_threshold=trainer.update_threshold,
             lag_bound=trainer.lag_bound,
-            deterministic=self.deterministic,
+            deterministic=self.deterministic or _network_deterministic(trainer_settings),
             training=self.training,
         )
 
@@ -374,10 +380,12 @@ class Runner:
         links_by_trainer = {link.name: link for link in links.values()}
 
         async def advance_loop(trainer: RLTrainer[Any]) -> None:
+            frozen_after_first_update = False
             while trainer.should_still_train and not trainer.input_closed:
                 await trainer.advance()
-                if trainer.update_count == 1 and self.freeze_gc:
-                    gc.freeze()  # again, after the first update traced its functions
+                if self.freeze_gc and not frozen_after_first_update and trainer.update_count >= 1:
+                    gc.freeze()  # once more, after the first update traced its functions
+                    frozen_after_first_update = True
             # This behavior is done: its env loop stops feeding it and never waits for it again,
             # so the other behaviors of a shared env keep training.
             links_by_trainer[trainer.behavior_name].training = False

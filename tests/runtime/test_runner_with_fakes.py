@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from typing import Any
 
 import anyio
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.errors import UpdateError
-from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
+from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory, random_snapshot
 from tests.conftest import make_settings
 
 
@@ -152,3 +153,54 @@ async def test_fake_trainers_of_two_behaviors_finishing_apart_do_not_stall_each_
     with anyio.fail_after(20):
         result = await Runner(settings, env, trainer_factory=factory, stats_writers=[]).run()
     assert 100 < result.steps["A"] < 600 <= result.steps["B"]
+
+
+def _actions_by_obs(trajectories: list[Any]) -> dict[float, set[int]]:
+    chosen: dict[float, set[int]] = {}
+    for t in trajectories:
+        for obs, action in zip(t.obs[:, 0], t.actions_discrete[:, 0], strict=True):
+            chosen.setdefault(float(obs), set()).add(int(action))
+    return chosen
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+async def test_network_settings_deterministic_acts_with_the_mode_while_training(deterministic: bool) -> None:
+    # No update within the run (buffer_size above max_steps): every action comes from snapshot 0.
+    settings = make_settings(
+        max_steps=400,
+        hyperparameters={"buffer_size": 10_000},
+        network_settings={"hidden_units": 32, "num_layers": 1, "deterministic": deterministic},
+    )
+    factory = fake_trainer_factory()
+    await Runner(
+        settings, CountingEnv(num_agents=4, episode_length=5), trainer_factory=factory, seed=3, stats_writers=[]
+    ).run()
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    chosen = _actions_by_obs(trainer.received)
+    if deterministic:
+        spec = trainer.spec
+        mode = random_snapshot("Counter", spec).act(
+            np.array(sorted(chosen), np.float32)[:, None], deterministic=True, rng=np.random.default_rng(0)
+        )
+        assert {obs: actions for obs, actions in chosen.items()} == {
+            obs: {int(a)} for obs, a in zip(sorted(chosen), mode.discrete[:, 0], strict=True)
+        }
+    else:  # the control: sampling picks both actions for some observation
+        assert any(len(actions) == 2 for actions in chosen.values())
+
+
+async def test_gc_is_frozen_once_at_start_and_once_after_the_first_update(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    factory = fake_trainer_factory()
+    monkeypatch.setattr("gc.freeze", lambda: calls.append(sum(t.update_count for t in factory.made)))
+    # A slow env: each advance() gets one trajectory, so many calls fall between two updates.
+    settings = make_settings(max_steps=400)
+    result = await Runner(
+        settings,
+        CountingEnv(num_agents=2, episode_length=5, step_delay=0.001),
+        trainer_factory=factory,
+        stats_writers=[],
+    ).run()
+    assert result.updates["Counter"] >= 3
+    assert len(calls) == 2, calls
+    assert calls[0] == 0 and calls[1] >= 1
