@@ -29,51 +29,77 @@ class ChannelStatistics:
     sent: int
 
 
+class _Evictor(Generic[T]):
+    """The one private receive end a ``drop_oldest`` channel's senders share, to evict from the sending side.
+
+    It is closed when the last sender closes, and it does not count as a receiver: once every
+    real receive end is closed, sending raises ``anyio.BrokenResourceError`` as for ``block``.
+    """
+
+    def __init__(self, receive: MemoryObjectReceiveStream[T]) -> None:
+        self.receive = receive
+        self.senders = 1
+
+    def check_receiver_open(self, send: MemoryObjectSendStream[T]) -> None:
+        if send.statistics().open_receive_streams <= 1:  # only this private end is left
+            raise anyio.BrokenResourceError
+
+    def release(self) -> None:
+        self.senders -= 1
+        if self.senders == 0:
+            self.receive.close()
+
+
 class TrajectorySender(Generic[T]):
     """The send end of a trajectory channel.
 
     With ``overflow="block"``, ``send`` waits while the channel is full (backpressure: no
     experience is lost). With ``"drop_oldest"`` it never waits: a full channel discards its
-    oldest item, and the drop is counted in :meth:`statistics`.
+    oldest item, and the drop is counted in :meth:`statistics` (of the sender that dropped it).
+    Either way, once the receive end is closed, sending raises ``anyio.BrokenResourceError``
+    (a ``block`` send waiting for room too).
     """
 
     def __init__(
         self,
         send: MemoryObjectSendStream[T],
-        receive: MemoryObjectReceiveStream[T],
-        overflow: Overflow,
         capacity: int,
+        evictor: _Evictor[T] | None = None,
     ) -> None:
         self._send = send
-        # A private receive end, so that drop_oldest can evict from the sending side.
-        self._evict = receive
-        self.overflow: Overflow = overflow
+        #: Only ``drop_oldest`` senders have one.
+        self._evictor = evictor
+        self._closed = False
+        self.overflow: Overflow = "block" if evictor is None else "drop_oldest"
         self.capacity = capacity
         self._dropped = 0
         self._sent = 0
 
     async def send(self, item: T) -> None:
         """Send one item; with ``block`` waits for room. Cancellation loses nothing sent before it."""
-        if self.overflow == "block":
+        if self._evictor is None:
             await self._send.send(item)
         else:
             await anyio.lowlevel.checkpoint()
-            self._send_dropping(item)
+            self._send_dropping(item, self._evictor)
         self._sent += 1
 
     def send_nowait(self, item: T) -> None:
         """Send without waiting; ``block`` raises ``anyio.WouldBlock`` when full."""
-        if self.overflow == "block":
+        if self._evictor is None:
             self._send.send_nowait(item)
         else:
-            self._send_dropping(item)
+            self._send_dropping(item, self._evictor)
         self._sent += 1
 
-    def _send_dropping(self, item: T) -> None:
+    def _send_dropping(self, item: T, evictor: _Evictor[T]) -> None:
+        if self._closed:
+            raise anyio.ClosedResourceError
+        evictor.check_receiver_open(self._send)
         try:
             self._send.send_nowait(item)
         except anyio.WouldBlock:
-            self._evict.receive_nowait()
+            evictor.receive.receive_nowait()
             self._dropped += 1
             self._send.send_nowait(item)
 
@@ -83,13 +109,20 @@ class TrajectorySender(Generic[T]):
 
     def clone(self) -> TrajectorySender[T]:
         """Another send end of the same channel (the channel ends when every end is closed)."""
-        twin = TrajectorySender(self._send.clone(), self._evict.clone(), self.overflow, self.capacity)
-        return twin
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._evictor is not None:
+            self._evictor.senders += 1
+        return TrajectorySender(self._send.clone(), self.capacity, self._evictor)
 
     def close(self) -> None:
         """Close this end (sync and idempotent); the receiver sees ``EndOfStream`` once all ends close."""
+        if self._closed:
+            return
+        self._closed = True
         self._send.close()
-        self._evict.close()
+        if self._evictor is not None:
+            self._evictor.release()
 
     async def __aenter__(self) -> TrajectorySender[T]:
         return self
@@ -112,4 +145,7 @@ def open_trajectory_channel(
     if overflow not in ("block", "drop_oldest"):
         raise SettingsError(f"Channel overflow must be 'block' or 'drop_oldest', got {overflow!r}.")
     send, receive = anyio.create_memory_object_stream[T](capacity)
-    return TrajectorySender(send, receive.clone(), overflow, capacity), receive
+    # Only drop_oldest keeps a receive end of its own: one held by a block sender would keep the
+    # channel open after the trainer's end closed, and a full channel would make it wait forever.
+    evictor = _Evictor(receive.clone()) if overflow == "drop_oldest" else None
+    return TrajectorySender(send, capacity, evictor), receive

@@ -67,3 +67,57 @@ def test_bad_capacity_and_overflow_are_rejected() -> None:
         open_trajectory_channel(0)
     with pytest.raises(SettingsError, match="drop_oldest"):
         open_trajectory_channel(1, "newest")  # type: ignore[arg-type]
+
+
+async def test_block_sender_sees_the_receiver_close_when_waiting_for_room() -> None:
+    send, receive = open_trajectory_channel(1)
+    await send.send(1)
+    with anyio.fail_after(5):  # a guard against the hang, not a timing claim
+        async with anyio.create_task_group() as tg:
+
+            async def close_receiver() -> None:
+                await anyio.wait_all_tasks_blocked()
+                receive.close()
+
+            tg.start_soon(close_receiver)
+            with pytest.raises(anyio.BrokenResourceError):
+                await send.send(2)
+    send.close()
+
+
+async def test_block_sender_fails_at_once_once_the_receiver_is_closed() -> None:
+    send, receive = open_trajectory_channel(4)
+    receive.close()
+    with pytest.raises(anyio.BrokenResourceError):
+        await send.send(1)
+    with pytest.raises(anyio.BrokenResourceError):
+        send.send_nowait(1)
+    send.close()
+
+
+@pytest.mark.parametrize("clones", [0, 2])
+async def test_drop_oldest_sender_sees_the_receiver_close(clones: int) -> None:
+    send, receive = open_trajectory_channel(2, "drop_oldest")
+    senders = [send] + [send.clone() for _ in range(clones)]
+    await send.send(1)
+    receive.close()
+    for s in senders:
+        with pytest.raises(anyio.BrokenResourceError):
+            await s.send(2)
+        with pytest.raises(anyio.BrokenResourceError):
+            s.send_nowait(3)
+    for s in senders:
+        s.close()
+
+
+async def test_drop_oldest_clones_share_one_channel_until_the_last_closes() -> None:
+    send, receive = open_trajectory_channel(2, "drop_oldest")
+    twin = send.clone()
+    for i in range(3):
+        await send.send(i)
+    send.close()
+    await twin.send(3)
+    assert send.statistics().dropped + twin.statistics().dropped == 2
+    twin.close()
+    assert [x async for x in receive] == [2, 3]
+    receive.close()
