@@ -45,6 +45,8 @@ class _AgentState:
     masks: list[F32 | None] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     pending: _Pending | None = None
+    #: The newest observation the env reported for this agent: a leaving agent bootstraps from it.
+    last_obs: F32 | None = None
     episode_return: float = 0.0
     episode_length: int = 0
 
@@ -135,6 +137,7 @@ class AgentProcessor:
                     continue
                 state.append(state.pending, float(decision.reward[i]))
                 state.pending = None
+                state.last_obs = d_obs[i]
                 if len(state.rew) >= self.time_horizon:
                     out.append(self._cut(aid, state, d_obs[i], terminated=False, interrupted=False))
         return out
@@ -146,6 +149,7 @@ class AgentProcessor:
             state = self._agents.get(aid)
             if state is None:
                 state = self._agents[aid] = _AgentState()
+            state.last_obs = obs[i]
             state.pending = _Pending(
                 obs[i],
                 acted.continuous_raw[i],
@@ -157,11 +161,16 @@ class AgentProcessor:
             )
 
     def end_agent(self, agent_id: int, next_obs: F32 | None = None) -> Trajectory | None:
-        """End an agent that left mid-episode as interrupted (its last action has no reward: dropped)."""
+        """End an agent that left mid-episode as interrupted (its last action has no reward: dropped).
+
+        The trajectory bootstraps from ``next_obs`` when given, else from the newest observation
+        the env reported for the agent (the one after its last rewarded step).
+        """
         state = self._agents.pop(agent_id, None)
         if state is None or not state.rew:
             return None
-        last = next_obs if next_obs is not None else (state.pending.obs if state.pending else state.obs[-1])
+        last = next_obs if next_obs is not None else state.last_obs
+        assert last is not None  # a rewarded step always came with an observation
         self.episodes_completed += 1
         return self._cut(agent_id, state, last, terminated=False, interrupted=True)
 

@@ -81,3 +81,23 @@ def test_agents_are_tracked_separately_and_leaving_interrupts() -> None:
     assert t is not None and t.interrupted and t.agent_id == "agent_3-2"
     assert t.rewards.tolist() == [2.0] and t.next_obs.tolist() == [6.0]
     assert p.agent_ids == [1]
+
+
+def test_leaving_before_acting_bootstraps_from_the_last_observation() -> None:
+    # The agent's reward for its second step arrived with observation 1.0; it left before acting on it.
+    p = AgentProcessor("b", SPEC, time_horizon=100)
+    empty = TerminalSteps.empty(SPEC)
+    run_steps(p, [(dec([4], [0.0], [0.0]), empty)])
+    assert p.add_steps(dec([4], [1.0], [0.5]), empty) == []
+    t = p.end_agent(4)
+    assert t is not None and t.interrupted and not t.terminated
+    assert t.obs[:, 0].tolist() == [0.0] and t.rewards.tolist() == [0.5]
+    assert t.next_obs.tolist() == [1.0], "bootstrap from the observation after the last step"
+
+
+def test_leaving_after_a_time_horizon_cut_ends_nothing_more() -> None:
+    p = AgentProcessor("b", SPEC, time_horizon=2)
+    empty = TerminalSteps.empty(SPEC)
+    cut = run_steps(p, [(dec([4], [float(i)], [1.0]), empty) for i in range(3)])
+    assert len(cut) == 1 and cut[0].next_obs.tolist() == [2.0]
+    assert p.end_agent(4) is None, "the action on 2.0 has no reward yet: nothing to send"
