@@ -126,3 +126,16 @@ def test_ml_agents_example_configs_train_or_are_refused_in_one_line(
         assert code == 2
         assert refused_key in err and "not supported yet" in err and "Traceback" not in err
         assert not results.exists()
+
+
+def test_an_env_factory_that_raises_is_exit_2_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "raising_env_factory.py").write_text("def make():\n    raise RuntimeError('no licence server')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    results = tmp_path / "results"
+    code = main([write(tmp_path, GOOD), "--env", "raising_env_factory:make", "--results-dir", str(results)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "raising_env_factory:make" in err and "no licence server" in err and "Traceback" not in err
+    assert not results.exists()

@@ -25,9 +25,9 @@ from asynctrainer.envs.spec import (
     StepBatch,
     TerminalSteps,
 )
-from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
 
-__all__ = ["GymnasiumEnv", "behavior_name_for", "load_env"]
+__all__ = ["GymnasiumEnv", "behavior_name_for", "call_env_factory", "load_env"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -37,6 +37,19 @@ def behavior_name_for(env_id: str) -> str:
     name = env_id.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
     base, sep, version = name.rpartition("-v")
     return base if sep and version.isdigit() else name
+
+
+def call_env_factory(factory: Callable[[], Any], label: str) -> Any:
+    """Call a user's env factory; what it raises becomes an :class:`EnvError` naming ``label``.
+
+    :raises EnvError: the factory raised (the original error is ``__cause__``).
+    """
+    try:
+        return factory()
+    except AsyncTrainerError:
+        raise
+    except Exception as exc:
+        raise EnvError(f"The env factory {label} raised {type(exc).__name__}: {exc}") from exc
 
 
 def _action_spec(space: Any) -> ActionSpec:
@@ -96,14 +109,23 @@ class GymnasiumEnv:
                 return gymnasium.make(env_id, **kwargs)
 
             factory: Callable[[], Any] = make
+            label = repr(env_id)
             default_name = behavior_name_for(env_id)
         else:
-            factory = id_or_factory
+            user_factory = id_or_factory
+            label = getattr(user_factory, "__qualname__", repr(user_factory))
+
+            def make_copy() -> Any:
+                return call_env_factory(user_factory, label)
+
+            factory = make_copy
             default_name = getattr(id_or_factory, "__name__", "Env")
         try:
             self._vec = SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
+        except AsyncTrainerError:
+            raise
         except Exception as exc:
-            raise EnvError(f"Could not create env {id_or_factory!r}: {type(exc).__name__}: {exc}") from exc
+            raise EnvError(f"Could not create env {label}: {type(exc).__name__}: {exc}") from exc
         self.num_envs = num_envs
         self.seed = seed
         self.behavior_name = behavior_name or default_name
@@ -208,9 +230,16 @@ def load_env(spec: str, *, num_envs: int = 1, seed: int | None = None) -> Any:
         factory = getattr(module, attr, None)
         if not callable(factory):
             raise EnvError(f"--env {spec}: '{module_name}' has no callable '{attr}'.")
-        probe = factory()
-        if isinstance(probe, AsyncEnv):
-            return probe
-        probe.close()
-        return GymnasiumEnv(factory, num_envs, seed, behavior_name=attr)
+        user_factory: Callable[[], Any] = factory
+        first = call_env_factory(user_factory, spec)
+        if isinstance(first, AsyncEnv):
+            return first
+        # The env it made is the first of the copies: the factory is called once per copy.
+        unused = [first]
+
+        def make_copy() -> Any:
+            return unused.pop() if unused else call_env_factory(user_factory, spec)
+
+        make_copy.__qualname__ = spec  # how GymnasiumEnv's errors name it
+        return GymnasiumEnv(make_copy, num_envs, seed, behavior_name=attr)
     return GymnasiumEnv(spec, num_envs, seed)

@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import importlib
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
 import numpy as np
 import pytest
 
@@ -68,3 +74,57 @@ def test_load_env_accepts_a_factory_path() -> None:
     assert list(env.behavior_specs) == ["CartPoleEnv"]
     with pytest.raises(EnvError, match="no_such_module"):
         load_env("no_such_module:make")
+
+
+FACTORIES = """
+import gymnasium
+
+calls = []
+
+
+def counted():
+    calls.append(1)
+    return gymnasium.make("CartPole-v1")
+
+
+def broken():
+    raise RuntimeError("no licence server")
+
+
+def broken_later():
+    calls.append(1)
+    if len(calls) > 1:
+        raise OSError("out of ports")
+    return gymnasium.make("CartPole-v1")
+"""
+
+
+@pytest.fixture
+def factories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[ModuleType]:
+    (tmp_path / "user_factories.py").write_text(FACTORIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("user_factories")
+    yield module
+    sys.modules.pop("user_factories", None)
+
+
+def test_a_factory_is_called_once_per_env_copy(factories: ModuleType) -> None:
+    env = load_env("user_factories:counted", num_envs=3)
+    assert len(factories.calls) == 3
+    assert env.num_envs == 3
+
+
+@pytest.mark.parametrize("name", ["broken", "broken_later"])
+def test_a_factory_that_raises_is_an_env_error_naming_it(factories: ModuleType, name: str) -> None:
+    with pytest.raises(EnvError, match=f"user_factories:{name}") as info:
+        load_env(f"user_factories:{name}", num_envs=2)
+    assert isinstance(info.value.__cause__, (RuntimeError, OSError))
+    assert "no licence server" in str(info.value) or "out of ports" in str(info.value)
+
+
+def test_a_gymnasium_env_given_a_raising_factory_is_an_env_error_naming_it() -> None:
+    def no_env() -> object:
+        raise ValueError("bad map")
+
+    with pytest.raises(EnvError, match=r"no_env.*ValueError: bad map"):
+        GymnasiumEnv(no_env, 2)
