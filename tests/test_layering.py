@@ -19,8 +19,8 @@ LAYERS: list[set[str]] = [
     {"errors", "files"},
     {"settings"},
     {"runtime", "envs"},
-    {"nn", "ppo", "sac", "checkpoints", "export", "scale", "serving", "testing"},
-    {"app", "startup"},
+    {"nn", "ppo", "sac", "checkpoints", "export", "scale", "serving"},
+    {"app", "startup", "testing"},
     {"cli"},
 ]
 #: The modules of the runtime layer that may import no TensorFlow, directly or through another module.

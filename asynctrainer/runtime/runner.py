@@ -217,6 +217,10 @@ class Runner:
             raise_single_error(group)
             raise
 
+    async def wait_started(self) -> None:
+        """Wait until the run is set up and its env loop runs (or until it ended, set-up failures included)."""
+        await self._started.wait()
+
     async def wait(self) -> RunResult:
         """Wait for a run started with ``async with`` to finish, and return its result."""
         await self._done.wait()

@@ -21,8 +21,8 @@ from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
 from asynctrainer.runtime.contracts import TrainerContext
 from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.testing import make_run_settings
 from asynctrainer.testing.fakes import CountingEnv, FakeTrainer
-from tests.conftest import make_settings
 
 
 class FakeCheckpointTrainer(FakeTrainer):
@@ -107,7 +107,7 @@ class CountingManager(CheckpointManager):
 
 
 def make_trainer(name: str = "Counter", *, step: int = 100, **options: Any) -> FakeCheckpointTrainer:
-    settings = make_settings(name, checkpoint_interval=50, keep_checkpoints=3)
+    settings = make_run_settings(name, checkpoint_interval=50, keep_checkpoints=3)
     trainer = FakeCheckpointTrainer(name, settings.behaviors[name], **options)
     trainer.add_policy(name, trainer.create_policy(name, CountingEnv(name).behavior_specs[name]))
     trainer._step = step
@@ -268,7 +268,7 @@ async def test_a_save_that_fails_before_its_commit_leaves_the_previous_checkpoin
 async def test_a_failing_periodic_save_stops_the_run_and_a_resume_uses_the_previous_checkpoint(
     tmp_path: Path,
 ) -> None:
-    settings = make_settings(max_steps=10**6, checkpoint_interval=50, keep_checkpoints=10)
+    settings = make_run_settings(max_steps=10**6, checkpoint_interval=50, keep_checkpoints=10)
     factory = fake_factory()
     env = CountingEnv(step_delay=0.001)
     runner = Runner(settings, env, results_dir=tmp_path, run_id="run", trainer_factory=factory, stats_writers=[])
@@ -300,7 +300,7 @@ async def test_a_failing_periodic_save_stops_the_run_and_a_resume_uses_the_previ
 
     resumed_factory = fake_factory()
     resumed = Runner(
-        make_settings(max_steps=previous.step - 1),  # not increased: restore only, no training
+        make_run_settings(max_steps=previous.step - 1),  # not increased: restore only, no training
         CountingEnv(),
         results_dir=tmp_path,
         run_id="run",
@@ -317,7 +317,7 @@ async def test_a_failing_periodic_save_stops_the_run_and_a_resume_uses_the_previ
 
 
 def runner_for(tmp_path: Path, factory: Any, max_steps: int = 10**6, **kwargs: Any) -> Runner:
-    settings = make_settings(max_steps=max_steps, checkpoint_interval=40, keep_checkpoints=3)
+    settings = make_run_settings(max_steps=max_steps, checkpoint_interval=40, keep_checkpoints=3)
     env = CountingEnv(step_delay=0.001)
     return Runner(
         settings, env, results_dir=tmp_path, run_id="run", trainer_factory=factory, stats_writers=[], **kwargs

@@ -15,9 +15,9 @@ from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.game_session import AgentAction, GameSession
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, DecisionSteps, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.testing import make_run_settings
 from asynctrainer.testing.fakes import fake_trainer_factory
 from asynctrainer.testing.game_clients import CrashingEnv
-from tests.conftest import make_settings
 
 #: obs = [discrete action wanted, continuous action wanted]; the echo policy returns exactly that.
 ECHO = BehaviorSpec((ObservationSpec((2,)),), ActionSpec(1, (8,)))
@@ -462,7 +462,7 @@ async def test_runner_with_fake_trainer_reconciles_decisions_steps_and_trajector
     """Every decision ends in exactly one trajectory step; every episode in one trajectory."""
     factory = fake_trainer_factory()
     session = GameSession({"Counter": COUNTER})
-    settings = make_settings(max_steps=10**6, time_horizon=1000)
+    settings = make_run_settings(max_steps=10**6, time_horizon=1000)
     returned = 0
     episode_length, rounds = 5, 40
 
@@ -503,7 +503,7 @@ async def test_runner_with_fake_trainer_reconciles_decisions_steps_and_trajector
 async def test_when_the_runner_dies_waiting_decides_fail_instead_of_hanging() -> None:
     session = GameSession({"Counter": COUNTER})
     env = CrashingEnv(session, crash_after=3, error=RuntimeError("the env broke"))
-    runner = Runner(make_settings(max_steps=10**6), env, trainer_factory=fake_trainer_factory(), stats_writers=[])
+    runner = Runner(make_run_settings(max_steps=10**6), env, trainer_factory=fake_trainer_factory(), stats_writers=[])
     run = asyncio.ensure_future(runner.run())
     outcomes: list[BaseException | None] = []
 

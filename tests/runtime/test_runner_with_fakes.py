@@ -13,14 +13,16 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.errors import UpdateError
+from asynctrainer.testing import make_run_settings
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory, random_snapshot
-from tests.conftest import make_settings
 
 
 async def test_fake_trainer_run_counts_steps_and_updates_off_the_loop() -> None:
     factory = fake_trainer_factory()
     env = CountingEnv(num_agents=2, episode_length=5)
-    result = await Runner(make_settings(max_steps=100), env, trainer_factory=factory, seed=1, stats_writers=[]).run()
+    result = await Runner(
+        make_run_settings(max_steps=100), env, trainer_factory=factory, seed=1, stats_writers=[]
+    ).run()
     trainer = factory.made[0]  # type: ignore[attr-defined]
     assert result.steps["Counter"] > 100
     assert result.updates["Counter"] == trainer.updates_finished >= 2
@@ -33,7 +35,7 @@ async def test_fake_trainer_run_counts_steps_and_updates_off_the_loop() -> None:
 async def test_fake_trainer_update_failure_surfaces_as_update_error_with_behavior_and_step() -> None:
     factory = fake_trainer_factory(fail_at_update=2)
     with pytest.raises(UpdateError) as info:
-        await Runner(make_settings(), CountingEnv(), trainer_factory=factory, stats_writers=[]).run()
+        await Runner(make_run_settings(), CountingEnv(), trainer_factory=factory, stats_writers=[]).run()
     err = info.value
     assert err.behavior_name == "Counter"
     assert err.step >= 64
@@ -45,7 +47,7 @@ async def test_cancelling_run_mid_update_waits_for_the_thread_and_ends_promptly(
     started = threading.Event()
     factory = fake_trainer_factory(update_seconds=0.3, on_update=lambda t: started.set())
     env = CountingEnv()
-    runner = Runner(make_settings(max_steps=10_000), env, trainer_factory=factory, stats_writers=[])
+    runner = Runner(make_run_settings(max_steps=10_000), env, trainer_factory=factory, stats_writers=[])
     with anyio.fail_after(5):
         async with anyio.create_task_group() as tg:
             tg.start_soon(runner.run)
@@ -61,7 +63,7 @@ async def test_cancelling_run_mid_update_waits_for_the_thread_and_ends_promptly(
 
 async def test_fake_trainer_with_strict_on_policy_env_loop_waits_for_each_new_snapshot() -> None:
     factory = fake_trainer_factory(update_seconds=0.02)
-    settings = make_settings(max_steps=200, strict_on_policy=True)
+    settings = make_run_settings(max_steps=200, strict_on_policy=True)
     runner = Runner(settings, CountingEnv(num_agents=2, episode_length=5), trainer_factory=factory, stats_writers=[])
     await runner.run()
     trainer = factory.made[0]  # type: ignore[attr-defined]
@@ -78,7 +80,7 @@ async def test_fake_trainer_with_strict_on_policy_env_loop_waits_for_each_new_sn
 async def test_fake_trainer_without_strict_acting_runs_ahead_and_lag_is_reported() -> None:
     factory = fake_trainer_factory(update_seconds=0.05)
     runner = Runner(
-        make_settings(max_steps=300),
+        make_run_settings(max_steps=300),
         CountingEnv(num_agents=4, episode_length=5),
         trainer_factory=factory,
         stats_writers=[],
@@ -94,7 +96,7 @@ async def test_fake_trainer_without_strict_acting_runs_ahead_and_lag_is_reported
 async def test_runner_as_context_manager_stops_cleanly_on_exit() -> None:
     factory = fake_trainer_factory()
     env = CountingEnv(step_delay=0.001)
-    async with Runner(make_settings(max_steps=10**6), env, trainer_factory=factory, stats_writers=[]) as runner:
+    async with Runner(make_run_settings(max_steps=10**6), env, trainer_factory=factory, stats_writers=[]) as runner:
         await anyio.sleep(0.1)
     result = runner.result
     assert result is not None and result.stopped_early
@@ -104,7 +106,7 @@ async def test_runner_as_context_manager_stops_cleanly_on_exit() -> None:
 
 async def test_loop_keeps_ticking_while_a_fake_update_blocks_its_thread() -> None:
     factory = fake_trainer_factory(update_seconds=0.2)
-    runner = Runner(make_settings(max_steps=10**6), CountingEnv(), trainer_factory=factory, stats_writers=[])
+    runner = Runner(make_run_settings(max_steps=10**6), CountingEnv(), trainer_factory=factory, stats_writers=[])
     ticks_during_update = 0
     async with anyio.create_task_group() as tg:
         tg.start_soon(runner.run)
@@ -120,7 +122,7 @@ async def test_loop_keeps_ticking_while_a_fake_update_blocks_its_thread() -> Non
 
 async def test_fake_trainer_run_writes_ml_agents_timer_tree(tmp_path: Path) -> None:
     factory = fake_trainer_factory()
-    settings = make_settings(max_steps=100)
+    settings = make_run_settings(max_steps=100)
     runner = Runner(
         settings, CountingEnv(), trainer_factory=factory, results_dir=tmp_path, run_id="t", stats_writers=[]
     )
@@ -166,7 +168,7 @@ def _actions_by_obs(trajectories: list[Any]) -> dict[float, set[int]]:
 @pytest.mark.parametrize("deterministic", [False, True])
 async def test_network_settings_deterministic_acts_with_the_mode_while_training(deterministic: bool) -> None:
     # No update within the run (buffer_size above max_steps): every action comes from snapshot 0.
-    settings = make_settings(
+    settings = make_run_settings(
         max_steps=400,
         hyperparameters={"buffer_size": 10_000},
         network_settings={"hidden_units": 32, "num_layers": 1, "deterministic": deterministic},
@@ -194,7 +196,7 @@ async def test_gc_is_frozen_once_at_start_and_once_after_the_first_update(monkey
     factory = fake_trainer_factory()
     monkeypatch.setattr("gc.freeze", lambda: calls.append(sum(t.update_count for t in factory.made)))
     # A slow env: each advance() gets one trajectory, so many calls fall between two updates.
-    settings = make_settings(max_steps=400)
+    settings = make_run_settings(max_steps=400)
     result = await Runner(
         settings,
         CountingEnv(num_agents=2, episode_length=5, step_delay=0.001),

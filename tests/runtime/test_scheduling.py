@@ -21,8 +21,8 @@ from asynctrainer.runtime.scheduling import (
     learner_priority,
     lower_tf_threads,
 )
+from asynctrainer.testing import make_run_settings
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
-from tests.conftest import make_settings
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="SCHED_IDLE is Linux's")
 PR_SET_NAME = 15
@@ -80,7 +80,7 @@ def test_bad_learner_priority_names_the_variable_and_the_allowed_values(monkeypa
     with pytest.raises(SettingsError, match="ASYNCTRAINER_LEARNER_PRIORITY is 'realtime'; allowed: idle, normal"):
         learner_priority()
     with pytest.raises(SettingsError, match="ASYNCTRAINER_LEARNER_PRIORITY"):
-        Runner(make_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
+        Runner(make_run_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
 
 
 def test_switch_interval_is_the_shortest_asked_for_and_restored_after_the_last_user() -> None:
@@ -103,7 +103,7 @@ def test_switch_interval_is_the_shortest_asked_for_and_restored_after_the_last_u
 def test_bad_switch_interval_is_refused_before_anything_runs(bad: object) -> None:
     with pytest.raises(SettingsError, match=r"switch_interval is .*; allowed: None"):
         Runner(
-            make_settings(),
+            make_run_settings(),
             CountingEnv(),
             trainer_factory=fake_trainer_factory(),
             switch_interval=bad,  # type: ignore[arg-type]
@@ -133,7 +133,7 @@ async def test_runner_uses_its_switch_interval_while_it_runs_and_restores_it() -
     building: list[float] = []
     seen: list[float] = []
     runner = Runner(
-        make_settings(max_steps=100),
+        make_run_settings(max_steps=100),
         CountingEnv(),
         trainer_factory=_recording_factory(building, seen),
         stats_writers=[],
@@ -150,7 +150,7 @@ async def test_switch_interval_none_is_left_alone_while_building_trainers_too() 
     building: list[float] = []
     seen: list[float] = []
     runner = Runner(
-        make_settings(max_steps=100),
+        make_run_settings(max_steps=100),
         CountingEnv(),
         trainer_factory=_recording_factory(building, seen),
         stats_writers=[],
