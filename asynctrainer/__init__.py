@@ -23,8 +23,10 @@ _EXPORTS: dict[str, str] = {
     "DecisionSteps": "asynctrainer.envs.spec",
     "EnvError": "asynctrainer.errors",
     "ExportError": "asynctrainer.errors",
+    "GameSession": "asynctrainer.envs.game_session",
     "GymnasiumEnv": "asynctrainer.envs.gymnasium_env",
     "ObservationSpec": "asynctrainer.envs.spec",
+    "PolicyServer": "asynctrainer.serving.server",
     "PolicySlot": "asynctrainer.runtime.policy_slot",
     "PolicySnapshot": "asynctrainer.runtime.snapshot",
     "RLTrainer": "asynctrainer.runtime.trainer",
@@ -40,6 +42,9 @@ _EXPORTS: dict[str, str] = {
     "TrainerSettings": "asynctrainer.settings",
     "Trajectory": "asynctrainer.runtime.trajectory",
     "UpdateError": "asynctrainer.errors",
+    "export_onnx": "asynctrainer.export.onnx",
+    "export_saved_model": "asynctrainer.export.savedmodel",
+    "load_policy": "asynctrainer.serving.server",
     "load_run_settings": "asynctrainer.settings",
     "open_trajectory_channel": "asynctrainer.runtime.channels",
     "preload": "asynctrainer.startup",
@@ -65,6 +70,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from asynctrainer.app import Runner
     from asynctrainer.envs.base import AsyncEnv
+    from asynctrainer.envs.game_session import GameSession
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
     from asynctrainer.envs.spec import (
         ActionBatch,
@@ -86,6 +92,8 @@ if TYPE_CHECKING:
         SpecError,
         UpdateError,
     )
+    from asynctrainer.export.onnx import export_onnx
+    from asynctrainer.export.savedmodel import export_saved_model
     from asynctrainer.runtime.channels import open_trajectory_channel
     from asynctrainer.runtime.policy_slot import PolicySlot
     from asynctrainer.runtime.runner import RunResult
@@ -93,5 +101,6 @@ if TYPE_CHECKING:
     from asynctrainer.runtime.stats import StatsReporter
     from asynctrainer.runtime.trainer import RLTrainer, Trainer
     from asynctrainer.runtime.trajectory import Trajectory
+    from asynctrainer.serving.server import PolicyServer, load_policy
     from asynctrainer.settings import RunSettings, TrainerSettings, load_run_settings, run_settings_from_dict
     from asynctrainer.startup import preload
