@@ -12,7 +12,8 @@
     │   ├── CheckpointLoadError  a checkpoint is missing, corrupt or incomplete
     │   └── CheckpointSaveError  a checkpoint could not be committed
     ├── ExportError              a model could not be exported
-    └── RunDirectoryError        the run directory clashes with the flags given
+    ├── RunDirectoryError        the run directory clashes with the flags given
+    └── UsageError               an API was called in a state that does not allow it
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ __all__ = [
     "SpecError",
     "UnsupportedFeatureError",
     "UpdateError",
+    "UsageError",
     "raise_single_error",
 ]
 
@@ -111,6 +113,15 @@ class ExportError(AsyncTrainerError):
 
 class RunDirectoryError(AsyncTrainerError):
     """Raised when the run directory exists (or is missing) and the flags do not allow it."""
+
+
+class UsageError(AsyncTrainerError):
+    """Raised when an API is called in a state that does not allow it (a program's mistake, not bad input).
+
+    E.g. reading a :class:`PolicySlot` before anything was published, or giving a trainer a second channel.
+    """
+
+    exit_code = 1
 
 
 def raise_single_error(group: BaseExceptionGroup[BaseException]) -> None:

@@ -248,12 +248,12 @@ class CheckpointManager:
             return None
         try:
             return export_onnx(snapshot, path)
-        except ImportError:
-            logger.warning("ONNX export skipped: install asynctrainer[export] (onnx).")
-            self.export_onnx = False
-            return None
         except ExportError as exc:
-            logger.warning("ONNX export failed: %s", exc)
+            if isinstance(exc.__cause__, ImportError):  # the export extra is missing: say so once
+                logger.warning("ONNX export skipped: %s", exc)
+                self.export_onnx = False
+            else:
+                logger.warning("ONNX export failed: %s", exc)
             return None
 
     @staticmethod

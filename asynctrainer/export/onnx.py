@@ -402,7 +402,7 @@ def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset
     :param opset: ONNX opset, :data:`MIN_OPSET` (ML-Agents' 9) to :data:`MAX_OPSET`.
     :raises ExportError: the policy cannot be expressed (e.g. non-vector observations), the
         model fails ``onnx.checker``, or the file cannot be written.
-    :raises ImportError: the ``onnx`` package is missing (``pip install 'asynctrainer[export]'``).
+        Also when the ``onnx`` package is missing: the message names the ``export`` extra.
     """
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise ExportError(f"ONNX opset {opset} is not supported; use {MIN_OPSET} to {MAX_OPSET}.")
@@ -413,7 +413,9 @@ def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset
         import onnx.helper
         import onnx.numpy_helper
     except ImportError as exc:
-        raise ImportError("ONNX export needs the 'onnx' package: pip install 'asynctrainer[export]'") from exc
+        raise ExportError(
+            "ONNX export needs the 'onnx' package, which is not installed: pip install 'asynctrainer[export]'."
+        ) from exc
 
     model = _build_model(snapshot, onnx, opset)
     try:

@@ -10,6 +10,8 @@ import os
 import threading
 from types import ModuleType
 
+from asynctrainer.runtime.scheduling import tf_threads
+
 __all__ = ["keras", "tf"]
 
 _lock = threading.Lock()
@@ -22,7 +24,9 @@ def tf() -> ModuleType:
     Thread pools: ``ASYNCTRAINER_TF_THREADS`` (default 1 intra-op and 1 inter-op thread).
     On a small machine one thread keeps the event loop's lag low while an update runs and
     leaves a core for env stepping; raise it on a big machine with big networks.
-    Op determinism is on, so a seeded run repeats exactly (DESIGN §2).
+    Op determinism is on, so a seeded run repeats exactly.
+
+    :raises SettingsError: ``ASYNCTRAINER_TF_THREADS`` is not a positive whole number.
     """
     global _configured
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -32,7 +36,7 @@ def tf() -> ModuleType:
 
     with _lock:
         if not _configured:
-            threads = int(os.environ.get("ASYNCTRAINER_TF_THREADS", "1"))
+            threads = tf_threads()
             try:
                 tensorflow.config.threading.set_intra_op_parallelism_threads(threads)
                 tensorflow.config.threading.set_inter_op_parallelism_threads(threads)

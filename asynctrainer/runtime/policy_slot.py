@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import anyio
 
+from asynctrainer.errors import UsageError
 from asynctrainer.runtime.snapshot import PolicySnapshot
 
 __all__ = ["PolicySlot"]
@@ -40,10 +41,13 @@ class PolicySlot:
     def latest(self) -> PolicySnapshot:
         """The newest snapshot, without waiting.
 
-        :raises LookupError: when nothing was published yet.
+        :raises UsageError: when nothing was published yet.
         """
         if self._snapshot is None:
-            raise LookupError(f"No policy was published yet for behavior '{self.behavior_name}'.")
+            raise UsageError(
+                f"No policy was published yet for behavior '{self.behavior_name}': publish a snapshot "
+                "(or give the slot an initial one) before reading it, or await wait_newer(-1)."
+            )
         return self._snapshot
 
     @property

@@ -55,6 +55,7 @@ __all__ = [
     "idle_while_computing",
     "learner_priority",
     "lower_tf_threads",
+    "tf_threads",
 ]
 
 _VALUES = ("idle", "normal")
@@ -81,6 +82,21 @@ def learner_priority() -> str:
             key_path="ASYNCTRAINER_LEARNER_PRIORITY",
         )
     return value
+
+
+def tf_threads() -> int:
+    """TensorFlow's intra-op and inter-op pool size: ``ASYNCTRAINER_TF_THREADS``, 1 by default.
+
+    :raises SettingsError: unless the variable is unset or a positive whole number.
+    """
+    raw = os.environ.get("ASYNCTRAINER_TF_THREADS", "1").strip()
+    if not (raw.isdigit() and int(raw) >= 1):
+        raise SettingsError(
+            f"The environment variable ASYNCTRAINER_TF_THREADS is {raw!r}; allowed: a positive whole number "
+            "(threads per TensorFlow pool), e.g. 1 (the default) or 4.",
+            key_path="ASYNCTRAINER_TF_THREADS",
+        )
+    return int(raw)
 
 
 def _lowering_enabled() -> bool:

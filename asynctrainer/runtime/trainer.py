@@ -18,7 +18,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import UpdateError
+from asynctrainer.errors import UpdateError, UsageError
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.scheduling import lower_tf_threads
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -110,7 +110,7 @@ class Trainer(abc.ABC, Generic[PolicyT]):
 
     def subscribe_trajectory_queue(self, trajectory_queue: MemoryObjectReceiveStream[Trajectory]) -> None:
         if self.trajectory_queues:
-            raise ValueError(
+            raise UsageError(
                 f"Trainer '{self.behavior_name}' already reads a trajectory channel; clone the "
                 "channel's send end to feed it from several env loops."
             )

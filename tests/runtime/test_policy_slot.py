@@ -4,6 +4,7 @@ import anyio
 import pytest
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.errors import UsageError
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.testing.fakes import random_snapshot
 
@@ -12,7 +13,7 @@ SPEC = BehaviorSpec((ObservationSpec((3,)),), ActionSpec.create_discrete((2,)))
 
 def test_latest_wins_and_older_versions_are_ignored() -> None:
     slot = PolicySlot("b")
-    with pytest.raises(LookupError):
+    with pytest.raises(UsageError, match="'b'"):
         slot.latest()
     for v in (1, 3, 2):
         slot.publish(random_snapshot("b", SPEC, version=v))
