@@ -25,6 +25,7 @@ from typing import Any
 from evaluation import evaluate as evaluate_env
 
 ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "pendulum_sac.yaml"
 
 
 def evaluate(act: Any, seed: int, episodes: int = 10) -> float:
@@ -34,30 +35,14 @@ def evaluate(act: Any, seed: int, episodes: int = 10) -> float:
 def run_asynctrainer(seed: int, steps: int) -> dict[str, Any]:
     import anyio
     import numpy as np
+    import yaml
 
-    from asynctrainer import Runner
-    from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-    from asynctrainer.settings import run_settings_from_dict
+    from asynctrainer import GymnasiumEnv, Runner, run_settings_from_dict
 
-    behavior = {
-        "trainer_type": "sac",
-        "hyperparameters": {
-            "learning_rate": 1e-3,
-            "learning_rate_schedule": "constant",
-            "batch_size": 256,
-            "buffer_size": 1_000_000,
-            "buffer_init_steps": 100,
-            "tau": 0.005,
-            "steps_per_update": 1.0,
-            "init_entcoef": 1.0,
-        },
-        "network_settings": {"hidden_units": 256, "num_layers": 2},
-        "reward_signals": {"extrinsic": {"gamma": 0.99, "strength": 1.0}},
-        "time_horizon": 32,
-        "max_steps": steps,
-        "summary_freq": 5000,
-    }
-    settings = run_settings_from_dict({"behaviors": {"Pendulum": behavior}})
+    # The example config, with this run's step budget.
+    config = yaml.safe_load(EXAMPLE.read_text(encoding="utf-8"))
+    config["behaviors"]["Pendulum"]["max_steps"] = steps
+    settings = run_settings_from_dict(config)
 
     async def main() -> Any:
         runner = Runner(settings, GymnasiumEnv("Pendulum-v1", 1, seed=seed), seed=seed, stats_writers=[])

@@ -166,6 +166,15 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert "mean reward" in outputs
     errors = [out for cell in notebook.cells for out in cell.get("outputs", []) if out.get("output_type") == "error"]
     assert not errors
+    every = [out for cell in notebook.cells if cell.cell_type == "code" for out in cell.get("outputs", [])]
+    # Live progress is one display, updated in place: its last state is the finished run.
+    progress = [out for out in every if "updates" in out.get("data", {}).get("text/plain", "")]
+    assert len(progress) == 1
+    final = progress[0]["data"]["text/plain"]
+    assert "/ 2000" in final and "setting up" not in final
+    assert int(final.split("step")[1].split("/")[0]) >= 2000
+    # The reward plot is drawn.
+    assert any("image/png" in out.get("data", {}) for out in every)
 
 
 def test_returns_numbers_are_sane(game_server: ModuleType) -> None:
