@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -29,6 +29,8 @@ CONTINUOUS_CLIP = 3.0
 #: Added to masked logits (negated); the same constant ML-Agents' export uses.
 MASK_PENALTY = 1e8
 LOG_2PI = float(np.log(2.0 * np.pi))
+#: The encoding of :meth:`PolicySnapshot.to_payload` (and of its ``.npz`` files).
+SNAPSHOT_FORMAT = "asynctrainer.PolicySnapshot/1"
 
 
 class Dense(NamedTuple):
@@ -149,11 +151,15 @@ class PolicySnapshot:
             out["obs_mean"], out["obs_std"] = self.obs_mean, self.obs_std
         return out
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the snapshot as one ``.npz`` (arrays plus a JSON header; no pickle)."""
+    def to_payload(self) -> dict[str, Any]:
+        """The snapshot as plain data: ``{"header": JSON-able dict, "arrays": {name: array}}``.
+
+        The one encoding of a snapshot: :meth:`save` writes it as ``.npz``, and the Ray executor
+        sends it to its workers as is.
+        """
         a = self.action_spec
         header = {
-            "format": "asynctrainer.PolicySnapshot/1",
+            "format": SNAPSHOT_FORMAT,
             "behavior_name": self.behavior_name,
             "version": self.version,
             "step": self.step,
@@ -163,31 +169,35 @@ class PolicySnapshot:
             "num_hidden": len(self.hidden),
             "tanh_squash": self.tanh_squash,
         }
-        arrays = {k.replace("/", "__"): v for k, v in self.weights().items()}
-        with open(path, "wb") as f:
-            arrays["__header__"] = np.frombuffer(json.dumps(header).encode(), np.uint8)  # type: ignore[assignment]
-            np.savez(f, **arrays)  # type: ignore[arg-type]
+        return {"header": header, "arrays": dict(self.weights())}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> PolicySnapshot:
-        """Read a snapshot written by :meth:`save` (numpy only: no TensorFlow needed)."""
+    def from_payload(cls, payload: Mapping[str, Any], spec: BehaviorSpec | None = None) -> PolicySnapshot:
+        """Inverse of :meth:`to_payload`.
+
+        :param spec: the behavior spec to attach (keeping observation names); by default it is
+            rebuilt from the header's shapes.
+        :raises SpecError: for a payload of another format.
+        """
         from asynctrainer.envs.spec import ObservationSpec
 
-        with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["__header__"]).decode())
-            w = {k.replace("__", "/"): data[k] for k in data.files if k != "__header__"}
-        spec = BehaviorSpec(
-            tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"]),
-            ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])),
-        )
+        header = payload["header"]
+        if header.get("format") != SNAPSHOT_FORMAT:
+            raise SpecError(f"A policy snapshot of format {header.get('format')!r}; expected {SNAPSHOT_FORMAT!r}.")
+        w = payload["arrays"]
+        if spec is None:
+            spec = BehaviorSpec(
+                tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"]),
+                ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])),
+            )
 
         def pair(name: str) -> tuple[F32, F32] | None:
             return (w[f"{name}/kernel"], w[f"{name}/bias"]) if f"{name}/kernel" in w else None
 
         return cls.create(
             header["behavior_name"],
-            header["version"],
-            header["step"],
+            int(header["version"]),
+            int(header["step"]),
             spec,
             hidden=[(w[f"hidden_{i}/kernel"], w[f"hidden_{i}/bias"]) for i in range(header["num_hidden"])],
             discrete_head=pair("discrete_head"),
@@ -195,8 +205,24 @@ class PolicySnapshot:
             log_std=w.get("log_std"),
             obs_mean=w.get("obs_mean"),
             obs_std=w.get("obs_std"),
-            tanh_squash=header["tanh_squash"],
+            tanh_squash=bool(header["tanh_squash"]),
         )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the snapshot as one ``.npz`` (arrays plus a JSON header; no pickle)."""
+        payload = self.to_payload()
+        arrays = {k.replace("/", "__"): v for k, v in payload["arrays"].items()}
+        arrays["__header__"] = np.frombuffer(json.dumps(payload["header"]).encode(), np.uint8)
+        with open(path, "wb") as f:
+            np.savez(f, **arrays)  # type: ignore[arg-type]
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> PolicySnapshot:
+        """Read a snapshot written by :meth:`save` (numpy only: no TensorFlow needed)."""
+        with np.load(path, allow_pickle=False) as data:
+            header = json.loads(bytes(data["__header__"]).decode())
+            arrays = {k.replace("__", "/"): data[k] for k in data.files if k != "__header__"}
+        return cls.from_payload({"header": header, "arrays": arrays})
 
     def normalize(self, x: F32) -> F32:
         if self.obs_mean is None or self.obs_std is None:

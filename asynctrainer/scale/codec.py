@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
-from asynctrainer.errors import EnvError
-from asynctrainer.runtime.snapshot import PolicySnapshot
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.runtime.snapshot import SNAPSHOT_FORMAT, PolicySnapshot
 from asynctrainer.runtime.trajectory import Trajectory
 
 __all__ = [
@@ -28,7 +28,6 @@ __all__ = [
 ]
 
 TRAJECTORY_FORMAT = "asynctrainer.Trajectory/1"
-SNAPSHOT_FORMAT = "asynctrainer.PolicySnapshot/1"
 
 _ARRAYS = (
     "obs",
@@ -86,52 +85,16 @@ def trajectory_from_dict(data: Mapping[str, Any]) -> Trajectory:
 
 
 def snapshot_to_payload(snapshot: PolicySnapshot) -> dict[str, Any]:
-    """A snapshot as ``{"header": JSON-able dict, "arrays": {name: ndarray}}`` (as ``save`` writes it)."""
-    a = snapshot.action_spec
-    header = {
-        "format": SNAPSHOT_FORMAT,
-        "behavior_name": snapshot.behavior_name,
-        "version": snapshot.version,
-        "step": snapshot.step,
-        "observation_shapes": [list(o.shape) for o in snapshot.behavior_spec.observation_specs],
-        "continuous_size": a.continuous_size,
-        "discrete_branches": list(a.discrete_branches),
-        "num_hidden": len(snapshot.hidden),
-        "tanh_squash": snapshot.tanh_squash,
-    }
-    return {"header": header, "arrays": dict(snapshot.weights())}
+    """A snapshot as plain data for the object store (:meth:`PolicySnapshot.to_payload`)."""
+    return snapshot.to_payload()
 
 
 def snapshot_from_payload(payload: Mapping[str, Any], spec: BehaviorSpec | None = None) -> PolicySnapshot:
-    """Inverse of :func:`snapshot_to_payload`.
+    """Inverse of :func:`snapshot_to_payload`; a worker passes its env's ``spec`` (keeping observation names).
 
-    :param spec: the behavior spec to attach (a worker passes its env's, keeping observation
-        names); by default it is rebuilt from the header's shapes.
     :raises EnvError: for a payload of another format.
     """
-    header = payload["header"]
-    if header.get("format") != SNAPSHOT_FORMAT:
-        raise EnvError(f"A policy payload of format {header.get('format')!r} arrived; expected {SNAPSHOT_FORMAT!r}.")
-    w = payload["arrays"]
-    if spec is None:
-        spec = BehaviorSpec(
-            tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"]),
-            ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])),
-        )
-
-    def pair(name: str) -> tuple[Any, Any] | None:
-        return (w[f"{name}/kernel"], w[f"{name}/bias"]) if f"{name}/kernel" in w else None
-
-    return PolicySnapshot.create(
-        header["behavior_name"],
-        int(header["version"]),
-        int(header["step"]),
-        spec,
-        hidden=[(w[f"hidden_{i}/kernel"], w[f"hidden_{i}/bias"]) for i in range(header["num_hidden"])],
-        discrete_head=pair("discrete_head"),
-        continuous_head=pair("continuous_head"),
-        log_std=w.get("log_std"),
-        obs_mean=w.get("obs_mean"),
-        obs_std=w.get("obs_std"),
-        tanh_squash=bool(header["tanh_squash"]),
-    )
+    try:
+        return PolicySnapshot.from_payload(payload, spec)
+    except SpecError as exc:
+        raise EnvError(f"A policy payload arrived that cannot be used: {exc}") from exc
