@@ -16,10 +16,11 @@ from asynctrainer.errors import SpecError
 from asynctrainer.runtime.agent_processor import AgentProcessor
 from asynctrainer.runtime.channels import TrajectorySender
 from asynctrainer.runtime.policy_slot import PolicySlot
+from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["BehaviorLink", "EnvLoopStats", "allowed_mask", "run_env_loop", "send_trajectories"]
+__all__ = ["BehaviorLink", "EnvLoopStats", "act_for", "allowed_mask", "run_env_loop", "send_trajectories"]
 
 
 @dataclass
@@ -61,6 +62,27 @@ def allowed_mask(decision: DecisionSteps) -> npt.NDArray[np.float32] | None:
     return (~np.asarray(decision.action_mask, dtype=bool)).astype(np.float32)
 
 
+def act_for(
+    decision: DecisionSteps,
+    processor: AgentProcessor,
+    snapshot: PolicySnapshot,
+    *,
+    deterministic: bool,
+    training: bool,
+    rng: np.random.Generator,
+) -> ActionBatch:
+    """Choose the actions of ``decision``'s agents with ``snapshot``, and record them for learning.
+
+    The acting half of one env step, shared by the local env loop and the Ray workers; the other
+    half is ``processor.add_steps`` on what the step returned.
+    """
+    masks = allowed_mask(decision)
+    acted = snapshot.act(decision.obs, masks, deterministic=deterministic, rng=rng)
+    if training:
+        processor.record_actions(decision, acted, snapshot.version, masks)
+    return ActionBatch(acted.continuous, acted.discrete, decision.agent_id)
+
+
 async def run_env_loop(
     env: AsyncEnv,
     links: Mapping[str, BehaviorLink],
@@ -94,15 +116,18 @@ async def run_env_loop(
                     )
                 processor = processors[name]
                 await send_trajectories(link, processor.add_steps(batch.decision, batch.terminal), stats)
-                decision = batch.decision
-                if len(decision):
+                if len(batch.decision):
+                    # The newest snapshot now: sending may have waited for a new one.
                     snapshot = link.slot.latest()
-                    masks = allowed_mask(decision)
-                    acted = snapshot.act(decision.obs, masks, deterministic=link.deterministic, rng=rng)
-                    if link.training:
-                        processor.record_actions(decision, acted, snapshot.version, masks)
-                    actions[name] = ActionBatch(acted.continuous, acted.discrete, decision.agent_id)
-                    stats.decisions += len(decision)
+                    actions[name] = act_for(
+                        batch.decision,
+                        processor,
+                        snapshot,
+                        deterministic=link.deterministic,
+                        training=link.training,
+                        rng=rng,
+                    )
+                    stats.decisions += len(batch.decision)
             with hierarchical_timer("env_step"):
                 steps = await env.step(actions)
             stats.env_steps += 1

@@ -26,7 +26,7 @@ from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import ActionBatch, StepBatch
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
 from asynctrainer.runtime.agent_processor import AgentProcessor
-from asynctrainer.runtime.env_loop import allowed_mask
+from asynctrainer.runtime.env_loop import act_for
 from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.scale.codec import snapshot_from_payload, trajectory_to_dict
@@ -124,16 +124,17 @@ class _EnvCopy:
                     f"The env reported behavior '{name}', which it did not declare; known: {sorted(self.processors)}."
                 )
             out.extend(processor.add_steps(batch.decision, batch.terminal))
-            decision = batch.decision
-            if len(decision):
+            if len(batch.decision):
                 cfg = self.behaviors[name]
-                snapshot = snapshots[name]
-                masks = allowed_mask(decision)
-                acted = snapshot.act(decision.obs, masks, deterministic=cfg.deterministic, rng=self.rng)
-                if cfg.training:
-                    processor.record_actions(decision, acted, snapshot.version, masks)
-                actions[name] = ActionBatch(acted.continuous, acted.discrete, decision.agent_id)
-                decisions += len(decision)
+                actions[name] = act_for(
+                    batch.decision,
+                    processor,
+                    snapshots[name],
+                    deterministic=cfg.deterministic,
+                    training=cfg.training,
+                    rng=self.rng,
+                )
+                decisions += len(batch.decision)
         return actions, decisions
 
     async def step(self, actions: dict[str, ActionBatch]) -> None:
