@@ -25,7 +25,7 @@ __all__ = [
     "CheckpointBackend",
     "Checkpointer",
     "EnvExecutor",
-    "ExecutorContext",
+    "EnvJob",
     "RestoreRequest",
     "TrainerContext",
     "TrainerFactory",
@@ -90,9 +90,12 @@ class CheckpointBackend(Protocol):
 
 
 @dataclass(frozen=True)
-class ExecutorContext:
-    """What an env executor may use besides the env and the behaviors' links.
+class EnvJob:
+    """What an env executor runs: the env, the behaviors' links, and what it may use besides.
 
+    :ivar env: the env the Runner made (its specs named the behaviors).
+    :ivar links: each env behavior's link: slot to act from, channel to send to.
+    :ivar rng: the acting RNG, derived from the run's seed.
     :ivar env_source: what the user passed as the env (an object or a factory), for executors
         that build env copies elsewhere.
     :ivar env_settings: the run's ``env_settings``.
@@ -100,6 +103,9 @@ class ExecutorContext:
     :ivar reporters: each behavior's stats reporter, by env behavior name.
     """
 
+    env: AsyncEnv
+    links: Mapping[str, BehaviorLink]
+    rng: np.random.Generator
     env_source: Any
     env_settings: Any
     stats: EnvLoopStats
@@ -107,14 +113,6 @@ class ExecutorContext:
 
 
 class EnvExecutor(Protocol):
-    """Steps the env and feeds the links' channels until cancelled or the env ends."""
+    """Steps the env and feeds the links' channels until cancelled; reports readiness after the first reset."""
 
-    async def run(
-        self,
-        env: AsyncEnv,
-        links: Mapping[str, BehaviorLink],
-        rng: np.random.Generator,
-        context: ExecutorContext,
-        *,
-        task_status: TaskStatus[None],
-    ) -> None: ...
+    async def run(self, job: EnvJob, *, task_status: TaskStatus[None]) -> None: ...

@@ -30,7 +30,7 @@ from asynctrainer.runtime.contracts import (
     CheckpointBackend,
     Checkpointer,
     EnvExecutor,
-    ExecutorContext,
+    EnvJob,
     RestoreRequest,
     TrainerContext,
     TrainerFactory,
@@ -443,13 +443,16 @@ class Runner:
         task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
     ) -> None:
         reporters = {key: self.trainers[link.name].stats_reporter for key, link in links.items()}
-        context = ExecutorContext(
+        job = EnvJob(
+            env=env,
+            links=links,
+            rng=rng,
             env_source=self._env_source,
             env_settings=self.settings.env_settings,
             stats=self.env_stats,
             reporters=reporters,
         )
-        await self.executor.run(env, links, rng, context, task_status=task_status)
+        await self.executor.run(job, task_status=task_status)
 
     async def _write_stats_forever(self, receive: Any) -> None:
         limiter = anyio.CapacityLimiter(1)

@@ -42,7 +42,7 @@ from anyio.abc import TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.errors import AsyncTrainerError, EnvError
-from asynctrainer.runtime.contracts import ExecutorContext
+from asynctrainer.runtime.contracts import EnvJob
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, run_env_loop, send_trajectories
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.scale import require_ray
@@ -441,29 +441,21 @@ class RayExecutor:
         self.max_policy_lag = max_policy_lag
         self.current: RayEnvExecutor | None = None
 
-    async def run(
-        self,
-        env: AsyncEnv,
-        links: Mapping[str, BehaviorLink],
-        rng: np.random.Generator,
-        context: ExecutorContext,
-        *,
-        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
-    ) -> None:
+    async def run(self, job: EnvJob, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """:raises SettingsError: when Ray is not installed (naming the ``ray`` extra).
         :raises EnvError: when workers cannot be built, fail, or all die.
         """
         require_ray()
-        if not all(link.training for link in links.values()):
+        if not all(link.training for link in job.links.values()):
             logger.info("executor: ray is for training; inference runs the env loop in this process.")
-            await run_env_loop(env, links, rng=rng, stats=context.stats, task_status=task_status)
+            await run_env_loop(job.env, job.links, rng=job.rng, stats=job.stats, task_status=task_status)
             return
-        es = context.env_settings
+        es = job.env_settings
         self.current = RayEnvExecutor(
-            resolve_worker_env(context.env_source, es.env_path),
+            resolve_worker_env(job.env_source, es.env_path),
             num_workers=int(es.num_workers),
             envs_per_worker=int(es.envs_per_worker),
-            seed=int(rng.integers(0, 2**31)),
+            seed=int(job.rng.integers(0, 2**31)),
             ray_address=es.ray_address,
             max_restarts=int(es.max_lifetime_restarts),
             start_timeout=float(es.timeout_wait),
@@ -471,7 +463,7 @@ class RayExecutor:
             max_in_flight=DEFAULT_MAX_IN_FLIGHT,
             batch_experiences=DEFAULT_BATCH_EXPERIENCES,
             worker_num_cpus=DEFAULT_WORKER_NUM_CPUS,
-            reporters=dict(context.reporters),
-            stats=context.stats,
+            reporters=dict(job.reporters),
+            stats=job.stats,
         )
-        await self.current.run(links, local_env=env, task_status=task_status)
+        await self.current.run(job.links, local_env=job.env, task_status=task_status)
