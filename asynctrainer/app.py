@@ -18,6 +18,7 @@ from asynctrainer.runtime.contracts import CheckpointBackend, EnvExecutor, Train
 from asynctrainer.runtime.local_executor import LocalExecutor
 from asynctrainer.runtime.runner import EnvSource
 from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.settings import RunSettings, TrainerSettings
 
 __all__ = ["Runner", "create_trainer", "executor_for"]
 
@@ -29,7 +30,7 @@ TRAINERS: dict[str, tuple[str, str]] = {
 
 
 def create_trainer(
-    behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
+    behavior_name: str, trainer_settings: TrainerSettings, behavior_spec: BehaviorSpec, context: TrainerContext
 ) -> RLTrainer[Any]:
     """Build the trainer named by ``trainer_settings.trainer_type``; TensorFlow is imported here, not before."""
     kind = trainer_settings.trainer_type
@@ -52,7 +53,7 @@ def create_trainer(
     return trainer
 
 
-def executor_for(settings: Any) -> EnvExecutor:
+def executor_for(settings: RunSettings) -> EnvExecutor:
     """The env executor ``env_settings.executor`` names: ``local`` (default) or ``ray``."""
     if settings.env_settings.executor == "ray":
         from asynctrainer.scale.ray_executor import RayExecutor
@@ -79,7 +80,7 @@ class Runner(runtime_runner.Runner):
 
     def __init__(
         self,
-        settings: Any,
+        settings: RunSettings,
         env: EnvSource,
         *,
         trainer_factory: TrainerFactory | None = None,

@@ -20,6 +20,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.settings import EnvSettings, TrainerSettings
 
 __all__ = [
     "CheckpointBackend",
@@ -47,7 +48,11 @@ class TrainerFactory(Protocol):
     """Builds the trainer of one behavior (``asynctrainer.app.create_trainer`` by ``trainer_type``)."""
 
     def __call__(
-        self, behavior_name: str, trainer_settings: Any, behavior_spec: BehaviorSpec, context: TrainerContext
+        self,
+        behavior_name: str,
+        trainer_settings: TrainerSettings,
+        behavior_spec: BehaviorSpec,
+        context: TrainerContext,
     ) -> RLTrainer[Any]: ...
 
 
@@ -107,7 +112,7 @@ class EnvJob:
     links: Mapping[str, BehaviorLink]
     rng: np.random.Generator
     env_source: Any
-    env_settings: Any
+    env_settings: EnvSettings
     stats: EnvLoopStats
     reporters: Mapping[str, StatsReporter]
 

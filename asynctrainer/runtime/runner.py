@@ -48,6 +48,7 @@ from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummar
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.settings import RunSettings, TrainerSettings
 
 __all__ = ["RunResult", "Runner"]
 
@@ -72,10 +73,9 @@ class RunResult:
     stopped_early: bool = False
 
 
-def _network_deterministic(trainer_settings: Any) -> bool:
+def _network_deterministic(trainer_settings: TrainerSettings) -> bool:
     """``network_settings.deterministic``: act with the distribution's mode, while training too (as ML-Agents)."""
-    network = getattr(trainer_settings, "network_settings", None)
-    return bool(getattr(network, "deterministic", False))
+    return trainer_settings.network_settings.deterministic
 
 
 def _resolve_seed(seed: int | None) -> int:
@@ -117,7 +117,7 @@ class Runner:
 
     def __init__(
         self,
-        settings: Any,
+        settings: RunSettings,
         env: EnvSource,
         *,
         results_dir: str | os.PathLike[str] | None = None,
@@ -262,9 +262,9 @@ class Runner:
             raise EnvError(f"The env factory returned {type(env).__name__}, which is not an AsyncEnv.")
         return env
 
-    def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, Any]]:
+    def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, TrainerSettings]]:
         """Map env behavior names to (trainer name, trainer settings), by DESIGN §5's rule."""
-        out: dict[str, tuple[str, Any]] = {}
+        out: dict[str, tuple[str, TrainerSettings]] = {}
         for env_name in specs:
             name = env_name
             if len(specs) == 1:
@@ -329,7 +329,7 @@ class Runner:
             await anyio.to_thread.run_sync(self._write_timers)
 
     async def _setup_behavior(
-        self, name: str, trainer_settings: Any, spec: BehaviorSpec, seed: int, sink: Any
+        self, name: str, trainer_settings: TrainerSettings, spec: BehaviorSpec, seed: int, sink: Any
     ) -> BehaviorLink:
         reporter = StatsReporter(name, sink.send_nowait)
         artifact = None if self.run_dir is None else self.run_dir / name
@@ -362,7 +362,7 @@ class Runner:
             training=self.training,
         )
 
-    async def _restore(self, trainer: RLTrainer[Any], trainer_settings: Any) -> None:
+    async def _restore(self, trainer: RLTrainer[Any], trainer_settings: TrainerSettings) -> None:
         """``--resume``: everything from the newest checkpoint; ``--initialize-from``/``init_path``: weights only."""
         if self._checkpoint_backend is None:
             return
