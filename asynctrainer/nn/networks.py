@@ -98,15 +98,22 @@ def mlp(units: int, layers: int, seed: int, name: str) -> list[Any]:
 
 
 class ActorCritic:
-    """An actor and a critic for one behavior spec."""
+    """An actor and a critic for one behavior spec.
 
-    def __init__(self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int) -> None:
+    :param shared_critic: the value head reads the actor's hidden layers (ML-Agents'
+        ``network_settings.shared_critic``) instead of a body of its own; one loss trains both.
+    """
+
+    def __init__(
+        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, shared_critic: bool = False
+    ) -> None:
         keras = tf_keras()
         tf()
         self.spec = spec
         a = spec.action_spec
         self.actor_body = mlp(hidden_units, num_layers, seed, "actor")
-        self.critic_body = mlp(hidden_units, num_layers, seed + 100, "critic")
+        self.shared_critic = shared_critic
+        self.critic_body = self.actor_body if shared_critic else mlp(hidden_units, num_layers, seed + 100, "critic")
         self.discrete_head = (
             keras.layers.Dense(
                 a.mask_size,
@@ -197,8 +204,9 @@ class ActorCritic:
 
     @property
     def critic_variables(self) -> list[Any]:
+        """The critic's own variables (with ``shared_critic``, the value head only: the body is the actor's)."""
         out: list[Any] = []
-        for layer in self.critic_body:
+        for layer in [] if self.shared_critic else self.critic_body:
             out += layer.trainable_weights
         return out + self.value_head.trainable_weights
 
@@ -209,7 +217,8 @@ class ActorCritic:
     def named_variables(self) -> dict[str, Any]:
         """Variables by a stable name (``actor_0/kernel``, ``value_head/bias``, ``log_std``)."""
         out: dict[str, Any] = {}
-        for layer in [*self.actor_body, self.discrete_head, self.continuous_head, *self.critic_body, self.value_head]:
+        critic_body = [] if self.shared_critic else self.critic_body
+        for layer in [*self.actor_body, self.discrete_head, self.continuous_head, *critic_body, self.value_head]:
             if layer is not None:
                 out[f"{layer.name}/kernel"] = layer.kernel
                 out[f"{layer.name}/bias"] = layer.bias

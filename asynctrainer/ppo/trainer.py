@@ -69,7 +69,13 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         t = tf()
         t.random.set_seed(self.seed)
         ns = self.trainer_settings.network_settings
-        net = ActorCritic(behavior_spec, hidden_units=ns.hidden_units, num_layers=ns.num_layers, seed=self.seed)
+        net = ActorCritic(
+            behavior_spec,
+            hidden_units=ns.hidden_units,
+            num_layers=ns.num_layers,
+            seed=self.seed,
+            shared_critic=self.hyperparameters.shared_critic,
+        )
         self.net = net
         if ns.normalize:
             self.normalizer = Normalizer(behavior_spec.observation_size)

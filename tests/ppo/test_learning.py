@@ -68,3 +68,14 @@ async def test_strict_on_policy_with_a_seed_repeats_exactly() -> None:
         np.testing.assert_array_equal(a_weights[key], b_weights[key])
     c_summaries, _ = await run_strict(8)
     assert c_summaries != a_summaries, "a different seed must give a different run"
+
+
+@pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0)], ids=["discrete", "continuous"])
+async def test_ppo_1d_shared_critic(action_sizes: tuple[int, int]) -> None:
+    env = SimpleEnvironment("1D", action_sizes=action_sizes, seed=1337)
+    settings = dummy_ppo("1D", hyperparameters={"shared_critic": True})
+    runner = Runner(settings, env, seed=1337, stats_writers=[])
+    await runner.run()
+    net = runner.trainers["1D"].net
+    assert net is not None and net.critic_body is net.actor_body
+    assert env.mean_final_reward("1D") > 0.9
