@@ -1,13 +1,23 @@
-"""``asynctrainer-learn``: ML-Agents' ``mlagents-learn`` on the asyncio runtime (DESIGN §7).
+"""``asynctrainer-learn``: ML-Agents' ``mlagents-learn`` on the asyncio runtime.
 
 Bad input is reported as one paragraph on stderr, with exit code 2, before anything is
-written; a failure during training exits with 1. ``--debug`` adds the traceback.
+written or deleted: the config, the env, ``init_path`` and ``--initialize-from``, and whether
+the results directory is writable are all checked first. A failure during training exits
+with 1; several errors at once print one paragraph each (the exit code is the highest).
+A run stopped by SIGINT or SIGTERM still saves its final checkpoint, then exits with
+130 or 143. ``--debug`` adds the traceback.
+
+``--force`` deletes only a run directory this tool made: one holding the marker file
+:data:`RUN_MARKER`, written when a training run starts, directly under the results directory
+and not a symbolic link. Any other directory at the run's path is refused with a
+:class:`~asynctrainer.errors.RunDirectoryError`, and its files are left alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shutil
 import signal
 import sys
@@ -16,11 +26,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from asynctrainer.errors import AsyncTrainerError, RunDirectoryError, SettingsError
+from asynctrainer.errors import AsyncTrainerError, RunDirectoryError, SettingsError, error_leaves
 
-__all__ = ["main", "parse_args"]
+__all__ = ["RUN_MARKER", "main", "parse_args"]
 
 logger = logging.getLogger("asynctrainer")
+
+#: Written into a run directory when a training run starts: ``--force`` deletes only directories holding it.
+RUN_MARKER = ".asynctrainer-run"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -39,7 +52,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=None, help="Ray env workers (with --executor ray).")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local Ray).")
     mode = p.add_mutually_exclusive_group()
-    mode.add_argument("--force", action="store_true", help="Overwrite an existing run directory.")
+    mode.add_argument(
+        "--force", action="store_true", help="Overwrite an existing run directory (only one this tool made)."
+    )
     mode.add_argument("--resume", action="store_true", help="Resume the run from its last checkpoint.")
     mode.add_argument(
         "--initialize-from", default=None, metavar="RUN_ID", help="Start from another run's weights, at step 0."
@@ -97,7 +112,7 @@ def _override(args: argparse.Namespace) -> Any:
 
 
 def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
-    if run_dir.exists() and not (ckpt.force or ckpt.resume or ckpt.inference):
+    if (run_dir.exists() or run_dir.is_symlink()) and not (ckpt.force or ckpt.resume or ckpt.inference):
         raise RunDirectoryError(
             f"Previous data from this run ID was found in '{run_dir}'. Either specify a new run ID, "
             "use --resume to resume this run, or use the --force parameter to overwrite existing data."
@@ -109,7 +124,83 @@ def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
         )
 
 
-async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> Any:
+def _check_force_target(run_dir: Path, results_dir: Path) -> None:
+    """:raises RunDirectoryError: unless ``run_dir`` is a run directory this tool made (see the module's docstring)."""
+    if run_dir.is_symlink():
+        raise RunDirectoryError(
+            f"'{run_dir}' is a symbolic link; --force deletes only run directories asynctrainer-learn made. "
+            "Remove the link yourself, or choose another --run-id."
+        )
+    if not run_dir.exists():
+        return
+    marker = run_dir / RUN_MARKER
+    inside = run_dir.resolve().parent == results_dir.resolve()
+    if not (inside and run_dir.is_dir() and marker.is_file() and not marker.is_symlink()):
+        raise RunDirectoryError(
+            f"'{run_dir}' was not made by asynctrainer-learn (it has no {RUN_MARKER} file), so --force will not "
+            "delete it. Move or delete it yourself, or choose another --run-id."
+        )
+
+
+def _check_writable(run_dir: Path, results_dir: Path) -> None:
+    """:raises RunDirectoryError: when the run directory (or where it will be made) is not writable."""
+    target = run_dir if run_dir.is_dir() else results_dir
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not (target.is_dir() and os.access(target, os.W_OK | os.X_OK)):
+        raise RunDirectoryError(
+            f"Cannot write the run directory '{run_dir}': '{target}' is not a writable directory. "
+            "Choose a writable place with --results-dir."
+        )
+
+
+def _check_init_path(name: str, trainer_settings: Any, run_dir: Path, force: bool) -> None:
+    """:raises SettingsError: when a behavior's ``init_path`` holds no checkpoint, or --force would delete it."""
+    from asynctrainer.checkpoints.format import MANIFEST, list_checkpoints
+
+    value = getattr(trainer_settings, "init_path", None)
+    if not value:
+        return
+    init = Path(value)
+    key = f"behaviors.{name}.init_path"
+    if force and init.resolve().is_relative_to(run_dir.resolve()):
+        raise SettingsError(
+            f"{key} is '{init}', inside the run directory '{run_dir}' that --force would delete. "
+            "Copy the checkpoint elsewhere first, or use --resume to continue that run.",
+            key_path=key,
+        )
+    if not ((init / MANIFEST).is_file() or list_checkpoints(init / "checkpoints", name)):
+        raise SettingsError(
+            f"{key} is '{init}', which holds no checkpoint: give a checkpoint directory (with {MANIFEST}) "
+            f"or a behavior directory holding checkpoints/ (e.g. results/<run-id>/{name}).",
+            key_path=key,
+        )
+
+
+def _check_initialize_from(ckpt: Any, run_dir: Path) -> None:
+    if ckpt.initialize_from is None:
+        return
+    source = Path(ckpt.results_dir) / ckpt.initialize_from
+    if not source.is_dir():
+        raise RunDirectoryError(f"Could not initialize from '{source}': no such run directory.")
+    if ckpt.force and source.resolve() == run_dir.resolve():
+        raise RunDirectoryError(
+            f"Cannot initialize from '{source}' with --force: that is this run's directory, which --force would delete."
+        )
+
+
+def _start_run_dir(run_dir: Path) -> None:
+    """Make the run directory and mark it as this tool's (what --force looks for)."""
+    from asynctrainer.files import atomic_write_text
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / RUN_MARKER
+    if not marker.is_file():
+        atomic_write_text(marker, "Written by asynctrainer-learn: --force may delete this run directory.\n")
+
+
+async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> tuple[Any, int | None]:
+    """Run the training; returns its result (None when a second signal cut it short) and the first signal."""
     import anyio
 
     from asynctrainer.app import Runner
@@ -133,20 +224,24 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
         deterministic=deterministic,
     )
 
+    received: list[int] = []
+
     async def on_signal(scope: anyio.CancelScope) -> None:
         # First signal: a clean stop (final checkpoint and model). A second one: cancel now;
         # the final save still runs shielded, within its time limit.
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-            count = 0
             async for signum in signals:
-                count += 1
-                if count == 1:
+                received.append(int(signum))
+                if len(received) == 1:
                     logger.info(
                         "Learning was interrupted (%s). Please wait while the model is saved.",
                         signal.Signals(signum).name,
                     )
                     runner.stop()
                 else:
+                    logger.info(
+                        "A second signal (%s): stopping now; the final save still runs.", signal.Signals(signum).name
+                    )
                     scope.cancel()
                     return
 
@@ -161,9 +256,7 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
     except BaseExceptionGroup as group:  # the task group wraps run()'s error: report that error
         raise_single_error(group)
         raise
-    if result is None:
-        raise KeyboardInterrupt
-    return result
+    return result, (received[0] if received else None)
 
 
 async def _progress(runner: Any) -> None:
@@ -184,6 +277,15 @@ async def _progress(runner: Any) -> None:
 
 
 def _report(exc: BaseException, debug: bool) -> int:
+    """Print ``exc`` (each error of a group as its own paragraph) on stderr; return the exit code."""
+    errors = error_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    if not errors:  # a group of cancellations only
+        errors = [exc]
+    codes = [_print_error(e, debug) for e in errors]
+    return max(codes)
+
+
+def _print_error(exc: BaseException, debug: bool) -> int:
     code = exc.exit_code if isinstance(exc, AsyncTrainerError) else 1
     message = str(exc) if isinstance(exc, AsyncTrainerError) else f"{type(exc).__name__}: {exc}"
     if isinstance(exc, AsyncTrainerError) and exc.__cause__ is not None and code == 1 and not debug:
@@ -215,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         import anyio
 
         from asynctrainer.envs.gymnasium_env import load_env
+        from asynctrainer.runtime.scheduling import learner_priority, tf_threads
 
         settings = _override(args)
         env_settings = settings.env_settings
@@ -224,32 +327,46 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "No env was given: pass --env with a gymnasium id (e.g. --env CartPole-v1) or "
                 "package.module:factory, or set env_settings.env_path in the config."
             )
-        run_dir = Path(ckpt.results_dir) / ckpt.run_id
+        # Everything that can be checked is checked before anything is deleted or written.
+        results_dir = Path(ckpt.results_dir)
+        run_dir = results_dir / ckpt.run_id
         _check_run_dir(run_dir, ckpt)
-        if ckpt.initialize_from is not None and not (Path(ckpt.results_dir) / ckpt.initialize_from).is_dir():
-            raise RunDirectoryError(
-                f"Could not initialize from '{Path(ckpt.results_dir) / ckpt.initialize_from}': no such run directory."
-            )
+        if ckpt.force:
+            _check_force_target(run_dir, results_dir)
+        _check_initialize_from(ckpt, run_dir)
+        if not ckpt.inference:
+            _check_writable(run_dir, results_dir)
+        learner_priority()
+        tf_threads()
         seed = None if env_settings.seed < 0 else env_settings.seed
         env = load_env(env_settings.env_path, num_envs=env_settings.num_envs, seed=seed)
         for name in env.behavior_specs:
             resolved = (
                 settings.resolve_behavior_name(name, env_settings.env_path) if len(env.behavior_specs) == 1 else name
             )
-            settings.trainer_settings_for(resolved)
+            trainer_settings = settings.trainer_settings_for(resolved)
+            if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
+                _check_init_path(resolved, trainer_settings, run_dir, ckpt.force)
         if ckpt.force and run_dir.exists():
             shutil.rmtree(run_dir)
-        result = anyio.run(_train, settings, env, run_dir, args.deterministic)
-    except (AsyncTrainerError, KeyboardInterrupt) as exc:
-        if isinstance(exc, KeyboardInterrupt):
-            return 130
+        if not ckpt.inference:
+            _start_run_dir(run_dir)
+        result, signum = anyio.run(_train, settings, env, run_dir, args.deterministic)
+    except KeyboardInterrupt:  # before the run could install its signal handling
+        return 128 + signal.SIGINT
+    except Exception as exc:  # our errors, groups of them, anything unexpected: paragraphs, not tracebacks
         return _report(exc, args.debug)
-    except Exception as exc:  # anything unexpected: still one paragraph, exit 1
-        return _report(exc, args.debug)
-    for name, steps in result.steps.items():
-        logger.info(
-            "%s: trained %d steps, %d episodes, %d updates.", name, steps, result.episodes[name], result.updates[name]
-        )
+    if result is not None:
+        for name, steps in result.steps.items():
+            logger.info(
+                "%s: trained %d steps, %d episodes, %d updates.",
+                name,
+                steps,
+                result.episodes[name],
+                result.updates[name],
+            )
+    if signum is not None:  # stopped by a signal: the final save ran, but the run did not finish
+        return 128 + signum
     return 0
 
 

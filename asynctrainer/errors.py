@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import anyio
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "UnsupportedFeatureError",
     "UpdateError",
     "UsageError",
+    "error_leaves",
     "raise_single_error",
 ]
 
@@ -124,20 +127,33 @@ class UsageError(AsyncTrainerError):
     exit_code = 1
 
 
-def raise_single_error(group: BaseExceptionGroup[BaseException]) -> None:
-    """Raise the only real error of a task group's failure, not the group; return if there are several.
+def error_leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """The errors of a (nested) task-group failure, in order, without the groups and cancellations.
 
-    Cancellations in the group do not count: a task cancelled because another failed is not an error.
+    A task cancelled because another failed is not an error. Works inside or outside an event loop.
     """
+    try:
+        cancelled: tuple[type[BaseException], ...] = (anyio.get_cancelled_exc_class(), asyncio.CancelledError)
+    except anyio.NoEventLoopError:  # e.g. the CLI reporting a run's errors after its loop ended
+        cancelled = (asyncio.CancelledError,)
     leaves: list[BaseException] = []
 
     def collect(g: BaseExceptionGroup[BaseException]) -> None:
         for e in g.exceptions:
             if isinstance(e, BaseExceptionGroup):
                 collect(e)
-            elif not isinstance(e, anyio.get_cancelled_exc_class()):
+            elif not isinstance(e, cancelled):
                 leaves.append(e)
 
     collect(group)
+    return leaves
+
+
+def raise_single_error(group: BaseExceptionGroup[BaseException]) -> None:
+    """Raise the only real error of a task group's failure, not the group; return if there are several.
+
+    Cancellations in the group do not count (see :func:`error_leaves`).
+    """
+    leaves = error_leaves(group)
     if len(leaves) == 1:
         raise leaves[0]

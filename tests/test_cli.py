@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from asynctrainer.cli import main
+from asynctrainer.cli import RUN_MARKER, _report, main
+from asynctrainer.errors import CheckpointSaveError, SettingsError
 
 GOOD = """
 behaviors:
@@ -139,3 +142,159 @@ def test_an_env_factory_that_raises_is_exit_2_naming_it(
     assert code == 2, err
     assert "raising_env_factory:make" in err and "no licence server" in err and "Traceback" not in err
     assert not results.exists()
+
+
+def _user_dir(path: Path) -> dict[str, str]:
+    path.mkdir(parents=True)
+    files = {"thesis.tex": "years of work", "notes/todo.txt": "back this up"}
+    for rel, text in files.items():
+        (path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (path / rel).write_text(text)
+    return files
+
+
+def _survives(path: Path, files: dict[str, str]) -> bool:
+    return all((path / rel).read_text() == text for rel, text in files.items())
+
+
+def test_force_refuses_a_directory_this_tool_did_not_make(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    files = _user_dir(results / "r1")
+    code = main(
+        [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1", "--force"]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "was not made by asynctrainer-learn" in err and RUN_MARKER in err
+    assert _survives(results / "r1", files)
+
+
+def test_force_refuses_a_symlinked_run_directory_even_with_a_marker(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    files = _user_dir(elsewhere)
+    (elsewhere / RUN_MARKER).write_text("")
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "r1").symlink_to(elsewhere, target_is_directory=True)
+    code = main(
+        [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1", "--force"]
+    )
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "symbolic link" in err, err
+    assert _survives(elsewhere, files) and (results / "r1").is_symlink()
+
+
+def _marked_run(path: Path) -> dict[str, str]:
+    files = _user_dir(path)
+    (path / RUN_MARKER).write_text("")
+    return files
+
+
+@pytest.mark.parametrize("where", ["inside the run", "mistyped"])
+def test_a_bad_init_path_is_refused_naming_it_before_force_deletes_anything(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    files = _marked_run(results / "r1")
+    init = results / "r1" / "CartPole" if where == "inside the run" else tmp_path / "nowhere" / "CartPole"
+    cfg = write(tmp_path, GOOD.replace("    max_steps: 300", f"    max_steps: 300\n    init_path: {init}"))
+    code = main([cfg, "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1", "--force"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "behaviors.CartPole.init_path" in err and str(init) in err and "Traceback" not in err
+    assert _survives(results / "r1", files)
+
+
+def test_initialize_from_the_run_being_forced_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    files = _marked_run(results / "r1")
+    cfg = write(tmp_path, GOOD + "checkpoint_settings: {force: true, initialize_from: r1}\n")
+    code = main([cfg, "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--force would delete" in err, err
+    assert _survives(results / "r1", files)
+
+
+def test_an_unwritable_results_directory_is_a_run_directory_error_before_tensorflow_loads(tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    args = [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(blocker / "results")]
+    script = (
+        "import sys\n"
+        "from asynctrainer.cli import main\n"
+        f"code = main({args!r})\n"
+        "print('tensorflow loaded:', 'tensorflow' in sys.modules)\n"
+        "sys.exit(code)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "Cannot write the run directory" in proc.stderr and "--results-dir" in proc.stderr
+    assert "tensorflow loaded: False" in proc.stdout
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into a read-only directory")
+def test_a_read_only_results_directory_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    results.chmod(0o555)
+    try:
+        code = main([write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results)])
+    finally:
+        results.chmod(0o755)
+    assert code == 2 and "Cannot write the run directory" in capsys.readouterr().err
+    assert list(results.iterdir()) == []
+
+
+def test_several_errors_at_once_print_one_paragraph_each(capsys: pytest.CaptureFixture[str]) -> None:
+    periodic = CheckpointSaveError("Could not save the checkpoint of 'CartPole' at step 500: No space left on device.")
+    final = CheckpointSaveError("Could not save the final checkpoint of 'CartPole': No space left on device.")
+    bad = SettingsError("The behavior 'Other' has no entry.")
+    group = ExceptionGroup("unhandled errors in a TaskGroup", [periodic, ExceptionGroup("inner", [final, bad])])
+    code = _report(ExceptionGroup("unhandled errors in a TaskGroup", [group]), debug=False)
+    err = capsys.readouterr().err
+    paragraphs = [" ".join(p.split()) for p in err.split("asynctrainer-learn: error: ")[1:]]
+    assert paragraphs == [str(e) for e in (periodic, final, bad)]
+    assert "ExceptionGroup" not in err and "sub-exception" not in err
+    assert code == 2, "the highest exit code of the errors"
+
+
+def _train_until_a_summary(tmp_path: Path, results: Path) -> subprocess.Popen[str]:
+    cfg = write(tmp_path, GOOD)
+    args = [cfg, "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1", "--max-steps", "1e7"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "asynctrainer.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # training runs once a summary line is printed
+        if "CartPole. Step:" in line:
+            return proc
+    proc.wait(timeout=30)
+    raise AssertionError(f"the run ended before its first summary (exit {proc.returncode})")
+
+
+# Two different signals, sent at once, are both delivered (a second SIGINT could merge with the first),
+# in either order: the exit code is the first one's.
+@pytest.mark.parametrize("signals", [(signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)])
+def test_a_run_stopped_by_signals_saves_then_exits_128_plus_the_first_signal(
+    signals: tuple[signal.Signals, ...], tmp_path: Path
+) -> None:
+    results = tmp_path / "results"
+    proc = _train_until_a_summary(tmp_path, results)
+    try:
+        for signum in signals:
+            proc.send_signal(signum)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    first = next(s for s in signals if f"Learning was interrupted ({s.name})" in out)
+    assert proc.returncode == 128 + first == (130 if first == signal.SIGINT else 143), out
+    run = results / "r1"
+    assert (run / "run_logs" / "timers.json").is_file(), out
+    assert list((run / "CartPole" / "checkpoints").iterdir()), "the final save ran"
+    assert "Traceback" not in out
+    assert ("stopping now" in out) == (len(signals) > 1), "the second signal cut the run short"

@@ -6,6 +6,7 @@ It knows trainers, checkpoints and executors only through the protocols of
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import logging
@@ -284,6 +285,7 @@ class Runner:
             self.checkpoints = self._checkpoint_backend.open(
                 self.run_dir, resume=self.resume, switch_interval=self._short_interval
             )
+        trained = False
         try:
             seeds = np.random.SeedSequence(self.seed)
             behaviors = self._resolve_behaviors(env.behavior_specs)
@@ -298,6 +300,7 @@ class Runner:
                     )
             if writes:
                 await anyio.to_thread.run_sync(self._write_configuration)
+            trained = writes  # from here on, timers.json is written however the run ends
             rng = np.random.default_rng(children[-1])
             async with anyio.create_task_group() as outer:
                 outer.start_soon(self._write_stats_forever, receive_records)
@@ -323,6 +326,9 @@ class Runner:
             receive_records.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
                 await env.aclose()
+                if trained:
+                    with contextlib.suppress(OSError):  # the error being raised matters more
+                        await anyio.to_thread.run_sync(self._write_timers)
             raise
         self._result = self._collect_result()
         if writes:
