@@ -112,6 +112,11 @@ def _override(args: argparse.Namespace) -> Any:
 
 
 def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
+    if ckpt.force and ckpt.inference:
+        raise SettingsError(
+            "--force and --inference do not go together: --force would delete the run whose model --inference "
+            "plays. Drop --force to play the run, or --inference to train it again."
+        )
     if (run_dir.exists() or run_dir.is_symlink()) and not (ckpt.force or ckpt.resume or ckpt.inference):
         raise RunDirectoryError(
             f"Previous data from this run ID was found in '{run_dir}'. Either specify a new run ID, "

@@ -298,3 +298,13 @@ def test_a_run_stopped_by_signals_saves_then_exits_128_plus_the_first_signal(
     assert list((run / "CartPole" / "checkpoints").iterdir()), "the final save ran"
     assert "Traceback" not in out
     assert ("stopping now" in out) == (len(signals) > 1), "the second signal cut the run short"
+
+
+def test_force_with_inference_is_refused_and_keeps_the_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    files = _marked_run(results / "r1")
+    args = [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1"]
+    code = main([*args, "--force", "--inference"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and "--force and --inference" in err, err
+    assert _survives(results / "r1", files)
