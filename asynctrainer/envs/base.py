@@ -1,4 +1,4 @@
-"""The protocol every env source implements (DESIGN §5)."""
+"""The protocol every env source implements."""
 
 from __future__ import annotations
 

@@ -1,9 +1,9 @@
-"""Export a :class:`PolicySnapshot` to ONNX with ML-Agents' tensor names (DESIGN §6).
+"""Export a :class:`PolicySnapshot` to ONNX with ML-Agents' tensor names.
 
 The graph is built directly with the ``onnx`` helper from the snapshot's numpy weights, so
-export needs neither TensorFlow nor tf2onnx (reference/dependencies.md §5). It computes what
+export needs neither TensorFlow nor tf2onnx. It computes what
 :meth:`PolicySnapshot.act` computes, and names its tensors as ML-Agents 2.x's
-``ModelSerializer`` does (reference/mlagents.md §1.14), so Unity (Barracuda / Sentis) can run
+``ModelSerializer`` does, so Unity (Barracuda / Sentis) can run
 it like a model trained by ``mlagents-learn``.
 
 Inputs, in order (all float32, axis 0 is the dynamic axis ``batch``):
@@ -37,7 +37,7 @@ Outputs, in order:
 **Discrete action dtype: int64.** A model with ``version_number`` 3 is what ML-Agents 2.x's
 torch exporter writes, and there ``discrete_actions`` comes from ``torch.multinomial`` and
 ``deterministic_discrete_actions`` from ``torch.argmax(..., keepdim=True)``: both int64 branch
-indices (reference/dependencies.md §5). "Branch indices as floats" describes the
+indices. "Branch indices as floats" describes the
 deprecated ``action`` output of older (version 2, TF-era) models, which is not exported.
 
 Only vector observations (rank-1 shapes) are exported: ML-Agents exports 3-D observations

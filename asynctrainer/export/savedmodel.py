@@ -1,4 +1,4 @@
-"""Export a :class:`PolicySnapshot` as a TensorFlow SavedModel with a serving signature (DESIGN §6).
+"""Export a :class:`PolicySnapshot` as a TensorFlow SavedModel with a serving signature.
 
 The model is a small ``tf.Module`` whose weights are the snapshot's numpy arrays, embedded
 as graph constants, so the SavedModel holds no variables and is exactly the policy the

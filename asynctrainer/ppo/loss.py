@@ -25,7 +25,7 @@ def clipped_surrogate_loss(log_prob: Tensor, behavior_log_prob: Tensor, advantag
     """``−E[min(ρ A, clip(ρ, 1−ε, 1+ε) A)]`` with ``ρ = exp(log π(a|s) − log μ(a|s))``.
 
     ``behavior_log_prob`` is the log-probability under the snapshot that really acted, so
-    the ratio stays correct when acting ran ahead of learning (DESIGN §2, staleness).
+    the ratio stays correct while acting runs ahead of learning (by up to one update).
     """
     _check(log_prob, behavior_log_prob, advantage)
     ratio = tf().exp(log_prob - behavior_log_prob)

@@ -1,4 +1,4 @@
-"""Immutable numpy copies of a policy, used for acting on the event loop (DESIGN §2, §3).
+"""Immutable numpy copies of a policy, used for acting on the event loop.
 
 A snapshot is built on the update thread from the trainer's variables and is never
 mutated afterwards; its arrays are read-only. ``act`` runs the actor's forward pass in

@@ -1,4 +1,4 @@
-"""Instance-scoped stats with ML-Agents' names, summarised per behavior (DESIGN §7).
+"""Instance-scoped stats with ML-Agents' names, summarised per behavior.
 
 A :class:`StatsReporter` collects values for one behavior and, at each summary, hands a
 :class:`StatsSummaryRecord` to a sink. The runner's sink queues records for a writer task

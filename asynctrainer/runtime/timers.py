@@ -1,4 +1,4 @@
-"""ML-Agents' hierarchical timer tree, kept per run and per task (DESIGN §7).
+"""ML-Agents' hierarchical timer tree, kept per run and per task.
 
 The current node lives in a context variable, so concurrent tasks nest their own timers
 and a worker thread started with ``anyio.to_thread.run_sync`` (which copies the context)

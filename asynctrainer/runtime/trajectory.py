@@ -1,4 +1,4 @@
-"""Trajectories: the unit of experience sent from env loops to trainers (DESIGN §5)."""
+"""Trajectories: the unit of experience sent from env loops to trainers."""
 
 from __future__ import annotations
 

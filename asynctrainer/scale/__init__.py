@@ -1,4 +1,4 @@
-"""Scale-out: env loops as Ray actors, the learner in the driver's loop (DESIGN §8).
+"""Scale-out: env loops as Ray actors, the learner in the driver's loop.
 
 Nothing here imports Ray until an executor runs: ``import asynctrainer.scale`` is cheap and
 works without the ``ray`` extra.

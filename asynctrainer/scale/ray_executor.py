@@ -1,4 +1,4 @@
-"""``env_settings.executor: ray``: env loops as Ray async actors, the learner in the driver (DESIGN §8).
+"""``env_settings.executor: ray``: env loops as Ray async actors, the learner in the driver.
 
 The driver (the Runner's event loop) keeps the trainers. Per worker, one task asks the
 worker actor for batches of finished trajectories (``sample``), awaits the ObjectRefs from

@@ -1,4 +1,4 @@
-"""ML-Agents' SimpleEnvironment as an :class:`AsyncEnv` (reference: mlagents.md §6).
+"""ML-Agents' SimpleEnvironment as an :class:`AsyncEnv` (the env of ML-Agents' own trainer tests).
 
 Each agent has one position per action dimension, starting at 0; every episode draws a
 goal of −1 or +1, shown as the observation. Discrete branches (size 2) move a position by
