@@ -1,4 +1,4 @@
-"""Gymnasium envs as an :class:`AsyncEnv`: N copies stepped in a worker thread (DESIGN §5).
+"""Gymnasium envs as an :class:`AsyncEnv`: N copies stepped in a worker thread.
 
 The copies run in gymnasium's vector API with ``SAME_STEP`` autoreset, so an episode's
 final observation arrives as a terminal step and the next episode's first observation as
@@ -78,7 +78,7 @@ class GymnasiumEnv:
     """``num_envs`` copies of a gymnasium env, one behavior, agent ids ``0 … num_envs-1``.
 
     :param id_or_factory: a registered env id (``"CartPole-v1"``) or a callable returning a ``gymnasium.Env``.
-    :param behavior_name: defaults to the id without its version (DESIGN §5).
+    :param behavior_name: defaults to the id without its version (``CartPole-v1`` → ``CartPole``).
     """
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Turns per-step env output into per-agent trajectories (ML-Agents' AgentProcessor, DESIGN §5).
+"""Turns per-step env output into per-agent trajectories (ML-Agents' AgentProcessor).
 
 Per step the env loop calls :meth:`AgentProcessor.add_steps` with what the env reported
 (closing the experiences whose reward just arrived and cutting trajectories), then acts,

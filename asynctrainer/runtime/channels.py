@@ -1,4 +1,4 @@
-"""Bounded trajectory channels over anyio memory object streams (DESIGN §2).
+"""Bounded trajectory channels over anyio memory object streams.
 
 Data flows left → right: ``send, receive = open_trajectory_channel(capacity)``.
 """

@@ -1,4 +1,4 @@
-"""Latest-wins holder of one behavior's newest policy snapshot (DESIGN §2)."""
+"""Latest-wins holder of one behavior's newest policy snapshot."""
 
 from __future__ import annotations
 
