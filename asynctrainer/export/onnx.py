@@ -242,6 +242,11 @@ class _GraphBuilder:
         self.nodes.append(self.helper.make_node(op, list(inputs), [output], name=f"{op}_{len(self.nodes)}", **attrs))
         return output
 
+    def dense(self, x: str, layer: Any, prefix: str, output: str) -> str:
+        """``x @ kernel + bias`` (Gemm) with the layer's weights stored as ``<prefix>/kernel`` and ``<prefix>/bias``."""
+        kernel = self.const(f"{prefix}/kernel", layer.kernel)
+        return self.node("Gemm", [x, kernel, self.const(f"{prefix}/bias", layer.bias)], output)
+
     def clip(self, x: str, low: float, high: float, output: str) -> str:
         if self.opset < 11:  # Clip-6: the bounds are attributes
             return self.node("Clip", [x], output, min=low, max=high)
@@ -273,9 +278,7 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
         scaled = g.node("Div", [centred, g.const("obs_std", snapshot.obs_std)], "obs_scaled")
         h = g.clip(scaled, -OBS_CLIP, OBS_CLIP, "obs_normalized")
     for i, layer in enumerate(snapshot.hidden):
-        kernel = g.const(f"hidden_{i}/kernel", layer.kernel)
-        bias = g.const(f"hidden_{i}/bias", layer.bias)
-        pre = g.node("Gemm", [h, kernel, bias], f"hidden_{i}/pre")
+        pre = g.dense(h, layer, f"hidden_{i}", f"hidden_{i}/pre")
         h = g.node("Tanh", [pre], f"hidden_{i}/out")
 
     outputs = [
@@ -288,12 +291,7 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     if a.is_continuous():
         assert snapshot.continuous_head is not None and snapshot.log_std is not None
         c = a.continuous_size
-        head = snapshot.continuous_head
-        mean = g.node(
-            "Gemm",
-            [h, g.const("continuous_head/kernel", head.kernel), g.const("continuous_head/bias", head.bias)],
-            "continuous_mean",
-        )
+        mean = g.dense(h, snapshot.continuous_head, "continuous_head", "continuous_mean")
         noise = g.node("RandomNormalLike", [mean], "continuous_noise", mean=0.0, scale=1.0)
         std = g.const("continuous_std", np.exp(snapshot.log_std))  # float32, as the snapshot computes it
         scaled_noise = g.node("Mul", [noise, std], "continuous_scaled_noise")
@@ -319,12 +317,7 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     if a.is_discrete():
         assert snapshot.discrete_head is not None
         branches = a.discrete_branches
-        head = snapshot.discrete_head
-        logits = g.node(
-            "Gemm",
-            [h, g.const("discrete_head/kernel", head.kernel), g.const("discrete_head/bias", head.bias)],
-            "discrete_logits",
-        )
+        logits = g.dense(h, snapshot.discrete_head, "discrete_head", "discrete_logits")
         # ML-Agents' form: logits * mask - 1e8 * (-1 * mask + 1).
         kept = g.node("Mul", [logits, "action_masks"], "masked/kept")
         negated = g.node("Mul", ["action_masks", g.const("masked/minus_one", -1.0)], "masked/negated")
