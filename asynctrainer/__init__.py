@@ -42,6 +42,7 @@ _EXPORTS: dict[str, str] = {
     "TrainerSettings": "asynctrainer.settings",
     "Trajectory": "asynctrainer.runtime.trajectory",
     "UpdateError": "asynctrainer.errors",
+    "UsageError": "asynctrainer.errors",
     "export_onnx": "asynctrainer.export.onnx",
     "export_saved_model": "asynctrainer.export.savedmodel",
     "load_policy": "asynctrainer.serving.server",
@@ -91,6 +92,7 @@ if TYPE_CHECKING:
         SettingsError,
         SpecError,
         UpdateError,
+        UsageError,
     )
     from asynctrainer.export.onnx import export_onnx
     from asynctrainer.export.savedmodel import export_saved_model
