@@ -194,14 +194,23 @@ def _check_initialize_from(ckpt: Any, run_dir: Path) -> None:
         )
 
 
-def _start_run_dir(run_dir: Path) -> None:
-    """Make the run directory and mark it as this tool's (what --force looks for)."""
+def _start_run_dir(run_dir: Path, *, delete_first: bool) -> None:
+    """Make the run directory (after deleting it, for --force) and mark it as this tool's.
+
+    :raises RunDirectoryError: the directory could not be deleted or made.
+    """
     from asynctrainer.files import atomic_write_text
 
-    run_dir.mkdir(parents=True, exist_ok=True)
-    marker = run_dir / RUN_MARKER
-    if not marker.is_file():
-        atomic_write_text(marker, "Written by asynctrainer-learn: --force may delete this run directory.\n")
+    try:
+        if delete_first and run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        marker = run_dir / RUN_MARKER
+        if not marker.is_file():
+            atomic_write_text(marker, "Written by asynctrainer-learn: --force may delete this run directory.\n")
+    except OSError as exc:
+        action = "replace" if delete_first else "make"
+        raise RunDirectoryError(f"Could not {action} the run directory '{run_dir}': {exc}") from exc
 
 
 async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> tuple[Any, int | None]:
@@ -352,10 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             trainer_settings = settings.trainer_settings_for(resolved)
             if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
                 _check_init_path(resolved, trainer_settings, run_dir, ckpt.force)
-        if ckpt.force and run_dir.exists():
-            shutil.rmtree(run_dir)
         if not ckpt.inference:
-            _start_run_dir(run_dir)
+            _start_run_dir(run_dir, delete_first=ckpt.force)
         result, signum = anyio.run(_train, settings, env, run_dir, args.deterministic)
     except KeyboardInterrupt:  # before the run could install its signal handling
         return 128 + signal.SIGINT

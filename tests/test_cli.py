@@ -308,3 +308,20 @@ def test_force_with_inference_is_refused_and_keeps_the_run(tmp_path: Path, capsy
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2 and "--force and --inference" in err, err
     assert _survives(results / "r1", files)
+
+
+@pytest.mark.parametrize("run_id", ["../outside", "ABSOLUTE", ".", ""])
+def test_force_never_deletes_outside_the_results_directory_nor_the_results_directory(
+    run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    other_run = _marked_run(results / "other")  # another run: deleting the results dir would take it
+    target = tmp_path / "outside"
+    outside = _marked_run(target)  # marked, yet not under the results directory
+    (results / RUN_MARKER).write_text("")
+    if run_id == "ABSOLUTE":
+        run_id = str(target)
+    args = [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", run_id]
+    code = main([*args, "--force"])
+    assert code == 2, capsys.readouterr().err
+    assert _survives(target, outside) and _survives(results / "other", other_run)
