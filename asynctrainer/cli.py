@@ -138,9 +138,13 @@ def _check_force_target(run_dir: Path, results_dir: Path) -> None:
         )
     if not run_dir.exists():
         return
+    if run_dir.resolve().parent != results_dir.resolve():
+        raise RunDirectoryError(
+            f"'{run_dir}' is not a directory directly inside the results directory '{results_dir}', so --force "
+            "will not delete it. Give --run-id a plain name."
+        )
     marker = run_dir / RUN_MARKER
-    inside = run_dir.resolve().parent == results_dir.resolve()
-    if not (inside and run_dir.is_dir() and marker.is_file() and not marker.is_symlink()):
+    if not (run_dir.is_dir() and marker.is_file() and not marker.is_symlink()):
         raise RunDirectoryError(
             f"'{run_dir}' was not made by asynctrainer-learn (it has no {RUN_MARKER} file), so --force will not "
             "delete it. Move or delete it yourself, or choose another --run-id."
