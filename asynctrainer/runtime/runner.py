@@ -179,6 +179,11 @@ class Runner:
         self._done = anyio.Event()
         self._started = anyio.Event()
 
+    def __repr__(self) -> str:
+        state = "done" if self._done.is_set() else "running" if self._started.is_set() else "not started"
+        behaviors = sorted(self.trainers) or sorted(self.settings.behaviors)
+        return f"asynctrainer.Runner(run_id={self.run_id!r}, behaviors={behaviors}, training={self.training}, {state})"
+
     # ----- public API -------------------------------------------------------------------------
 
     def stop(self) -> None:

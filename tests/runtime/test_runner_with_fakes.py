@@ -206,3 +206,12 @@ async def test_gc_is_frozen_once_at_start_and_once_after_the_first_update(monkey
     assert result.updates["Counter"] >= 3
     assert len(calls) == 2, calls
     assert calls[0] == 0 and calls[1] >= 1
+
+
+async def test_runner_repr_names_its_public_path_and_state() -> None:
+    factory = fake_trainer_factory()
+    runner = Runner(make_run_settings(max_steps=50), CountingEnv(), trainer_factory=factory, stats_writers=[])
+    assert repr(runner).startswith("asynctrainer.Runner(run_id=")
+    assert "['Counter']" in repr(runner) and "not started" in repr(runner)
+    await runner.run()
+    assert repr(runner).endswith("done)")
