@@ -37,3 +37,11 @@ def tests(session: nox.Session) -> None:
 def learning(session: nox.Session) -> None:
     install(session)
     session.run("pytest", "-m", "learning", *session.posargs)
+
+
+@nox.session
+def protos(session: nox.Session) -> None:
+    """Regenerate the Unity protocol's Python code from its .proto files (a venv of its own)."""
+    # protoc 5.27 (grpcio-tools 1.66.2): code that runs on protobuf 5.27 up to 7.x.
+    session.install("grpcio-tools==1.66.2")
+    session.run("python", "tools/generate_protos.py")

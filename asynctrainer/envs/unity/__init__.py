@@ -1,0 +1,1 @@
+"""Unity environments: ML-Agents' communicator protocol (our ``.proto`` files and their generated code)."""
