@@ -1,9 +1,9 @@
-"""ML-Agents' YAML run config as pydantic models, with ML-Agents' names and defaults (DESIGN §7).
+"""ML-Agents' YAML run config as pydantic models, with ML-Agents' names and defaults.
 
 Every key ML-Agents accepts is accepted. A feature asynctrainer does not build yet is refused
 with :class:`~asynctrainer.errors.UnsupportedFeatureError`; any other bad key or value raises
 :class:`~asynctrainer.errors.SettingsError` with one short paragraph naming the key path, the
-bad value and what is allowed (DESIGN §10). This module never imports TensorFlow.
+bad value and what is allowed. This module never imports TensorFlow.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
-import yaml
 from pydantic import (
     BaseModel,
     BeforeValidator,
@@ -29,9 +28,10 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import PydanticCustomError, PydanticUseDefault
+from pydantic_core import PydanticUseDefault
 
-from asynctrainer.errors import SettingsError, UnsupportedFeatureError
+from asynctrainer.errors import SettingsError
+from asynctrainer.settings.translate import invalid, settings_error, show, unknown_key, unsupported
 
 __all__ = [
     "AsyncTrainerDeprecationWarning",
@@ -46,8 +46,6 @@ __all__ = [
     "SACHyperparameters",
     "TorchSettings",
     "TrainerSettings",
-    "load_run_settings",
-    "run_settings_from_dict",
 ]
 
 Schedule = Literal["constant", "linear"]
@@ -56,41 +54,6 @@ VisEncodeType = Literal["simple", "nature_cnn", "resnet", "match3", "fully_conne
 
 class AsyncTrainerDeprecationWarning(UserWarning):
     """Warned for an ML-Agents option that is accepted but has no effect in asynctrainer."""
-
-
-# Error types of the PydanticCustomErrors raised by validators; ``_settings_error`` turns them
-# into SettingsError / UnsupportedFeatureError. ctx["where"] is a dotted suffix of the key path.
-_INVALID = "asynctrainer_invalid"
-_UNSUPPORTED = "asynctrainer_unsupported"
-_UNKNOWN_KEY = "asynctrainer_unknown_key"
-
-
-def _invalid(detail: str, where: str = "") -> PydanticCustomError:
-    return PydanticCustomError(_INVALID, "{detail}", {"detail": detail, "where": where})
-
-
-def _unsupported(detail: str, where: str = "") -> PydanticCustomError:
-    return PydanticCustomError(_UNSUPPORTED, "{detail}", {"detail": detail, "where": where})
-
-
-def _unknown_key(key: object, allowed: Iterable[str], where: str = "") -> PydanticCustomError:
-    return PydanticCustomError(
-        _UNKNOWN_KEY,
-        "The option '{key}' is invalid",
-        {"key": str(key), "allowed": ", ".join(sorted(allowed)), "where": where},
-    )
-
-
-def _show(value: object) -> str:
-    """Shows a config value the way a YAML user wrote it, on one short line."""
-    if value is None:
-        text = "null"
-    elif isinstance(value, bool):
-        text = "true" if value else "false"
-    else:
-        text = repr(value)
-    text = text.replace("\n", " ")
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def _coerce_int(value: Any) -> Any:
@@ -124,7 +87,7 @@ class _Settings(BaseModel):
         try:
             super().__init__(**data)
         except ValidationError as exc:
-            raise _settings_error(exc) from None
+            raise settings_error(exc) from None
 
     # As pydantic's RootModel does: nested validation must not call this __init__, so that a
     # nested model's errors keep their full key path.
@@ -136,7 +99,7 @@ class _Settings(BaseModel):
         try:
             return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
-            raise _settings_error(exc) from None
+            raise settings_error(exc) from None
 
     @model_validator(mode="before")
     @classmethod
@@ -144,7 +107,7 @@ class _Settings(BaseModel):
         if isinstance(data, Mapping):
             for key in data:
                 if key not in cls.model_fields:
-                    raise _unknown_key(key, cls.model_fields)
+                    raise unknown_key(key, cls.model_fields)
         return data
 
 
@@ -160,7 +123,7 @@ class MemorySettings(_Settings):
     @classmethod
     def _even_memory(cls, value: int) -> int:
         if value % 2:
-            raise _invalid(f"{value} is not valid: memory_size must be even.")
+            raise invalid(f"{value} is not valid: memory_size must be even.")
         return value
 
 
@@ -181,7 +144,7 @@ class NetworkSettings(_Settings):
     @classmethod
     def _refuse_memory(cls, value: MemorySettings | None) -> MemorySettings | None:
         if value is not None:
-            raise _unsupported(
+            raise unsupported(
                 "recurrent networks (memory) are not supported yet by asynctrainer; "
                 "remove the memory section to train a feed-forward network."
             )
@@ -208,7 +171,7 @@ class PPOHyperparameters(_Settings):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         if self.batch_size > self.buffer_size:
-            raise _invalid(
+            raise invalid(
                 f"batch_size ({self.batch_size}) must not exceed buffer_size ({self.buffer_size}).", where="batch_size"
             )
         if self.beta_schedule is None:
@@ -339,7 +302,7 @@ class TrainerSettings(_Settings):
             elif isinstance(hyperparameters, SACHyperparameters):
                 data["trainer_type"] = "sac"
             elif "hyperparameters" in data:
-                raise _invalid(
+                raise invalid(
                     "hyperparameters were specified but no trainer_type was given; "
                     "add trainer_type: ppo or trainer_type: sac.",
                     where="hyperparameters",
@@ -352,9 +315,9 @@ class TrainerSettings(_Settings):
     @classmethod
     def _check_trainer_type(cls, value: Any) -> Any:
         if value == "poca":
-            raise _unsupported("the 'poca' trainer is not supported yet by asynctrainer (supported: ppo, sac).")
+            raise unsupported("the 'poca' trainer is not supported yet by asynctrainer (supported: ppo, sac).")
         if value not in ("ppo", "sac"):
-            raise _invalid(f"{_show(value)} is not valid: expected one of ppo, sac.")
+            raise invalid(f"{show(value)} is not valid: expected one of ppo, sac.")
         return value
 
     @field_validator("hyperparameters", mode="before")
@@ -366,7 +329,7 @@ class TrainerSettings(_Settings):
         model = PPOHyperparameters if trainer_type == "ppo" else SACHyperparameters
         if isinstance(value, (PPOHyperparameters, SACHyperparameters)):
             if not isinstance(value, model):
-                raise _invalid(f"{type(value).__name__} given for trainer_type {trainer_type}.")
+                raise invalid(f"{type(value).__name__} given for trainer_type {trainer_type}.")
             return value
         return model.__pydantic_validator__.validate_python({} if value is None else value)
 
@@ -378,14 +341,14 @@ class TrainerSettings(_Settings):
         for name, signal in value.items():
             allowed = _SIGNAL_KEYS.get(name) if isinstance(name, str) else None
             if allowed is None:
-                raise _invalid(
-                    f"{_show(name)} is not a reward signal: expected one of extrinsic, gail, curiosity, rnd.",
+                raise invalid(
+                    f"{show(name)} is not a reward signal: expected one of extrinsic, gail, curiosity, rnd.",
                     where=str(name),
                 )
             if isinstance(signal, Mapping):
                 for key in signal:
                     if key not in allowed:
-                        raise _unknown_key(key, allowed, where=name)
+                        raise unknown_key(key, allowed, where=name)
         return value
 
     @field_validator("reward_signals")
@@ -393,7 +356,7 @@ class TrainerSettings(_Settings):
     def _refuse_learned_reward_signals(cls, value: dict[str, RewardSignalSettings]) -> dict[str, RewardSignalSettings]:
         for name in value:
             if name != "extrinsic":
-                raise _unsupported(
+                raise unsupported(
                     f"the '{name}' reward signal is not supported yet by asynctrainer (supported: extrinsic).",
                     where=name,
                 )
@@ -404,7 +367,7 @@ class TrainerSettings(_Settings):
     def _refuse_unbuilt(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
         if value is not None:
             feature = "self-play" if info.field_name == "self_play" else "behavioral cloning"
-            raise _unsupported(f"{feature} is not supported yet by asynctrainer; remove the section or set it to null.")
+            raise unsupported(f"{feature} is not supported yet by asynctrainer; remove the section or set it to null.")
         return value
 
     @model_validator(mode="after")
@@ -555,7 +518,7 @@ class RunSettings(_Settings):
                 if k not in cls.model_fields and isinstance(v, Mapping) and _FLAT_TRAINER_KEYS & set(v)
             ]
             if old:
-                raise _invalid(
+                raise invalid(
                     "This config uses the format of ML-Agents before 0.17, with behavior names "
                     f"({', '.join(old)}) at the top level. Since 0.17 each behavior's settings go "
                     "under a `behaviors:` key, with `trainer` renamed `trainer_type`, "
@@ -579,28 +542,28 @@ class RunSettings(_Settings):
         for name, parameter in (value or {}).items():
             if isinstance(parameter, Mapping):
                 if "curriculum" in parameter:
-                    raise _unsupported(
+                    raise unsupported(
                         "curriculum lessons are not supported yet by asynctrainer; use a constant or a sampler.",
                         where=f"{name}.curriculum",
                     )
                 for key in parameter:
                     if key not in ("sampler_type", "sampler_parameters"):
-                        raise _unknown_key(key, ("sampler_type", "sampler_parameters", "curriculum"), name)
+                        raise unknown_key(key, ("sampler_type", "sampler_parameters", "curriculum"), name)
                 sampler = parameter.get("sampler_type")
                 if sampler not in _SAMPLER_TYPES:
-                    raise _invalid(
-                        f"{_show(sampler)} is not valid: expected one of {', '.join(_SAMPLER_TYPES)}.",
+                    raise invalid(
+                        f"{show(sampler)} is not valid: expected one of {', '.join(_SAMPLER_TYPES)}.",
                         where=f"{name}.sampler_type",
                     )
                 if not isinstance(parameter.get("sampler_parameters"), Mapping):
-                    raise _invalid(
-                        f"{_show(parameter.get('sampler_parameters'))} is not valid: "
+                    raise invalid(
+                        f"{show(parameter.get('sampler_parameters'))} is not valid: "
                         "expected a mapping of sampler parameters.",
                         where=f"{name}.sampler_parameters",
                     )
             elif isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
-                raise _invalid(
-                    f"{_show(parameter)} is not valid: expected a number or a sampler "
+                raise invalid(
+                    f"{show(parameter)} is not valid: expected a number or a sampler "
                     "(sampler_type and sampler_parameters).",
                     where=name,
                 )
@@ -637,100 +600,3 @@ class RunSettings(_Settings):
     def to_yaml_dict(self) -> dict[str, Any]:
         """The fully resolved config as plain YAML-safe types, for configuration.yaml."""
         return self.model_dump(mode="json")
-
-
-_TYPE_EXPECTATIONS: dict[str, str] = {
-    "int_type": "expected an integer",
-    "int_parsing": "expected an integer",
-    "int_from_float": "expected an integer",
-    "int_parsing_size": "expected an integer",
-    "float_type": "expected a number",
-    "float_parsing": "expected a number",
-    "finite_number": "expected a finite number",
-    "bool_type": "expected true or false",
-    "bool_parsing": "expected true or false",
-    "string_type": "expected a string",
-    "list_type": "expected a list",
-    "dict_type": "expected a mapping",
-    "model_type": "expected a mapping of options",
-    "model_attributes_type": "expected a mapping of options",
-    "missing": "a value is required",
-}
-_BOUNDS = {"greater_than": ">", "greater_than_equal": ">=", "less_than": "<", "less_than_equal": "<="}
-
-
-def _settings_error(exc: ValidationError) -> SettingsError:
-    """Turns a pydantic ValidationError into one SettingsError about its first error."""
-    error = exc.errors(include_url=False)[0]
-    ctx: dict[str, Any] = dict(error.get("ctx") or {})
-    parts = [str(p) for p in error["loc"] if not (isinstance(p, str) and p.endswith("]") and "[" in p)]
-    where = str(ctx.get("where", ""))
-    if where:
-        parts.append(where)
-    path = ".".join(parts)
-    kind = error["type"]
-    value = _show(error.get("input"))
-    if kind in (_UNKNOWN_KEY, "extra_forbidden"):
-        key = str(ctx["key"]) if kind == _UNKNOWN_KEY else parts.pop()
-        owner = ".".join(parts) or "the top level"
-        allowed = f" Allowed: {ctx['allowed']}." if "allowed" in ctx else ""
-        message = f"The option '{key}' was specified in your YAML file for {owner}, but is invalid.{allowed}"
-        return SettingsError(message, key_path=".".join([*parts, key]))
-    if kind in (_INVALID, _UNSUPPORTED):
-        message = str(ctx["detail"])
-    elif kind in _BOUNDS:
-        bound = next(iter(v for k, v in ctx.items() if k in ("gt", "ge", "lt", "le")))
-        message = f"{value} is not valid: must be {_BOUNDS[kind]} {bound}."
-    elif kind == "literal_error":
-        message = f"{value} is not valid: expected {ctx['expected']}."
-    elif kind in _TYPE_EXPECTATIONS:
-        message = f"{value} is not valid: {_TYPE_EXPECTATIONS[kind]}."
-    else:
-        message = f"{value} is not valid: {error['msg']}."
-    message = f"{path}: {message}" if path else message
-    message = " ".join(message.split("\n"))
-    cls = UnsupportedFeatureError if kind == _UNSUPPORTED else SettingsError
-    return cls(message, key_path=path or None)
-
-
-def run_settings_from_dict(data: Mapping[str, Any]) -> RunSettings:
-    """Validates a run config already parsed from YAML (or built in Python)."""
-    if not isinstance(data, Mapping):
-        raise SettingsError(f"The config must be a mapping with a `behaviors` key, not {type(data).__name__}.")
-    return RunSettings.model_validate(dict(data))
-
-
-def load_run_settings(path: str | os.PathLike[str] | None = None) -> RunSettings:
-    """Loads and validates a YAML run config.
-
-    With no path, every behavior gets ML-Agents' defaults (``default_settings`` is set to
-    ``TrainerSettings()``), as ``mlagents-learn`` does without a config file.
-    """
-    if path is None:
-        return RunSettings(default_settings=TrainerSettings())
-    name = os.fspath(path)
-    if not os.path.exists(name):
-        raise SettingsError(f"Config file '{name}' was not found.")
-    if not os.path.isfile(name):
-        raise SettingsError(f"Config file '{name}' is not a file.")
-    try:
-        with open(name, encoding="utf-8") as stream:
-            text = stream.read()
-    except OSError as exc:
-        raise SettingsError(f"Config file '{name}' could not be read: {exc.strerror}.") from None
-    except UnicodeDecodeError:
-        raise SettingsError(f"Config file '{name}' could not be read: it is not UTF-8 text.") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where, problem = "", str(exc).replace("\n", " ")
-        if isinstance(exc, yaml.MarkedYAMLError):
-            problem = exc.problem or problem
-            if exc.problem_mark is not None:
-                mark = exc.problem_mark
-                where = f" at line {mark.line + 1}, column {mark.column + 1}"
-        raise SettingsError(f"Config file '{name}' is not valid YAML{where}: {problem}.") from None
-    if not isinstance(data, Mapping):
-        found = "empty" if data is None else f"a {type(data).__name__}"
-        raise SettingsError(f"Config file '{name}' is {found}: the config must be a mapping with a `behaviors` key.")
-    return run_settings_from_dict(data)

@@ -1,0 +1,42 @@
+"""ML-Agents' YAML run config: pydantic models, YAML loading and error translation.
+
+``load_run_settings(path)`` reads a config file, ``run_settings_from_dict(data)`` validates one
+already parsed; both return a :class:`RunSettings` or raise
+:class:`~asynctrainer.errors.SettingsError` naming the key path, the bad value and what is
+allowed. This package never imports TensorFlow.
+"""
+
+from __future__ import annotations
+
+from asynctrainer.settings.loading import load_run_settings, run_settings_from_dict
+from asynctrainer.settings.models import (
+    AsyncTrainerDeprecationWarning,
+    CheckpointSettings,
+    EngineSettings,
+    EnvSettings,
+    MemorySettings,
+    NetworkSettings,
+    PPOHyperparameters,
+    RewardSignalSettings,
+    RunSettings,
+    SACHyperparameters,
+    TorchSettings,
+    TrainerSettings,
+)
+
+__all__ = [
+    "AsyncTrainerDeprecationWarning",
+    "CheckpointSettings",
+    "EngineSettings",
+    "EnvSettings",
+    "MemorySettings",
+    "NetworkSettings",
+    "PPOHyperparameters",
+    "RewardSignalSettings",
+    "RunSettings",
+    "SACHyperparameters",
+    "TorchSettings",
+    "TrainerSettings",
+    "load_run_settings",
+    "run_settings_from_dict",
+]
