@@ -9,6 +9,7 @@ Every temporary carries :data:`TMP_MARK` in its name, so start-up clean-up finds
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from pathlib import Path
 
@@ -19,6 +20,7 @@ __all__ = [
     "fsync_dir",
     "fsync_file",
     "fsync_tree",
+    "is_temp_name",
     "temp_sibling",
 ]
 
@@ -29,6 +31,14 @@ TMP_MARK = ".tmp-"
 def temp_sibling(path: Path, tag: str = "") -> Path:
     """A fresh temporary name beside ``path``: ``.<name><tag>.tmp-<random>``."""
     return path.with_name(f".{path.name}{tag}{TMP_MARK}{uuid.uuid4().hex[:8]}")
+
+
+_TEMP_NAME = re.compile(rf"^\..+{re.escape(TMP_MARK)}[0-9a-f]{{8}}$")
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` has the form :func:`temp_sibling` gives (and so may be cleaned up)."""
+    return _TEMP_NAME.match(name) is not None
 
 
 def fsync_dir(path: Path) -> None:

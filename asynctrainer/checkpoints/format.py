@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
-from asynctrainer.files import TMP_MARK, fsync_dir, fsync_file, temp_sibling
+from asynctrainer.files import TMP_MARK, fsync_dir, fsync_file, is_temp_name, temp_sibling
 
 __all__ = [
     "MANIFEST",
@@ -211,24 +211,27 @@ def list_checkpoints(parent: Path, behavior: str | None = None) -> list[Checkpoi
 def cleanup_temporaries(parent: Path) -> list[Path]:
     """Remove temporaries a crash left behind in ``parent``; return what was removed.
 
-    A committed checkpoint that was moved aside to be replaced by a new save of the same step
-    (see :func:`write_checkpoint`) is moved back when the crash came before its replacement was
-    in place, so no committed checkpoint is ever lost; it is not listed as removed then.
+    Only names :func:`~asynctrainer.files.temp_sibling` makes are touched, and never a symlink:
+    neither a symlinked ``parent`` nor a link inside it is followed or removed, so clean-up
+    cannot reach outside the run. A committed checkpoint that was moved aside to be replaced
+    by a new save of the same step (see :func:`write_checkpoint`) is moved back when the crash
+    came before its replacement was in place, so no committed checkpoint is ever lost; it is
+    not listed as removed then.
     """
     removed: list[Path] = []
-    if not parent.is_dir():
+    if parent.is_symlink() or not parent.is_dir():
         return removed
     for child in sorted(parent.iterdir()):
-        if TMP_MARK not in child.name:
+        if not is_temp_name(child.name) or child.is_symlink():
             continue
-        if REPLACED_MARK in child.name and child.name.startswith(".") and child.is_dir():
+        if REPLACED_MARK in child.name and child.is_dir():
             original = parent / child.name[1 : child.name.index(REPLACED_MARK)]
-            if not original.exists() and (child / MANIFEST).is_file():
+            if not os.path.lexists(original) and (child / MANIFEST).is_file():
                 os.rename(child, original)
                 fsync_dir(parent)
                 continue
-        if child.is_dir() and not child.is_symlink():
-            shutil.rmtree(child, ignore_errors=True)
+        if child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)  # removes links inside, never follows them
         else:
             child.unlink(missing_ok=True)
         removed.append(child)

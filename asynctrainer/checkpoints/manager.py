@@ -32,7 +32,7 @@ from asynctrainer.checkpoints.format import (
     save_arrays,
     write_checkpoint,
 )
-from asynctrainer.errors import CheckpointLoadError, ExportError
+from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError, ExportError
 from asynctrainer.files import atomic_write_bytes
 from asynctrainer.runtime.scheduling import gil_switch_interval
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -43,6 +43,8 @@ __all__ = ["CheckpointManager", "cleanup_run_directory", "find_checkpoint", "loa
 
 logger = logging.getLogger("asynctrainer")
 STATUS_FORMAT_VERSION = "0.3.0"
+#: The stat counting a behavior's periodic saves that failed (the run went on).
+FAILED_SAVES_STAT = "Checkpoints/Failed Saves"
 
 
 def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
@@ -95,12 +97,13 @@ def cleanup_run_directory(run_dir: Path) -> list[Path]:
     :func:`~asynctrainer.checkpoints.format.cleanup_temporaries`) is back in place first.
     """
     removed: list[Path] = []
-    if not run_dir.is_dir():
+    if run_dir.is_symlink() or not run_dir.is_dir():
         return removed
     removed += cleanup_temporaries(run_dir)
     removed += cleanup_temporaries(run_dir / "run_logs")
     for child in sorted(run_dir.iterdir()):
-        if child.is_dir() and not child.name.startswith(".") and child.name != "run_logs":
+        # A symlinked directory leads out of the run: never followed (cleanup_temporaries checks it too).
+        if child.is_dir() and not child.is_symlink() and not child.name.startswith(".") and child.name != "run_logs":
             removed += cleanup_temporaries(child / "checkpoints")
             removed += cleanup_temporaries(child)
     if removed:
@@ -127,7 +130,11 @@ class CheckpointManager:
         #: One save in flight per behavior, the final save included.
         self._locks: dict[str, anyio.Lock] = {}
         self._limiter = anyio.CapacityLimiter(1)
+        #: (behavior, step, seconds) of every committed save.
         self.saves: list[tuple[str, int, float]] = []
+        #: Periodic saves that failed, per behavior.
+        self.failed_saves: dict[str, int] = {}
+        self._attempted: dict[str, int] = {}
         #: Test hook: called inside the write, after the files and before the manifest.
         self.fail_before_commit: Callable[[], None] | None = None
         self._status: dict[str, Any] = {}
@@ -172,26 +179,69 @@ class CheckpointManager:
             self._wake[name] = anyio.Event()
             while self._pending[name]:
                 self._pending[name] = False
-                await self.save(self.trainers[name])
+                trainer = self.trainers[name]
+                try:
+                    await self.save(trainer)
+                except CheckpointSaveError as exc:
+                    # A periodic save that fails costs that checkpoint, not the run: the previous
+                    # one stays valid, and the next interval (or the final save) tries again.
+                    self.failed_saves[name] = self.failed_saves.get(name, 0) + 1
+                    trainer.stats_reporter.set_stat(FAILED_SAVES_STAT, self.failed_saves[name])
+                    logger.error(
+                        "%s: the checkpoint at step %d was not saved; training goes on and the next checkpoint "
+                        "interval tries again. %s",
+                        name,
+                        self._attempted.get(name, trainer.step),
+                        exc,
+                    )
 
     async def save(self, trainer: RLTrainer[Any], *, final: bool = False) -> Path:
-        """Capture the trainer between two updates, then commit a checkpoint in a thread."""
-        lock = self._locks.setdefault(trainer.behavior_name, anyio.Lock())
+        """Capture the trainer between two updates, then commit a checkpoint in a thread.
+
+        :raises CheckpointSaveError: when it could not be saved (the previous checkpoint stays valid).
+        """
+        name = trainer.behavior_name
+        lock = self._locks.setdefault(name, anyio.Lock())
         async with lock:
             # A save is many short file operations, each releasing the GIL: see SHORT_SWITCH_INTERVAL.
             with hierarchical_timer("save_model"), gil_switch_interval(self.switch_interval):
                 start = time.perf_counter()
-                state, snapshot = await trainer.run_exclusive(trainer.capture)
-                path = await anyio.to_thread.run_sync(
-                    self._write, trainer, state, snapshot, final, limiter=self._limiter
-                )
+                self._attempted[name] = trainer.step
+                state, snapshot = await trainer.checkpoint_state()
                 step = int(state["trainer/step"][0])
-                self.saves.append((trainer.behavior_name, step, time.perf_counter() - start))
+                self._attempted[name] = step
+                try:
+                    path = await anyio.to_thread.run_sync(
+                        self._write, trainer, state, snapshot, final, limiter=self._limiter
+                    )
+                except CheckpointSaveError:
+                    raise
+                except Exception as exc:  # the status file or pruning, after the commit
+                    raise CheckpointSaveError(
+                        f"Behavior '{name}': the checkpoint at step {step} could not be completed: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
+                self.saves.append((name, step, time.perf_counter() - start))
                 return path
 
     async def final_save(self) -> list[Path]:
-        """Checkpoint every trainer and write ``<run>/<behavior>.onnx`` (and ``.npz``)."""
-        return [await self.save(trainer, final=True) for trainer in self.trainers.values()]
+        """Checkpoint every trainer and write ``<run>/<behavior>.onnx`` (and ``.npz``).
+
+        Every trainer is tried, one failing or not.
+        :raises CheckpointSaveError: when a final save failed (all of them in a group when several did).
+        """
+        paths: list[Path] = []
+        errors: list[CheckpointSaveError] = []
+        for trainer in self.trainers.values():
+            try:
+                paths.append(await self.save(trainer, final=True))
+            except CheckpointSaveError as exc:
+                errors.append(exc)
+        if len(errors) == 1:
+            raise errors[0]
+        if errors:
+            raise ExceptionGroup("final saves failed", errors)
+        return paths
 
     # ----- thread side --------------------------------------------------------------------------
 

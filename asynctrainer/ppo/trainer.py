@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -10,10 +9,10 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import CheckpointLoadError
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.networks import ActorCritic
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.state import LearnedState
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.ppo import loss
@@ -29,21 +28,6 @@ __all__ = ["PPOTrainer"]
 F32 = npt.NDArray[np.float32]
 #: Global gradient-norm clip (SB3's and CleanRL's default).
 MAX_GRAD_NORM = 0.5
-
-
-def restore_weights(variables: Mapping[str, Any], state: Mapping[str, np.ndarray], behavior: str) -> None:
-    """Assign ``weights/<name>`` arrays to variables, naming the layer on any mismatch."""
-    for name, var in variables.items():
-        key = f"weights/{name}"
-        if key not in state:
-            raise CheckpointLoadError(f"Behavior '{behavior}': the checkpoint has no weights for layer '{name}'.")
-        if tuple(state[key].shape) != tuple(var.shape):
-            raise CheckpointLoadError(
-                f"Behavior '{behavior}': layer '{name}' has shape {tuple(var.shape)} but the checkpoint has "
-                f"{tuple(state[key].shape)}; the network settings (hidden_units, num_layers) or the env's "
-                "spaces differ from the run that saved it."
-            )
-        var.assign(state[key])
 
 
 class PPOTrainer(RLTrainer[ActorCritic]):
@@ -160,34 +144,17 @@ class PPOTrainer(RLTrainer[ActorCritic]):
 
     # ----- checkpoint state (thread side) -------------------------------------------------------
 
-    def _algorithm_state(self) -> dict[str, np.ndarray]:
+    def _learned(self) -> LearnedState:
         assert self.net is not None
-        state = {f"weights/{k}": np.array(v.numpy()) for k, v in self.net.named_variables().items()}
-        for i, v in enumerate(self.optimizer.variables):
-            state[f"optimizer/{i:03d}"] = np.array(v.numpy())
-        if self.normalizer is not None:
-            state.update({f"normalizer/{k}": v for k, v in self.normalizer.state().items()})
-        state["rng"] = np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8)
-        return state
+        return LearnedState(
+            self.behavior_name, self.net.named_variables(), {"": self.optimizer}, self.normalizer, self._rng
+        )
+
+    def _algorithm_state(self) -> dict[str, np.ndarray]:
+        return self._learned().save()
 
     def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
-        assert self.net is not None
-        restore_weights(self.net.named_variables(), state, self.behavior_name)
-        if weights_only:
-            return
-        opt_keys = sorted(k for k in state if k.startswith("optimizer/"))
-        variables = self.optimizer.variables
-        if len(opt_keys) != len(variables):
-            raise CheckpointLoadError(
-                f"Behavior '{self.behavior_name}': the checkpoint has {len(opt_keys)} optimizer variables, "
-                f"the trainer {len(variables)}; it was saved with other settings.",
-            )
-        for key, var in zip(opt_keys, variables, strict=True):
-            var.assign(state[key])
-        if self.normalizer is not None and "normalizer/mean" in state:
-            self.normalizer.load_state({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("normalizer/")})
-        if "rng" in state:
-            self._rng.bit_generator.state = json.loads(bytes(state["rng"]).decode())
+        self._learned().restore(state, weights_only=weights_only)
 
     # ----- loop side ----------------------------------------------------------------------------
 

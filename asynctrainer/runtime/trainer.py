@@ -9,6 +9,7 @@ and ``_make_snapshot``. Nothing here imports TensorFlow.
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
@@ -18,7 +19,7 @@ import numpy as np
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import UpdateError, UsageError
+from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError, UpdateError, UsageError
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.scheduling import lower_tf_threads
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -26,10 +27,36 @@ from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["RLTrainer", "Trainer"]
+__all__ = ["MAX_CHECKPOINT_COUNT", "RLTrainer", "Trainer", "checkpoint_int"]
 
 PolicyT = TypeVar("PolicyT")
 R = TypeVar("R")
+
+#: The largest step or count a checkpoint may hold: 2**53, beyond which a float64 (stats, the
+#: status file's JSON readers) no longer counts one by one. No run gets near it.
+MAX_CHECKPOINT_COUNT = 2**53
+
+
+def checkpoint_int(
+    state: Mapping[str, np.ndarray], key: str, behavior: str, *, low: int = 0, high: int = MAX_CHECKPOINT_COUNT
+) -> int:
+    """The one integer stored as ``state[key]`` (an array of one element).
+
+    :raises CheckpointLoadError: naming ``key`` when it is missing, empty, not an integer or
+        outside ``[low, high]``.
+    """
+    value = state.get(key)
+    if value is None or value.shape != (1,) or value.dtype.kind not in "iu":
+        shown = "missing" if value is None else f"{value.dtype} of shape {value.shape}"
+        raise CheckpointLoadError(
+            f"Behavior '{behavior}': field '{key}' is {shown}; one integer (shape (1,)) is allowed."
+        )
+    number = int(value[0])
+    if not low <= number <= high:
+        raise CheckpointLoadError(
+            f"Behavior '{behavior}': field '{key}' is {number}; an integer from {low} to {high} is allowed."
+        )
+    return number
 
 
 class Trainer(abc.ABC, Generic[PolicyT]):
@@ -158,6 +185,8 @@ class RLTrainer(Trainer[PolicyT]):
         #: Called with the step whenever a checkpoint is due (set by the checkpoint manager).
         self.checkpoint_requester: Callable[[RLTrainer[Any], int], None] | None = None
         self._episodes = 0
+        #: Set when an update failed: its weights may be broken, so no checkpoint is taken after it.
+        self.update_failed = False
 
     # ----- loop side -----------------------------------------------------------------------
 
@@ -258,7 +287,11 @@ class RLTrainer(Trainer[PolicyT]):
         step = self._step
         try:
             stats, snapshot = await anyio.to_thread.run_sync(self._update_and_snapshot, limiter=self._limiter)
+        except UpdateError:
+            self.update_failed = True
+            raise
         except Exception as exc:
+            self.update_failed = True
             raise UpdateError(self.behavior_name, step, exc) from exc
         # Cancelled while the thread ran: the thread was waited for, its result is discarded.
         await anyio.lowlevel.checkpoint_if_cancelled()
@@ -301,49 +334,105 @@ class RLTrainer(Trainer[PolicyT]):
         """
         return None if self.update_threshold is None else 2 * self.update_threshold
 
-    # ----- checkpoint state (thread side, under the limiter) -------------------------------------
+    # ----- checkpoint state ---------------------------------------------------------------------
+
+    def _loop_state(self) -> dict[str, np.ndarray]:
+        """The bookkeeping the loop owns, as ``trainer/*`` arrays (read on the loop)."""
+        return {
+            "trainer/step": np.array([self._step], np.int64),
+            "trainer/version": np.array([self.version], np.int64),
+            "trainer/update_count": np.array([self.update_count], np.int64),
+            "trainer/episodes": np.array([self._episodes], np.int64),
+            "trainer/reward_buffer": np.array(list(self._reward_buffer), np.float64),
+        }
+
+    def _thread_state(self, loop_state: Mapping[str, np.ndarray], queued: object) -> dict[str, np.ndarray]:
+        """``loop_state`` with the algorithm's state (``algo/*``) added (worker thread, under the limiter)."""
+        algo = {**self._algorithm_state(), **self._queued_state(queued)}
+        return {**{f"algo/{k}": v for k, v in algo.items()}, **loop_state}
+
+    async def checkpoint_state(self) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
+        """State and snapshot for a checkpoint, both as of one moment.
+
+        The trainer's limiter is taken on the loop, so no update runs; then, with no await in
+        between, what the loop owns (step, episodes, reward buffer, experiences it queued) is
+        read, and :meth:`capture` reads the rest in the worker thread. The loop goes on
+        meanwhile; what it changes after that moment goes into the next checkpoint.
+
+        :raises CheckpointSaveError: after a failed update, whose weights are not to be saved.
+        """
+        async with self._limiter:
+            if self.update_failed:
+                raise CheckpointSaveError(
+                    f"Behavior '{self.behavior_name}' is not saved: its update failed, so the last checkpoint "
+                    "is the last good one."
+                )
+            loop_state, queued = self._loop_state(), self._queued_on_loop()
+            return await anyio.to_thread.run_sync(self.capture, loop_state, queued)
+
+    def capture(
+        self, loop_state: Mapping[str, np.ndarray], queued: object = None
+    ) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
+        """The thread side of :meth:`checkpoint_state` (worker thread, while the caller holds the limiter)."""
+        state = self._thread_state(loop_state, queued)
+        version, step = int(loop_state["trainer/version"][0]), int(loop_state["trainer/step"][0])
+        return state, dataclasses.replace(self._make_snapshot(version), step=step)
 
     def get_state(self) -> dict[str, np.ndarray]:
-        """Everything needed to resume, as named numpy arrays (no pickle).
+        """Everything needed to resume, as named numpy arrays (no pickle), while nothing else runs.
 
-        Called in the worker thread under the trainer's limiter, so it always sees the state
-        between two updates. Keys: ``trainer/*`` for the shared bookkeeping, the rest from
-        :meth:`_algorithm_state`.
+        Keys: ``trainer/*`` for the shared bookkeeping, ``algo/*`` from :meth:`_algorithm_state`
+        and :meth:`_queued_state`. A checkpoint of a running trainer uses :meth:`checkpoint_state`.
         """
-        state = {f"algo/{k}": v for k, v in self._algorithm_state().items()}
-        state["trainer/step"] = np.array([self._step], np.int64)
-        state["trainer/version"] = np.array([self.version], np.int64)
-        state["trainer/update_count"] = np.array([self.update_count], np.int64)
-        state["trainer/episodes"] = np.array([self._episodes], np.int64)
-        state["trainer/reward_buffer"] = np.array(list(self._reward_buffer), np.float64)
-        return state
+        return self._thread_state(self._loop_state(), self._queued_on_loop())
 
     def set_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool = False) -> None:
-        """Restore from :meth:`get_state`; ``weights_only`` (``--initialize-from``) keeps step 0."""
+        """Restore from :meth:`get_state`; ``weights_only`` (``--initialize-from``) keeps step 0.
+
+        :raises CheckpointLoadError: naming the field that is missing or out of range.
+        """
+        trainer = None
+        if not weights_only:
+            name = self.behavior_name
+            trainer = {
+                key: checkpoint_int(state, f"trainer/{key}", name)
+                for key in ("step", "version", "update_count", "episodes")
+            }
+            rewards = state.get("trainer/reward_buffer")
+            numbers = rewards is not None and rewards.ndim == 1 and rewards.dtype.kind in "fiu"
+            if rewards is None or not numbers or not np.isfinite(rewards).all():
+                raise CheckpointLoadError(
+                    f"Behavior '{name}': field 'trainer/reward_buffer' is missing or not a list of finite numbers."
+                )
         algo = {k[len("algo/") :]: v for k, v in state.items() if k.startswith("algo/")}
         self._restore_algorithm_state(algo, weights_only=weights_only)
-        if weights_only:
+        if trainer is None:
             return
-        self._step = int(state["trainer/step"][0])
-        self.version = int(state["trainer/version"][0])
-        self.update_count = int(state["trainer/update_count"][0])
-        self._episodes = int(state["trainer/episodes"][0])
+        self._step = trainer["step"]
+        self.version = trainer["version"]
+        self.update_count = trainer["update_count"]
+        self._episodes = trainer["episodes"]
         self._reward_buffer.clear()
         self._reward_buffer.extend(float(r) for r in state["trainer/reward_buffer"])
         self._next_summary_step = self._next_threshold(self.summary_freq)
         self._next_save_step = self._next_threshold(self.trainer_settings.checkpoint_interval)
 
-    def capture(self) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
-        """State and snapshot for a checkpoint (worker thread, under the limiter)."""
-        return self.get_state(), self._make_snapshot(self.version)
-
     def _algorithm_state(self) -> dict[str, np.ndarray]:
-        """Weights, optimizer slots, normalisers, RNG and schedules of the algorithm (override)."""
+        """Weights, optimizer slots, normalisers, RNG and schedules of the algorithm (override; worker thread)."""
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
 
     def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
         """Inverse of :meth:`_algorithm_state`; with ``weights_only`` restore network weights only."""
         raise NotImplementedError(f"{type(self).__name__} does not support checkpoints")
+
+    def _queued_on_loop(self) -> object:
+        """What the loop queued for the update thread that a checkpoint keeps (e.g. SAC's
+        transitions), copied on the loop; passed to :meth:`_queued_state`. None by default."""
+        return None
+
+    def _queued_state(self, queued: object) -> dict[str, np.ndarray]:
+        """The arrays of what :meth:`_queued_on_loop` returned (worker thread); none by default."""
+        return {}
 
     # ----- thread side (override) ------------------------------------------------------------
 

@@ -16,7 +16,6 @@ ML-Agents updates learned reward signals) is accepted and has nothing to update.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,12 +27,13 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.state import LearnedState
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.snapshot import PolicySnapshot
-from asynctrainer.runtime.trainer import RLTrainer
+from asynctrainer.runtime.trainer import RLTrainer, checkpoint_int
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.sac import loss
 from asynctrainer.sac.networks import SACNetworks, squashed_gaussian_log_prob
@@ -348,65 +348,63 @@ class SACTrainer(RLTrainer[SACNetworks]):
 
     # ----- checkpoint state (thread side) -------------------------------------------------------
 
-    def _optimizers(self) -> dict[str, Any]:
-        return {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer}
+    def _learned(self) -> LearnedState:
+        assert self.nets is not None
+        return LearnedState(
+            self.behavior_name,
+            self.nets.named_variables(),
+            {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer},
+            self.normalizer,
+            self._rng,
+            variables={"log_alpha": self.nets.log_alpha},
+        )
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:
-        assert self.nets is not None and self.replay is not None
-        state = {f"weights/{k}": np.array(v.numpy()) for k, v in self.nets.named_variables().items()}
-        state["log_alpha"] = np.array(self.nets.log_alpha.numpy())
-        for name, opt in self._optimizers().items():
-            for i, v in enumerate(opt.variables):
-                state[f"optimizer/{name}/{i:03d}"] = np.array(v.numpy())
-        if self.normalizer is not None:
-            state.update({f"normalizer/{k}": v for k, v in self.normalizer.state().items()})
-        state["rng"] = np.frombuffer(json.dumps(self._rng.bit_generator.state).encode(), np.uint8).copy()
+        state = self._learned().save()
         state["update_steps"] = np.array([self.update_steps], np.int64)
-        if self.hyperparameters.save_replay_buffer:
-            # Queued transitions are read, not moved: the loop may be appending to the queue.
-            pending = list(self._pending)
-            state.update({f"replay/{k}": v for k, v in self.replay.arrays(pending).items()})
-            # The newest rows are still queued: restored to the queue, they reach the normaliser.
-            state["replay_queued"] = np.array([sum(len(t.rewards) for t in pending)], np.int64)
+        return state
+
+    def _queued_on_loop(self) -> list[Transitions]:
+        """The transitions queued for the update thread (a copy of the list, taken on the loop)."""
+        return list(self._pending)
+
+    def _queued_state(self, queued: object) -> dict[str, np.ndarray]:
+        """With ``save_replay_buffer``: the buffer's rows, then the ``queued`` ones (worker thread)."""
+        if not self.hyperparameters.save_replay_buffer:
+            return {}
+        assert self.replay is not None and isinstance(queued, list)
+        state = {f"replay/{k}": v for k, v in self.replay.arrays(queued).items()}
+        # The newest rows are still queued: restored to the queue, they reach the normaliser.
+        state["replay_queued"] = np.array([sum(len(t.rewards) for t in queued)], np.int64)
         return state
 
     def _restore_algorithm_state(self, state: Mapping[str, np.ndarray], *, weights_only: bool) -> None:
-        assert self.nets is not None and self.replay is not None
-        for name, var in self.nets.named_variables().items():
-            key = f"weights/{name}"
-            if key not in state:
-                raise CheckpointLoadError(
-                    f"Behavior '{self.behavior_name}': the checkpoint has no weights for '{name}'."
-                )
-            if tuple(state[key].shape) != tuple(var.shape):
-                raise CheckpointLoadError(
-                    f"Behavior '{self.behavior_name}': '{name}' has shape {tuple(var.shape)} but the checkpoint has "
-                    f"{tuple(state[key].shape)}; the network settings or the env's spaces differ from the saved run."
-                )
-            var.assign(state[key])
+        assert self.replay is not None
         if weights_only:
+            self._learned().restore(state, weights_only=True)
             return
-        if "log_alpha" in state:
-            self.nets.log_alpha.assign(state["log_alpha"])
-        for name, opt in self._optimizers().items():
-            keys = sorted(k for k in state if k.startswith(f"optimizer/{name}/"))
-            if len(keys) != len(opt.variables):
-                raise CheckpointLoadError(
-                    f"Behavior '{self.behavior_name}': the checkpoint has {len(keys)} {name} optimizer variables, "
-                    f"the trainer {len(opt.variables)}; it was saved with other settings."
-                )
-            for key, var in zip(keys, opt.variables, strict=True):
-                var.assign(state[key])
-        if self.normalizer is not None and "normalizer/mean" in state:
-            self.normalizer.load_state({k.split("/", 1)[1]: v for k, v in state.items() if k.startswith("normalizer/")})
-        if "rng" in state:
-            self._rng.bit_generator.state = json.loads(bytes(state["rng"]).decode())
+        update_steps = 1
         if "update_steps" in state:
-            self.update_steps = int(state["update_steps"][0])
+            update_steps = checkpoint_int(state, "update_steps", self.behavior_name, low=1)
+        replay: dict[str, np.ndarray] | None = None
+        queued = 0
         if all(f"replay/{f}" in state for f in FIELDS):
-            arrays = {f: state[f"replay/{f}"] for f in FIELDS}
-            total = int(arrays["rewards"].shape[0])
-            queued = int(state["replay_queued"][0]) if "replay_queued" in state else 0
-            self.replay.load_arrays({f: a[: total - queued] for f, a in arrays.items()})
-            self._pending = [Transitions(*(arrays[f][total - queued :] for f in FIELDS))] if queued else []
+            replay = {f: np.asarray(state[f"replay/{f}"]) for f in FIELDS}
+            for name, values in replay.items():
+                if values.ndim == 0 or (values.dtype.kind == "f" and not np.isfinite(values).all()):
+                    raise CheckpointLoadError(
+                        f"Behavior '{self.behavior_name}': field 'replay/{name}' is a scalar or holds NaN or "
+                        "infinite values; one row of finite numbers per transition is allowed."
+                    )
+            if "replay_queued" in state:
+                queued = checkpoint_int(state, "replay_queued", self.behavior_name, high=replay["rewards"].shape[0])
+        self._learned().restore(state, weights_only=False)
+        self.update_steps = update_steps
+        if replay is not None:
+            total = replay["rewards"].shape[0]
+            try:
+                self.replay.load_arrays({f: a[: total - queued] for f, a in replay.items()})
+            except ValueError as exc:
+                raise CheckpointLoadError(f"Behavior '{self.behavior_name}': fields 'replay/*': {exc}.") from None
+            self._pending = [Transitions(*(replay[f][total - queued :] for f in FIELDS))] if queued else []
             self._pending_steps = queued

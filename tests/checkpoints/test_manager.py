@@ -53,11 +53,13 @@ class FakeCheckpointTrainer(FakeTrainer):
         if not weights_only:
             self.slots = np.array(state["optimizer/000"])
 
-    def capture(self) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
+    def capture(
+        self, loop_state: Mapping[str, np.ndarray], queued: object = None
+    ) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
         with self._lock:
             self.captures += 1
-            self.capture_steps.append(self.step)
-        captured = super().capture()
+            self.capture_steps.append(int(loop_state["trainer/step"][0]))
+        captured = super().capture(loop_state, queued)
         time.sleep(self.capture_seconds)  # a slow capture, in the worker thread
         return captured
 
@@ -90,11 +92,13 @@ class CountingManager(CheckpointManager):
         super().attach(trainer)
         name, capture = trainer.behavior_name, trainer.capture
 
-        def counted_capture() -> tuple[dict[str, np.ndarray], PolicySnapshot]:
+        def counted_capture(
+            loop_state: Mapping[str, np.ndarray], queued: object = None
+        ) -> tuple[dict[str, np.ndarray], PolicySnapshot]:
             with self._count_lock:
                 self.in_flight[name] = self.in_flight.get(name, 0) + 1
                 self.max_in_flight[name] = max(self.max_in_flight.get(name, 0), self.in_flight[name])
-            return capture()
+            return capture(loop_state, queued)
 
         trainer.capture = counted_capture  # type: ignore[method-assign]
 
