@@ -16,7 +16,12 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.checkpoints.format import TMP_MARK, list_checkpoints, read_manifest, write_checkpoint
-from asynctrainer.checkpoints.manager import CheckpointManager, find_checkpoint, load_checkpoint_state
+from asynctrainer.checkpoints.manager import (
+    FAILED_SAVES_STAT,
+    CheckpointManager,
+    find_checkpoint,
+    load_checkpoint_state,
+)
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError
 from asynctrainer.runtime.contracts import TrainerContext
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -269,39 +274,130 @@ async def test_a_save_that_fails_before_its_commit_leaves_the_previous_checkpoin
     assert int(load_checkpoint_state(newest)["trainer/step"][0]) == 100
 
 
-async def test_a_failing_periodic_save_stops_the_run_and_a_resume_uses_the_previous_checkpoint(
-    tmp_path: Path,
-) -> None:
-    settings = make_run_settings(max_steps=10**6, checkpoint_interval=50, keep_checkpoints=10)
-    factory = fake_factory()
-    env = CountingEnv(step_delay=0.001)
-    runner = Runner(settings, env, results_dir=tmp_path, run_id="run", trainer_factory=factory, stats_writers=[])
+async def test_a_checkpoint_reads_the_loop_side_fields_at_the_moment_it_starts(tmp_path: Path) -> None:
+    trainer = make_trainer()
+    trainer._reward_buffer.appendleft(1.0)
+    in_thread, release = threading.Event(), threading.Event()
+    thread_state = trainer._algorithm_state
 
-    def crash() -> None:
-        if len(runner.checkpoints.saves) >= 2:
+    def slow_algorithm_state() -> dict[str, np.ndarray]:
+        in_thread.set()
+        assert release.wait(10)
+        return thread_state()
+
+    trainer._algorithm_state = slow_algorithm_state  # type: ignore[method-assign]
+    manager = CheckpointManager(tmp_path / "run", export_onnx=False)
+    manager.attach(trainer)
+    paths: list[Path] = []
+
+    async def save() -> None:
+        paths.append(await manager.save(trainer))
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(save)
+            await anyio.to_thread.run_sync(in_thread.wait)
+            # The loop goes on while the worker thread captures the weights.
+            trainer._step += 7
+            trainer._episodes += 1
+            trainer._reward_buffer.appendleft(9.0)
+            release.set()
+    [path] = paths
+    state = load_checkpoint_state(path)
+    # The weights and the loop-side fields are of one moment: the one the capture began at.
+    assert path.name == "Counter-100"
+    assert int(state["trainer/step"][0]) == 100 and int(state["trainer/episodes"][0]) == 0
+    assert state["trainer/reward_buffer"].tolist() == [1.0]
+    assert PolicySnapshot.load(path / "snapshot.npz").step == 100
+
+
+async def test_a_failing_periodic_save_is_logged_counted_and_training_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = make_run_settings(max_steps=600, checkpoint_interval=50, keep_checkpoints=100)
+    factory = fake_factory()
+    runner = Runner(
+        settings,
+        CountingEnv(step_delay=0.001),
+        results_dir=tmp_path,
+        run_id="run",
+        trainer_factory=factory,
+        stats_writers=[],
+    )
+    attempts: list[int] = []
+
+    def crash_the_second() -> None:
+        attempts.append(1)
+        if len(attempts) == 2:
             raise RuntimeError("injected crash before the manifest")
 
     async def arm() -> None:
         while runner.checkpoints is None:
             await anyio.sleep(0)
-        runner.checkpoints.fail_before_commit = crash
+        runner.checkpoints.fail_before_commit = crash_the_second  # type: ignore[attr-defined]
 
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(arm)
-        # Raised alone (not in an exception group), and no final save is attempted after it.
-        with pytest.raises(CheckpointSaveError, match="injected crash"):
-            await runner.run()
+    with caplog.at_level("ERROR", logger="asynctrainer"), anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(arm)
+            result = await runner.run()
+    manager = runner.checkpoints
+    assert isinstance(manager, CheckpointManager)
+    trainer = factory.made[0]  # type: ignore[attr-defined]
+    assert result.steps["Counter"] > 600 and not result.stopped_early
+    assert manager.failed_saves == {"Counter": 1}
+    # One line naming the behavior, the step and the error.
+    [line] = [r.getMessage() for r in caplog.records if "was not saved" in r.getMessage()]
+    first_committed = manager.saves[0][1]  # saves lists the committed ones: the first came before
+    assert line.startswith("Counter: the checkpoint at step ") and "injected crash" in line
+    step_in_line = int(line.split("step ")[1].split(" ")[0].rstrip(";"))
+    assert step_in_line > first_committed
+    # Counted in the stats, and later intervals (and the final save) saved again.
+    recorded = [
+        r.values[FAILED_SAVES_STAT].mean for r in trainer.stats_reporter.history if FAILED_SAVES_STAT in r.values
+    ]
+    assert recorded == [1.0]
+    committed = [c.step for c in list_checkpoints(tmp_path / "run" / "Counter" / "checkpoints")]
+    assert step_in_line not in committed and len(committed) >= 3 and committed[-1] == result.steps["Counter"]
+    assert_final_model(tmp_path / "run", result.steps["Counter"])
+
+
+async def test_a_failing_final_save_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
+    settings = make_run_settings(max_steps=300, checkpoint_interval=50, keep_checkpoints=100)
+    factory = fake_factory()
+    runner = Runner(
+        settings,
+        CountingEnv(step_delay=0.001),
+        results_dir=tmp_path,
+        run_id="run",
+        trainer_factory=factory,
+        stats_writers=[],
+    )
+
+    def crash_once_trained() -> None:
+        if not factory.made[0].should_still_train:  # type: ignore[attr-defined]
+            raise RuntimeError("injected crash in the final save")
+
+    async def arm() -> None:
+        while runner.checkpoints is None:
+            await anyio.sleep(0)
+        runner.checkpoints.fail_before_commit = crash_once_trained  # type: ignore[attr-defined]
+
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(arm)
+            # Raised alone (not in an exception group); the CLI exits 1 for it.
+            with pytest.raises(CheckpointSaveError, match="injected crash in the final save") as info:
+                await runner.run()
+    assert info.value.exit_code == 1
     run = tmp_path / "run"
     committed = list_checkpoints(run / "Counter" / "checkpoints")
-    assert len(committed) == 2
-    assert len(runner.checkpoints.saves) == 2  # the failed one and no final save
-    assert temporaries(run) == []
-    assert env.closed
-    assert not (run / "Counter.onnx").exists()
+    assert committed and all(c.step <= 300 for c in committed)
     for c in committed:
         read_manifest(c.path)
+    assert temporaries(run) == []
+    assert not (run / "Counter.onnx").exists()
+    # A resume starts from the previous checkpoint, whole.
     previous = committed[-1]
-
     resumed_factory = fake_factory()
     resumed = Runner(
         make_run_settings(max_steps=previous.step - 1),  # not increased: restore only, no training
@@ -316,7 +412,6 @@ async def test_a_failing_periodic_save_stops_the_run_and_a_resume_uses_the_previ
     trainer = resumed_factory.made[0]  # type: ignore[attr-defined]
     assert trainer.restored_weights_only is False
     assert result.steps["Counter"] == previous.step
-    assert result.updates["Counter"] == int(load_checkpoint_state(previous.path)["trainer/update_count"][0])
     np.testing.assert_array_equal(trainer.weights, load_checkpoint_state(previous.path)["algo/weights/w"])
 
 
