@@ -27,7 +27,7 @@ from asynctrainer.envs.spec import (
 )
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
 
-__all__ = ["GymnasiumEnv", "behavior_name_for", "call_env_factory", "load_env"]
+__all__ = ["GymnasiumEnv", "behavior_name_for", "call_env_factory", "gymnasium_copies", "load_env"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -234,12 +234,29 @@ def load_env(spec: str, *, num_envs: int = 1, seed: int | None = None) -> Any:
         first = call_env_factory(user_factory, spec)
         if isinstance(first, AsyncEnv):
             return first
-        # The env it made is the first of the copies: the factory is called once per copy.
-        unused = [first]
-
-        def make_copy() -> Any:
-            return unused.pop() if unused else call_env_factory(user_factory, spec)
-
-        make_copy.__qualname__ = spec  # how GymnasiumEnv's errors name it
-        return GymnasiumEnv(make_copy, num_envs, seed, behavior_name=attr)
+        return gymnasium_copies(first, user_factory, spec, num_envs, seed, behavior_name=attr)
     return GymnasiumEnv(spec, num_envs, seed)
+
+
+def gymnasium_copies(
+    first: Any,
+    factory: Callable[[], Any],
+    label: str,
+    num_envs: int,
+    seed: int | None,
+    *,
+    behavior_name: str | None = None,
+) -> GymnasiumEnv:
+    """A :class:`GymnasiumEnv` of ``num_envs`` copies whose first is ``first``, an env ``factory`` made already.
+
+    The other copies come from ``factory``, one call each (so a factory probed to see what it
+    returns is still called once per copy); its errors become an :class:`EnvError` naming ``label``.
+    """
+    unused = [first]
+
+    def make_copy() -> Any:
+        return unused.pop() if unused else call_env_factory(factory, label)
+
+    make_copy.__qualname__ = label  # how GymnasiumEnv's errors name it
+    name = behavior_name or getattr(factory, "__name__", "Env")  # GymnasiumEnv's default for a factory
+    return GymnasiumEnv(make_copy, num_envs, seed, behavior_name=name)

@@ -63,7 +63,7 @@ async def build_env_copies(source: WorkerEnvSource, count: int, seed: int) -> li
 
     :raises EnvError: when the source cannot be built.
     """
-    from asynctrainer.envs.gymnasium_env import GymnasiumEnv, load_env
+    from asynctrainer.envs.gymnasium_env import GymnasiumEnv, gymnasium_copies, load_env
 
     if isinstance(source, str):
         first = load_env(source, num_envs=count, seed=seed)
@@ -82,8 +82,8 @@ async def build_env_copies(source: WorkerEnvSource, count: int, seed: int) -> li
                 raise EnvError(
                     f"The env factory returned {type(first).__name__}, neither an AsyncEnv nor a gymnasium env."
                 )
-            first.close()
-            return [GymnasiumEnv(source, count, seed)]
+            label = getattr(source, "__qualname__", None) or type(source).__name__
+            return [gymnasium_copies(first, source, label, count, seed)]
         copies: list[AsyncEnv] = [first]
         for _ in range(count - 1):
             copies.append(await call())
