@@ -39,6 +39,7 @@ __all__ = [
     "read_manifest",
     "remove_checkpoint",
     "save_arrays",
+    "scan_checkpoints",
     "write_checkpoint",
 ]
 
@@ -171,12 +172,12 @@ def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
     if not manifest_path.is_file():
         raise CheckpointLoadError(f"Checkpoint '{path}' is incomplete: it has no {MANIFEST}.", path=str(manifest_path))
     try:
-        manifest: dict[str, Any] = json.loads(manifest_path.read_text(encoding="utf-8"))
-        files = manifest["files"]
-    except (ValueError, KeyError, TypeError) as exc:
+        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+    except (ValueError, OSError) as exc:
         raise CheckpointLoadError(
             f"Checkpoint manifest '{manifest_path}' is corrupt: {exc}.", path=str(manifest_path)
         ) from None
+    files = _manifest_files(manifest, manifest_path)
     if verify:
         for name, entry in files.items():
             f = path / name
@@ -186,14 +187,49 @@ def read_manifest(path: Path, *, verify: bool = True) -> dict[str, Any]:
                 raise CheckpointLoadError(
                     f"Checkpoint file '{f}' is corrupt (its size or sha256 does not match the manifest).", path=str(f)
                 )
+    assert isinstance(manifest, dict)
     return manifest
 
 
+def _manifest_files(manifest: object, manifest_path: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's ``files``, checked: an object of plain file names to ``{size, sha256}`` objects."""
+
+    def corrupt(what: str) -> CheckpointLoadError:
+        return CheckpointLoadError(
+            f"Checkpoint manifest '{manifest_path}' is corrupt: {what}.", path=str(manifest_path)
+        )
+
+    if not isinstance(manifest, dict):
+        raise corrupt(f"it is a JSON {type(manifest).__name__}, an object is allowed")
+    files = manifest.get("files")
+    if not isinstance(files, dict):
+        raise corrupt("its 'files' is missing or not an object of file names to {size, sha256} entries")
+    for name, entry in files.items():
+        if name in ("", ".", "..", MANIFEST) or Path(name).name != name or "\\" in name:
+            raise corrupt(f"its 'files' names {name!r}, a path outside the checkpoint; plain file names are allowed")
+        size = entry.get("size") if isinstance(entry, dict) else None
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        if not isinstance(size, int) or isinstance(size, bool) or size < 0 or not isinstance(sha, str):
+            raise corrupt(
+                f"its 'files' entry for '{name}' is {entry!r:.80}; an object with a size and a sha256 is allowed"
+            )
+    return files
+
+
 def list_checkpoints(parent: Path, behavior: str | None = None) -> list[CheckpointInfo]:
-    """Committed checkpoints under ``parent`` (those with a manifest), oldest step first."""
+    """Committed checkpoints under ``parent`` (those with a readable manifest), oldest step first."""
+    return scan_checkpoints(parent, behavior)[0]
+
+
+def scan_checkpoints(
+    parent: Path, behavior: str | None = None
+) -> tuple[list[CheckpointInfo], list[tuple[Path, int, CheckpointLoadError]]]:
+    """:func:`list_checkpoints`, and the checkpoint directories whose manifest is there but unreadable
+    (path, step, why), which are not checkpoints."""
     out: list[CheckpointInfo] = []
+    unreadable: list[tuple[Path, int, CheckpointLoadError]] = []
     if not parent.is_dir():
-        return out
+        return out, unreadable
     for child in parent.iterdir():
         m = _NAME.match(child.name)
         if not child.is_dir() or m is None or child.name.startswith(".") or not (child / MANIFEST).is_file():
@@ -202,10 +238,11 @@ def list_checkpoints(parent: Path, behavior: str | None = None) -> list[Checkpoi
             continue
         try:
             manifest = read_manifest(child, verify=False)
-        except CheckpointLoadError:
+        except CheckpointLoadError as exc:
+            unreadable.append((child, int(m["step"]), exc))
             continue
         out.append(CheckpointInfo(m["behavior"], int(m["step"]), child, manifest))
-    return sorted(out, key=lambda c: (c.step, c.manifest.get("created", 0.0)))
+    return sorted(out, key=lambda c: (c.step, c.manifest.get("created", 0.0))), sorted(unreadable)
 
 
 def cleanup_temporaries(parent: Path) -> list[Path]:

@@ -23,6 +23,7 @@ import numpy as np
 from anyio.abc import TaskStatus
 
 from asynctrainer.checkpoints.format import (
+    MANIFEST,
     CheckpointInfo,
     cleanup_temporaries,
     list_checkpoints,
@@ -30,6 +31,7 @@ from asynctrainer.checkpoints.format import (
     read_manifest,
     remove_checkpoint,
     save_arrays,
+    scan_checkpoints,
     write_checkpoint,
 )
 from asynctrainer.errors import CheckpointLoadError, CheckpointSaveError, ExportError
@@ -39,26 +41,38 @@ from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 
-__all__ = ["CheckpointManager", "cleanup_run_directory", "find_checkpoint", "load_checkpoint_state"]
+__all__ = [
+    "FAILED_SAVES_STAT",
+    "STATE_FILE",
+    "CheckpointManager",
+    "cleanup_run_directory",
+    "find_checkpoint",
+    "load_checkpoint_state",
+]
 
 logger = logging.getLogger("asynctrainer")
 STATUS_FORMAT_VERSION = "0.3.0"
 #: The stat counting a behavior's periodic saves that failed (the run went on).
 FAILED_SAVES_STAT = "Checkpoints/Failed Saves"
+#: The trainer state inside a checkpoint directory.
+STATE_FILE = "state.npz"
 
 
 def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
     """The newest committed, verified checkpoint of ``behavior`` under ``behavior_dir``.
 
-    A newest checkpoint that fails verification is reported, not silently skipped, so the
-    user decides (the message says how to fall back to an earlier one).
+    A newer checkpoint directory whose manifest is unreadable is no checkpoint: it is skipped,
+    with one warning line naming it and the one used. A newest checkpoint that fails
+    verification is reported, not silently skipped, so the user decides (the message says how
+    to fall back to an earlier one).
     :raises CheckpointLoadError: when there is none or the newest is corrupt.
     """
     parent = behavior_dir / "checkpoints"
-    found = list_checkpoints(parent, behavior)
+    found, unreadable = scan_checkpoints(parent, behavior)
     if not found:
+        skipped = "".join(f" '{path}' is not one: {error}" for path, _, error in unreadable[-1:])
         raise CheckpointLoadError(
-            f"No checkpoint of behavior '{behavior}' was found in '{parent}'. Train a new run by removing "
+            f"No checkpoint of behavior '{behavior}' was found in '{parent}'.{skipped} Train a new run by removing "
             "the --resume flag, or use --force to start over.",
             path=str(parent),
         )
@@ -72,6 +86,9 @@ def find_checkpoint(behavior_dir: Path, behavior: str) -> Path:
             else f" There is no earlier checkpoint: use --force to start this run over (or delete '{newest.path}')."
         )
         raise CheckpointLoadError(f"{exc}{recover}", path=exc.path) from None
+    for path, step, error in unreadable:
+        if step >= newest.step:
+            logger.warning("Skipped checkpoint '%s' (%s); using '%s'.", path, error, newest.path)
     return newest.path
 
 
@@ -80,14 +97,18 @@ def load_checkpoint_state(path: Path, *, verified: bool = False) -> dict[str, np
 
     :raises CheckpointLoadError: when the checkpoint is incomplete, corrupt or unreadable.
     """
-    if not verified:
-        read_manifest(path)
-    try:
-        return load_arrays(path / "state.npz")
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+    manifest = read_manifest(path, verify=not verified)
+    state_file = path / STATE_FILE
+    if STATE_FILE not in manifest["files"]:
         raise CheckpointLoadError(
-            f"Checkpoint file '{path / 'state.npz'}' could not be read: {exc}.", path=str(path)
-        ) from exc
+            f"Checkpoint manifest '{path / MANIFEST}' lists no {STATE_FILE} in its 'files'; a checkpoint's "
+            "state is always listed.",
+            path=str(path / MANIFEST),
+        )
+    try:
+        return load_arrays(state_file)
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+        raise CheckpointLoadError(f"Checkpoint file '{state_file}' could not be read: {exc}.", path=str(path)) from exc
 
 
 def cleanup_run_directory(run_dir: Path) -> list[Path]:
@@ -255,7 +276,7 @@ class CheckpointManager:
             bdir / "checkpoints",
             name,
             step,
-            {"state.npz": lambda p: save_arrays(p, state), "snapshot.npz": snapshot.save},
+            {STATE_FILE: lambda p: save_arrays(p, state), "snapshot.npz": snapshot.save},
             {"version": snapshot.version, "trainer_type": str(getattr(trainer.trainer_settings, "trainer_type", ""))},
             fail_before_commit=self.fail_before_commit,
         )

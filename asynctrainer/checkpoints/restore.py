@@ -9,8 +9,9 @@ from typing import Any
 import anyio
 import numpy as np
 
-from asynctrainer.checkpoints.format import MANIFEST
-from asynctrainer.checkpoints.manager import find_checkpoint, load_checkpoint_state
+from asynctrainer.checkpoints.format import MANIFEST, read_manifest
+from asynctrainer.checkpoints.manager import STATE_FILE, find_checkpoint, load_checkpoint_state
+from asynctrainer.errors import CheckpointLoadError
 from asynctrainer.runtime.contracts import RestoreRequest
 from asynctrainer.runtime.trainer import RLTrainer
 
@@ -46,21 +47,57 @@ def _load(behavior: str, request: RestoreRequest) -> tuple[Path, bool, dict[str,
     if found is None:
         return None
     source, weights_only, verified = found
-    return source, weights_only, load_checkpoint_state(source, verified=verified)
+    state = load_checkpoint_state(source, verified=verified)
+    if not weights_only:
+        _check_step(source, state)
+    return source, weights_only, state
+
+
+def _check_step(source: Path, state: dict[str, np.ndarray]) -> None:
+    """A resumed state is of the step its checkpoint was committed as (the manifest's ``step``)."""
+    committed = read_manifest(source, verify=False).get("step")
+    stored = state.get("trainer/step")
+    if not isinstance(committed, int) or stored is None or stored.shape != (1,) or stored.dtype.kind not in "iu":
+        return  # a malformed field is named by the trainer's own check
+    if int(stored[0]) != committed:
+        state_file = source / STATE_FILE
+        raise CheckpointLoadError(
+            f"Checkpoint file '{state_file}' does not fit: field 'trainer/step' is {int(stored[0])} but the "
+            f"checkpoint is of step {committed} (its {MANIFEST}).",
+            path=str(state_file),
+        )
 
 
 async def restore_trainer(trainer: RLTrainer[Any], request: RestoreRequest) -> Path | None:
     """Load ``trainer``'s state as ``request`` says; returns the checkpoint used.
 
     Finding, verifying (once) and reading the checkpoint run in a worker thread, off the loop.
+
+    :raises CheckpointLoadError: naming the file, and the field that is wrong, when the state
+        does not fit the trainer.
     """
     name = trainer.behavior_name
     loaded = await anyio.to_thread.run_sync(_load, name, request)
     if loaded is None:
         return None
     source, weights_only, state = loaded
-    await trainer.run_exclusive(lambda: trainer.set_state(state, weights_only=weights_only))
+    state_file = source / STATE_FILE
+    try:
+        await trainer.run_exclusive(lambda: trainer.set_state(state, weights_only=weights_only))
+    except CheckpointLoadError as exc:
+        raise CheckpointLoadError(f"Checkpoint file '{state_file}' does not fit: {exc}", path=str(state_file)) from None
+    except Exception as exc:  # an algorithm's own restore tripping over a bad field
+        raise CheckpointLoadError(
+            f"Checkpoint file '{state_file}' does not fit behavior '{name}': {type(exc).__name__}: {_short(exc)}",
+            path=str(state_file),
+        ) from exc
     logger.info(
         "%s: %s from %s (step %d).", name, "Weights loaded" if weights_only else "Resumed", source, trainer.step
     )
     return source
+
+
+def _short(exc: BaseException, limit: int = 200) -> str:
+    """The first line of ``exc``'s message, cut to ``limit`` characters (some print whole arrays)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return text if len(text) <= limit else text[:limit] + "..."
