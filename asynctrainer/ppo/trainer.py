@@ -116,7 +116,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                     entropy = t.reduce_mean(ent)
                     total = policy_loss + 0.5 * value_loss - beta * entropy
                 grads = tape.gradient(total, variables)
-                grads, _ = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
+                grads, norm = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
                 optimizer.apply(grads, variables)
                 return t.stack(
                     [
@@ -125,10 +125,11 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                         entropy,
                         loss.approx_kl(logp, mb_old_logp),
                         loss.clip_fraction(logp, mb_old_logp, epsilon),
+                        1.0 - t.cast(t.math.is_finite(total + norm), f32),  # > 0: a NaN or inf loss or gradient
                     ]
                 )
 
-            return sum_over_range(n_mb, minibatch, 5) / t.cast(t.maximum(n_mb, 1), f32)
+            return sum_over_range(n_mb, minibatch, 6) / t.cast(t.maximum(n_mb, 1), f32)
 
         # Concrete functions: calling them skips tf.function's dispatch, which the update thread
         # would otherwise run in Python, holding the GIL the event loop needs.
@@ -203,6 +204,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             self.normalizer.update(obs)
             obs = self.normalizer.apply(obs)
         values, adv, ret = self._advantages(trajs, obs)
+        if not (np.isfinite(adv).all() and np.isfinite(ret).all()):  # e.g. a reward too large for float32
+            raise self._non_finite_update()
         # ML-Agents normalises advantages over the whole buffer, once per update.
         norm_adv = ((adv - adv.mean()) / (adv.std() + 1e-10)).astype(np.float32)
         n = obs.shape[0]
@@ -239,6 +242,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
         with idle_while_computing():
             out = self._train_fn(*inputs).numpy()
+        if not (out[5] == 0.0 and np.isfinite(out).all()):
+            raise self._non_finite_update()
         return {
             "Losses/Policy Loss": float(abs(out[0])),
             "Losses/Value Loss": float(out[1]),

@@ -271,6 +271,18 @@ class RLTrainer(Trainer[PolicyT]):
                 if not self.should_still_train:
                     return
 
+    def _non_finite_update(self) -> UpdateError:
+        """The error for an update whose loss or gradient came out NaN or infinite (raise it in the update).
+
+        Its weights are neither published nor saved: the previous snapshot keeps serving and
+        the last checkpoint stays the last good one.
+        """
+        cause = FloatingPointError(
+            "a loss or gradient is NaN or infinite (e.g. a reward too large for float32, or a learning rate too "
+            "high); the new weights are not published or saved"
+        )
+        return UpdateError(self.behavior_name, self._step, cause)
+
     def _update_and_snapshot(self) -> tuple[dict[str, float], PolicySnapshot]:
         """The update and the new snapshot; TensorFlow's threads run at background priority."""
         with hierarchical_timer("_update_policy"):

@@ -177,23 +177,29 @@ class SACTrainer(RLTrainer[SACNetworks]):
                     q1_loss = loss.q_loss(q1_taken, y)
                     q2_loss = loss.q_loss(q2_taken, y)
                     value_loss = q1_loss + q2_loss
-                value_opt.apply(tape.gradient(value_loss, critic_vars), critic_vars)
+                value_grads = tape.gradient(value_loss, critic_vars)
+                value_opt.apply(value_grads, critic_vars)
                 # Actor toward the soft value of the (just updated) critics' minimum.
                 with t.GradientTape() as tape:
                     a_pi, terms, probs = sample_policy(o, masks[i], noise[i])
                     q_pi = t.minimum(q1(o, a_pi), q2(o, a_pi))
                     pi_loss = loss.policy_loss(loss.expected_branch_value(probs, q_pi, branches), terms, alpha)
-                policy_opt.apply(tape.gradient(pi_loss, actor_vars), actor_vars)
+                policy_grads = tape.gradient(pi_loss, actor_vars)
+                policy_opt.apply(policy_grads, actor_vars)
                 # Temperatures toward the target entropies.
                 with t.GradientTape() as tape:
                     ent_loss = loss.entropy_coef_loss(log_alpha, t.stop_gradient(terms), entropy_target)
-                entropy_opt.apply(tape.gradient(ent_loss, [log_alpha]), [log_alpha])
+                entropy_grads = tape.gradient(ent_loss, [log_alpha])
+                entropy_opt.apply(entropy_grads, [log_alpha])
                 # Polyak averaging of the targets.
                 for target, source in pairs:
                     target.assign(tau * source + (1.0 - tau) * target)
-                return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken)])
+                norms = [t.linalg.global_norm(g) for g in (value_grads, policy_grads, entropy_grads)]
+                finite = t.math.is_finite(value_loss + pi_loss + ent_loss + t.add_n(norms))
+                bad = 1.0 - t.cast(finite, f32)  # > 0: a NaN or inf loss or gradient
+                return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken), bad])
 
-            sums = sum_over_range(n_steps, step, 6)
+            sums = sum_over_range(n_steps, step, 7)
             return sums / t.cast(t.maximum(n_steps, 1), f32), t.exp(t.convert_to_tensor(log_alpha))
 
         @t.function(
@@ -325,6 +331,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
             with idle_while_computing():
                 means, alpha = self._train_fn(*inputs)
             means, alpha = means.numpy(), alpha.numpy()
+            if not (means[6] == 0.0 and np.isfinite(means).all() and np.isfinite(alpha).all()):
+                raise self._non_finite_update()
             stats.update(
                 {
                     "Losses/Policy Loss": float(means[0]),

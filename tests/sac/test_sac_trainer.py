@@ -262,3 +262,17 @@ def test_restoring_into_other_network_sizes_names_the_layer() -> None:
     other.add_policy("b", other.create_policy("b", spec))
     with pytest.raises(CheckpointLoadError, match="actor_0/kernel"):
         other.set_state(state)
+
+
+def test_a_non_finite_loss_fails_the_update_naming_behavior_and_step() -> None:
+    from asynctrainer.errors import UpdateError
+
+    spec = SPECS["continuous"]
+    trainer = make_trainer(spec)
+    rng = np.random.default_rng(0)
+    bad = random_trajectory(spec, 16, rng)
+    bad.rewards[:] = np.float32(np.inf)  # a reward too large for float32
+    assert trainer._accept(bad)
+    with pytest.raises(UpdateError, match="NaN or infinite") as info:
+        trainer._update_policy()
+    assert info.value.behavior_name == "b" and info.value.step == 16
