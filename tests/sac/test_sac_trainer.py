@@ -276,3 +276,39 @@ def test_a_non_finite_loss_fails_the_update_naming_behavior_and_step() -> None:
     with pytest.raises(UpdateError, match="NaN or infinite") as info:
         trainer._update_policy()
     assert info.value.behavior_name == "b" and info.value.step == 16
+
+
+async def test_a_checkpoint_keeps_the_step_and_queued_transitions_of_the_moment_it_began() -> None:
+    import threading
+
+    import anyio
+
+    spec = SPECS["continuous"]
+    trainer = make_trainer(spec, save_replay_buffer=True)
+    feed(trainer, 3)
+    rng = np.random.default_rng(4)
+    trainer._process_trajectory(random_trajectory(spec, 4, rng))  # queued for the update thread
+    step, rows = trainer.step, len(trainer.replay) + 4
+    in_thread, release = threading.Event(), threading.Event()
+    arrays = trainer.replay.arrays
+
+    def slow_arrays(extra: Any = ()) -> dict[str, np.ndarray]:
+        in_thread.set()
+        assert release.wait(10)
+        return arrays(extra)
+
+    trainer.replay.arrays = slow_arrays
+    captured: list[Any] = []
+
+    async def capture() -> None:
+        captured.append(await trainer.checkpoint_state())
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(capture)
+            await anyio.to_thread.run_sync(in_thread.wait)
+            trainer._process_trajectory(random_trajectory(spec, 5, rng))  # the loop goes on meanwhile
+            release.set()
+    [(state, snapshot)] = captured
+    assert int(state["trainer/step"][0]) == step and snapshot.step == step
+    assert state["algo/replay/obs"].shape[0] == rows and int(state["algo/replay_queued"][0]) == 4
