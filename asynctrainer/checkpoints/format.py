@@ -1,4 +1,4 @@
-"""The on-disk checkpoint format and its commit protocol (DESIGN §6). No TensorFlow.
+"""The on-disk checkpoint format and its commit protocol. No TensorFlow.
 
 A checkpoint is a directory ``<behavior>-<step>/`` holding array files and, written last,
 ``manifest.json`` listing every file with its size and sha256. It is committed by:

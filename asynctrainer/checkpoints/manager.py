@@ -1,10 +1,12 @@
-"""Background checkpointing for the Runner (DESIGN §6).
+"""Background checkpointing for the Runner.
 
 Save requests (every ``checkpoint_interval`` steps, ``Trainer.save_model()``, the end of
 training, cancellation) are coalesced per behavior: at most one save in flight, and any
 number of requests arriving during a save cause exactly one more save after it. The state
-is captured in the trainer's worker thread under its limiter — between two updates, so it
-is consistent — and written in another thread, so updates go on while files are written.
+is captured between two updates (``RLTrainer.checkpoint_state``: the loop-side fields on the
+loop, the rest in the trainer's worker thread, as of one moment) and written in another
+thread, so updates go on while files are written. A periodic save that fails is logged and
+counted (``Checkpoints/Failed Saves``) and training goes on; a failed final save fails the run.
 """
 
 from __future__ import annotations
@@ -112,7 +114,7 @@ def load_checkpoint_state(path: Path, *, verified: bool = False) -> dict[str, np
 
 
 def cleanup_run_directory(run_dir: Path) -> list[Path]:
-    """Remove the temporaries a crash left anywhere a run writes (DESIGN §6: at start).
+    """Remove the temporaries a crash left anywhere a run writes (at start).
 
     Done before anything is restored, so that a checkpoint a crash left moved aside (see
     :func:`~asynctrainer.checkpoints.format.cleanup_temporaries`) is back in place first.

@@ -1,4 +1,4 @@
-"""The trainer contract of ML-Agents, as coroutines (DESIGN §2).
+"""The trainer contract of ML-Agents, as coroutines.
 
 ``Trainer`` is the abstract base; ``RLTrainer`` adds step accounting, summaries,
 checkpoint requests and the loop-side processing of trajectories. An algorithm subclass

@@ -44,7 +44,7 @@ __all__ = ["MAX_GRADIENT_STEPS_PER_UPDATE", "SACTrainer"]
 F32 = npt.NDArray[np.float32]
 
 #: Gradient steps one update may run; what is still owed runs at the next update. Keeps an
-#: update short, so cancellation and snapshot publication stay prompt (DESIGN §2). When the
+#: update short, so cancellation and snapshot publication stay prompt. When the
 #: experience added since the last update owes more (long trajectories, steps_per_update < 1),
 #: an update runs that many instead, so the configured ratio holds and no backlog builds up.
 MAX_GRADIENT_STEPS_PER_UPDATE = 64

@@ -1,4 +1,4 @@
-"""The on-disk checkpoint format and its commit protocol (DESIGN §6), without TensorFlow."""
+"""The on-disk checkpoint format and its commit protocol, without TensorFlow."""
 
 from __future__ import annotations
 

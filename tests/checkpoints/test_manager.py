@@ -6,7 +6,7 @@ import dataclasses
 import json
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -314,16 +314,8 @@ async def test_a_checkpoint_reads_the_loop_side_fields_at_the_moment_it_starts(t
 async def test_a_failing_periodic_save_is_logged_counted_and_training_goes_on(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = make_run_settings(max_steps=600, checkpoint_interval=50, keep_checkpoints=100)
     factory = fake_factory()
-    runner = Runner(
-        settings,
-        CountingEnv(step_delay=0.001),
-        results_dir=tmp_path,
-        run_id="run",
-        trainer_factory=factory,
-        stats_writers=[],
-    )
+    runner = runner_for(tmp_path, factory, max_steps=600)
     attempts: list[int] = []
 
     def crash_the_second() -> None:
@@ -331,14 +323,9 @@ async def test_a_failing_periodic_save_is_logged_counted_and_training_goes_on(
         if len(attempts) == 2:
             raise RuntimeError("injected crash before the manifest")
 
-    async def arm() -> None:
-        while runner.checkpoints is None:
-            await anyio.sleep(0)
-        runner.checkpoints.fail_before_commit = crash_the_second  # type: ignore[attr-defined]
-
     with caplog.at_level("ERROR", logger="asynctrainer"), anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(arm)
+            tg.start_soon(arm, runner, crash_the_second)
             result = await runner.run()
     manager = runner.checkpoints
     assert isinstance(manager, CheckpointManager)
@@ -362,29 +349,16 @@ async def test_a_failing_periodic_save_is_logged_counted_and_training_goes_on(
 
 
 async def test_a_failing_final_save_fails_the_run_and_keeps_the_previous_checkpoint(tmp_path: Path) -> None:
-    settings = make_run_settings(max_steps=300, checkpoint_interval=50, keep_checkpoints=100)
     factory = fake_factory()
-    runner = Runner(
-        settings,
-        CountingEnv(step_delay=0.001),
-        results_dir=tmp_path,
-        run_id="run",
-        trainer_factory=factory,
-        stats_writers=[],
-    )
+    runner = runner_for(tmp_path, factory, max_steps=300)
 
     def crash_once_trained() -> None:
         if not factory.made[0].should_still_train:  # type: ignore[attr-defined]
             raise RuntimeError("injected crash in the final save")
 
-    async def arm() -> None:
-        while runner.checkpoints is None:
-            await anyio.sleep(0)
-        runner.checkpoints.fail_before_commit = crash_once_trained  # type: ignore[attr-defined]
-
     with anyio.fail_after(60):
         async with anyio.create_task_group() as tg:
-            tg.start_soon(arm)
+            tg.start_soon(arm, runner, crash_once_trained)
             # Raised alone (not in an exception group); the CLI exits 1 for it.
             with pytest.raises(CheckpointSaveError, match="injected crash in the final save") as info:
                 await runner.run()
@@ -413,6 +387,13 @@ async def test_a_failing_final_save_fails_the_run_and_keeps_the_previous_checkpo
     assert trainer.restored_weights_only is False
     assert result.steps["Counter"] == previous.step
     np.testing.assert_array_equal(trainer.weights, load_checkpoint_state(previous.path)["algo/weights/w"])
+
+
+async def arm(runner: Runner, fail_before_commit: Callable[[], None]) -> None:
+    """Install the manager's crash hook as soon as the run opened its checkpoints."""
+    while runner.checkpoints is None:
+        await anyio.sleep(0)
+    runner.checkpoints.fail_before_commit = fail_before_commit  # type: ignore[attr-defined]
 
 
 def runner_for(tmp_path: Path, factory: Any, max_steps: int = 10**6, **kwargs: Any) -> Runner:

@@ -25,7 +25,7 @@ def dummy_ppo(name: str, **overrides: Any) -> Any:
         "summary_freq": 500,
         "max_steps": 3000,
         "time_horizon": 64,
-        # Deterministic (DESIGN §2): a learning test passes or fails the same way every run.
+        # Deterministic: a learning test passes or fails the same way every run.
         "strict_on_policy": True,
         **overrides,
     }
