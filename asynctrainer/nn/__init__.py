@@ -1,4 +1,5 @@
-"""TensorFlow building blocks: TensorFlow's set-up, networks, the observation normaliser, graph loops.
+"""TensorFlow building blocks: TensorFlow's set-up, networks, the observation normaliser, graph loops,
+and the save/restore of what an algorithm learns.
 
 TensorFlow is imported only when a name that needs it is used.
 """
@@ -9,6 +10,7 @@ from asynctrainer.lazy import lazy_exports
 
 _EXPORTS: dict[str, str] = {
     "ActorCritic": "asynctrainer.nn.networks",
+    "LearnedState": "asynctrainer.nn.state",
     "Normalizer": "asynctrainer.nn.normalizer",
     "keras": "asynctrainer.nn.tf_setup",
     "mlp": "asynctrainer.nn.networks",
