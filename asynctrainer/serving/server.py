@@ -349,7 +349,7 @@ class PolicyServer:
 
     def _ensure_started(self) -> None:
         if self._task is None:
-            self._session._check_open()
+            self._session.check_open()
             self._task = asyncio.get_running_loop().create_task(self._serve(), name="asynctrainer-policy-server")
 
     async def aclose(self) -> None:
