@@ -91,7 +91,7 @@ class Runner:
     :param settings: the run config (``asynctrainer.settings.RunSettings``).
     :param env: an :class:`AsyncEnv`, or a callable (sync or async) returning one.
     :param results_dir: where ``<run_id>/`` goes; None writes no files.
-    :param env_id: the env's id, used to name a single-behavior env (DESIGN §5).
+    :param env_id: the env's id, used to name a single-behavior env.
     :param trainer_factory: builds one trainer per behavior (``asynctrainer.Runner`` defaults
         it to PPO/SAC by ``trainer_type``).
     :param checkpoint_backend: saves and restores trainers; None: no checkpoints, no restore.
@@ -269,7 +269,7 @@ class Runner:
         return env
 
     def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, TrainerSettings]]:
-        """Map env behavior names to (trainer name, trainer settings), by DESIGN §5's rule."""
+        """Map env behavior names to (trainer name, trainer settings): see RunSettings.resolve_behavior_name."""
         out: dict[str, tuple[str, TrainerSettings]] = {}
         for env_name in specs:
             name = env_name
@@ -316,7 +316,7 @@ class Runner:
                     await self._train(env, links, rng)
                     clean = True
                 except anyio.get_cancelled_exc_class():
-                    # Cancelled from outside: still save (DESIGN §2). Not when a task of this group
+                    # Cancelled from outside: still save. Not when a task of this group
                     # (the checkpoint manager) failed and cancelled it: that error is raised alone.
                     clean = not outer.cancel_scope.cancel_called
                     raise

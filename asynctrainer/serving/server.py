@@ -1,4 +1,4 @@
-"""Inference-only serving: the GameSession API over a trained policy, without TensorFlow (DESIGN §3, §8).
+"""Inference-only serving: the GameSession API over a trained policy, without TensorFlow.
 
 A game server that only plays (no training) serves a policy exported by a run::
 
@@ -69,7 +69,7 @@ class Policy(Protocol):
 class SnapshotPolicy:
     """A :class:`PolicySnapshot` as a :class:`Policy`.
 
-    The forward pass is the snapshot's (DESIGN §3: dense layers ``x @ W + b``, tanh, masked
+    The forward pass is the snapshot's (dense layers ``x @ W + b``, tanh, masked
     softmax, clipped Gaussian), trimmed for serving: no log-probabilities or entropies, the
     standard deviations computed once. Deterministic actions equal ``snapshot.act``'s exactly;
     sampled ones follow the same distribution.

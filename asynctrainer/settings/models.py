@@ -584,7 +584,7 @@ class RunSettings(_Settings):
         )
 
     def resolve_behavior_name(self, env_behavior: str, env_id: str | None) -> str:
-        """Names the behavior of a single-behavior env (DESIGN §5).
+        """Names the behavior of a single-behavior env.
 
         The config's only behavior when it lists exactly one; else the env id without its
         namespace and version (``CartPole-v1`` → ``CartPole``, ``ALE/Pong-v5`` → ``Pong``);
