@@ -331,6 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=level, format="%(message)s", handlers=[RichHandler(show_path=False, show_time=False)])
     else:
         logging.basicConfig(level=level, format="%(message)s", stream=sys.stdout)
+    made: Path | None = None  # the run directory this invocation made, while nothing of a run is in it
     try:
         import anyio
 
@@ -366,12 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
                 _check_init_path(resolved, trainer_settings, run_dir, ckpt.force)
         if not ckpt.inference:
+            made = run_dir if ckpt.force or not run_dir.exists() else None
             _start_run_dir(run_dir, delete_first=ckpt.force)
         result, signum = anyio.run(_train, settings, env, run_dir, args.deterministic)
     except KeyboardInterrupt:  # before the run could install its signal handling
         return 128 + signal.SIGINT
     except Exception as exc:  # our errors, groups of them, anything unexpected: paragraphs, not tracebacks
-        return _report(exc, args.debug)
+        code = _report(exc, args.debug)
+        if code == 2 and made is not None and not (made / "configuration.yaml").exists():
+            # Input rejected during set-up (e.g. a checkpoint that does not fit): the directory
+            # this invocation made holds nothing of a run yet, so it goes.
+            shutil.rmtree(made, ignore_errors=True)
+        return code
     if result is not None:
         for name, steps in result.steps.items():
             logger.info(
