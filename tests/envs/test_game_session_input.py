@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,15 @@ SPEC = BehaviorSpec((ObservationSpec((2,)),), ActionSpec.create_discrete((3,)))
 OBS = np.zeros(2, np.float32)
 
 
+async def refused(call: Coroutine[Any, Any, Any], match: str) -> None:
+    """``call`` raises SpecError(match) at submit, before it could wait for an env loop."""
+    task = asyncio.ensure_future(call)
+    await asyncio.sleep(0)  # one loop iteration: the call ran up to its first wait
+    assert task.done(), "the call was queued instead of refused"
+    with pytest.raises(SpecError, match=match):
+        task.result()
+
+
 def assert_untouched(session: GameSession) -> None:
     assert session.pending == 0 and session.agent_ids == [] and session.stats.episodes_ended == 0
 
@@ -24,12 +34,14 @@ def assert_untouched(session: GameSession) -> None:
 @pytest.mark.parametrize("reward", [1e39, -1e39, 3.5e38])
 async def test_a_reward_that_overflows_float32_is_refused(reward: float) -> None:
     session = GameSession({"W": SPEC})
-    with pytest.raises(SpecError, match=r"reward of agent 0 of behavior 'W' is .*finite float32"):
-        await session.decide(0, OBS, reward=reward)
-    with pytest.raises(SpecError, match=r"reward of agent 0 of behavior 'W' is .*finite float32"):
-        await session.decide(0, OBS, reward=reward, terminated=True)
-    with pytest.raises(SpecError, match="reward of agent 1 of behavior 'W' is not finite as a float32"):
-        await session.decide_batch("W", [0, 1], np.zeros((2, 2)), rewards=np.array([0.0, reward]))
+    await refused(session.decide(0, OBS, reward=reward), r"reward of agent 0 of behavior 'W' is .*finite float32")
+    await refused(
+        session.decide(0, OBS, reward=reward, terminated=True), r"reward of agent 0 of behavior 'W' is .*finite float32"
+    )
+    await refused(
+        session.decide_batch("W", [0, 1], np.zeros((2, 2)), rewards=np.array([0.0, reward])),
+        "reward of agent 1 of behavior 'W' is not finite as a float32",
+    )
     assert_untouched(session)
 
 
@@ -46,8 +58,7 @@ async def test_leave_refuses_a_reward_that_overflows_float32_and_keeps_the_agent
 async def test_agent_ids_outside_int64_are_refused_at_submit(agent_id: Any) -> None:
     session = GameSession({"W": SPEC})
     await session.reset()
-    with pytest.raises(SpecError, match="does not fit int64"):
-        await session.decide(agent_id, OBS)
+    await refused(session.decide(agent_id, OBS), "does not fit int64")
     with pytest.raises(SpecError, match="does not fit int64"):
         session.leave(agent_id)
     assert_untouched(session)
@@ -55,12 +66,13 @@ async def test_agent_ids_outside_int64_are_refused_at_submit(agent_id: Any) -> N
 
 
 @pytest.mark.parametrize(
-    "ids", [np.array([1, 2**64 - 1], np.uint64), [1, 2**63], np.array([2**63], np.uint64)], ids=str
+    "ids",
+    [np.array([1, 2**64 - 1], np.uint64), [1, 2**63], np.array([2**63], np.uint64)],
+    ids=["uint64 max", "list with 2**63", "uint64 2**63"],
 )
 async def test_decide_batch_refuses_agent_ids_outside_int64(ids: Any) -> None:
     session = GameSession({"W": SPEC})
-    with pytest.raises(SpecError, match="fit int64"):
-        await session.decide_batch("W", ids, np.zeros((len(ids), 2)))
+    await refused(session.decide_batch("W", ids, np.zeros((len(ids), 2))), "fit int64")
     assert_untouched(session)
 
 
@@ -87,8 +99,9 @@ async def test_int64_extremes_are_valid_ids() -> None:
 )
 async def test_a_decide_with_bad_episode_flags_changes_nothing(kwargs: dict[str, Any]) -> None:
     session = GameSession({"W": SPEC})
-    with pytest.raises(SpecError, match=r"(terminated|truncated) of agent 3 of behavior 'W' must be one bool"):
-        await session.decide(3, OBS, **kwargs)
+    await refused(
+        session.decide(3, OBS, **kwargs), r"(terminated|truncated) of agent 3 of behavior 'W' must be one bool"
+    )
     assert_untouched(session)
 
 
