@@ -37,13 +37,21 @@ class Driver:
         self.policy = policy
         self.batches: list[dict[str, StepBatch]] = []
         self.task: asyncio.Task[None] | None = None
+        self._new_batch = asyncio.Event()
 
     async def _run(self) -> None:
         steps = await self.session.reset()
         while True:
             self.batches.append(steps)
+            self._new_batch.set()
             actions = {name: self.policy(b.decision) for name, b in steps.items() if len(b.decision)}
             steps = await self.session.step(actions)
+
+    async def until(self, condition: Callable[[], bool]) -> None:
+        """Wait for the batches that make ``condition`` true (an error, not a hang, if none comes)."""
+        while not condition():
+            self._new_batch.clear()
+            await asyncio.wait_for(self._new_batch.wait(), 5)
 
     def start(self) -> Driver:
         self.task = asyncio.get_running_loop().create_task(self._run())
@@ -107,26 +115,52 @@ async def test_concurrent_decides_land_in_one_step() -> None:
     assert session.stats.batches == 1 and session.stats.largest_batch == 32
 
 
+class FakeClock:
+    """Freezes the running loop's clock; timers fire only when the test advances it."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.now = self.loop.time()
+        self.loop.time = lambda: self.now  # type: ignore[method-assign]
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+    def restore(self) -> None:
+        del self.loop.time
+
+
+async def yield_to_loop(times: int = 10) -> None:
+    """Let every ready task run a few rounds (no time passes on a frozen clock)."""
+    for _ in range(times):
+        await asyncio.sleep(0)
+
+
 async def test_a_batch_waits_up_to_max_wait_for_known_agents_then_closes() -> None:
     session = GameSession({"Echo": ECHO}, max_wait_ms=80.0)
     driver = Driver(session).start()
-    # Three agents join; in the next round only two of them decide, 10 ms apart.
+    # Three agents join; in the next round only two of them decide.
     await asyncio.gather(*(session.decide(i, obs_for(i, 0)) for i in range(3)))
-    start = time.perf_counter()
-
-    async def late() -> AgentAction | None:
-        await asyncio.sleep(0.01)
-        return await session.decide(1, obs_for(1, 1))
-
-    a0, a1 = await asyncio.wait_for(asyncio.gather(session.decide(0, obs_for(0, 1)), late()), 5)
-    elapsed = time.perf_counter() - start
-    assert a0 is not None and a1 is not None
-    assert driver.decision_sizes() == [3, 2], "decides within max_wait_ms share one step"
-    assert elapsed >= 0.07, "agent 2 is known, so the batch waited max_wait_ms for it"
-    # When every known agent has decided, the batch closes at once.
-    start = time.perf_counter()
-    await asyncio.gather(*(session.decide(i, obs_for(i, 2)) for i in range(3)))
-    assert time.perf_counter() - start < 0.06
+    clock = FakeClock()
+    try:
+        first = asyncio.ensure_future(session.decide(0, obs_for(0, 1)))
+        await yield_to_loop()
+        clock.advance(0.079)
+        await yield_to_loop()
+        assert session.pending == 1 and not first.done(), "agent 1 and 2 are known: the batch waits for them"
+        second = asyncio.ensure_future(session.decide(1, obs_for(1, 1)))
+        await yield_to_loop()
+        assert session.pending == 2 and driver.decision_sizes() == [3], "still waiting for agent 2"
+        clock.advance(0.002)  # max_wait_ms after the first decide arrived
+        await yield_to_loop()
+        assert first.done() and second.done()
+        assert driver.decision_sizes() == [3, 2], "decides within max_wait_ms share one step"
+        # When every known agent has decided, the batch closes at once: no time passes.
+        third = asyncio.ensure_future(asyncio.gather(*(session.decide(i, obs_for(i, 2)) for i in range(3))))
+        await yield_to_loop()
+        assert third.done() and all(a is not None for a in third.result())
+    finally:
+        clock.restore()
     await driver.stop()
     assert driver.decision_sizes() == [3, 2, 3]
 
@@ -173,7 +207,6 @@ async def test_leave_right_after_a_terminal_ends_no_second_episode() -> None:
     assert await session.decide(1, obs_for(1, 1), reward=1.0, terminated=True) is None
     assert session.leave(1), "the agent is still known after its episode ended"
     await asyncio.wait_for(session.decide(2, obs_for(2, 1)), 5)
-    await asyncio.sleep(0.01)
     await driver.stop()
     [(agent, reward, interrupted, _)] = driver.terminals()
     assert (agent, reward, interrupted) == (1, 1.0, False), "only the real terminal; the leave adds none"
@@ -205,7 +238,7 @@ async def test_leave_after_acting_reports_an_interrupted_terminal_with_the_last_
     assert session.leave(5)
     assert not session.leave(5), "leaving twice is harmless"
     await asyncio.wait_for(session.decide(6, obs_for(6, 1)), 5)
-    await asyncio.sleep(0.01)
+    await driver.until(lambda: bool(driver.terminals()))
     await driver.stop()
     [(agent, reward, interrupted, last)] = driver.terminals()
     assert (agent, reward, interrupted) == (5, 0.0, True)
@@ -219,7 +252,7 @@ async def test_leave_with_the_outcome_of_the_last_action() -> None:
     driver = Driver(session).start()
     await session.decide(5, obs_for(5, 0))
     session.leave(5, obs=obs_for(5, 3), reward=-1.0)
-    await asyncio.sleep(0.01)
+    await driver.until(lambda: bool(driver.terminals()))
     await driver.stop()
     [(agent, reward, interrupted, last)] = driver.terminals()
     assert (agent, reward, interrupted) == (5, -1.0, True)
@@ -452,7 +485,8 @@ async def test_aclose_wakes_an_env_loop_waiting_for_decisions() -> None:
     session = GameSession({"Echo": ECHO})
     await session.reset()
     stepping = asyncio.ensure_future(session.step({}))
-    await asyncio.sleep(0.01)
+    await asyncio.sleep(0)
+    assert not stepping.done(), "the env loop waits: nothing is queued"
     await session.aclose()
     with pytest.raises(EnvError, match="closed"):
         await asyncio.wait_for(stepping, 1)
