@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -222,3 +223,46 @@ async def test_serves_an_exported_onnx_model_like_the_snapshot(tmp_path: Path, s
     assert (np.abs(sampled.continuous) <= 1.0).all()
     if mask is not None:
         assert (sampled.discrete[::2, 0] != 0).all()
+
+
+@pytest.mark.parametrize(
+    "bad_call",
+    [
+        lambda s: s.decide(2**63, np.zeros(4)),
+        lambda s: s.decide(-(2**63) - 1, np.zeros(4)),
+        lambda s: s.decide_batch(None, np.array([1, 2**64 - 1], np.uint64), np.zeros((2, 4))),
+        lambda s: s.decide(3, np.zeros(4), terminated=np.array([True, False])),
+        lambda s: s.decide(3, np.zeros(4), behavior=["Walker"]),
+        lambda s: s.decide(3, np.zeros(4), action_mask=[[True], [False, True]]),
+    ],
+    ids=["id 2**63", "id below int64", "uint64 max in a batch", "terminated array", "behavior list", "ragged mask"],
+)
+async def test_one_bad_call_is_refused_and_the_server_keeps_serving_everyone(bad_call: Any) -> None:
+    async with PolicyServer(random_snapshot("Walker", DISCRETE), deterministic=True) as server:
+        others = [asyncio.ensure_future(server.decide(i, np.zeros(4))) for i in range(3)]
+        with pytest.raises(SpecError):
+            await bad_call(server)
+        done = await asyncio.wait_for(asyncio.gather(*others), 5)
+        assert all(a is not None for a in done)
+        assert server.error is None and 3 not in server._session.agent_ids
+        again = await server.decide_batch(None, [10, 11], np.zeros((2, 4)))
+        assert again.discrete.shape == (2, 1)
+
+
+async def test_a_policy_returning_actions_of_the_wrong_shape_fails_the_waiting_decisions() -> None:
+    """The batch it answered badly is not stranded: its decides fail with EnvError, none waits forever."""
+    snapshot = random_snapshot("Walker", DISCRETE)
+
+    class Wrong(SnapshotPolicy):
+        def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
+            n = len(obs[0])
+            return np.zeros((n, 0), np.float32), np.zeros((n + 1, 1), np.int32)
+
+    server = PolicyServer(Wrong(snapshot))
+    waiting = [asyncio.ensure_future(server.decide(i, np.zeros(4))) for i in range(2)]
+    done, _ = await asyncio.wait(waiting, timeout=5)
+    assert len(done) == 2, "every decide() of the refused batch was answered"
+    for w in waiting:
+        with pytest.raises(EnvError, match=r"forward pass failed: SpecError: .*do not match its 2 deciding agents"):
+            w.result()
+    await server.aclose()

@@ -11,7 +11,7 @@ import pytest
 
 from asynctrainer.envs.game_session import GameSession
 from asynctrainer.envs.game_session.batcher import MicroBatcher
-from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError, SpecError
 
 SPEC = BehaviorSpec((ObservationSpec((2,)),), ActionSpec.create_discrete((3,)))
@@ -134,3 +134,83 @@ async def test_aclose_fails_decisions_that_a_failed_collect_had_taken_off_the_qu
     for w in waiting:
         with pytest.raises(EnvError, match=r"closed while agent .*the env loop failed"):
             w.result()
+
+
+async def test_aclose_fails_decisions_whose_actions_the_session_refused() -> None:
+    """step() with actions that do not fit its batch raises; the decides of that batch are not stranded."""
+    session = GameSession({"W": SPEC})
+    await session.reset()
+    waiting = asyncio.ensure_future(session.decide(7, OBS))
+    await asyncio.sleep(0)
+    steps = await session.step({})
+    ids = steps["W"].decision.agent_id
+    wrong = ActionBatch(np.zeros((1, 0), np.float32), np.zeros((2, 1), np.int32), ids)
+    with pytest.raises(SpecError, match="do not match its 1 deciding agents"):
+        await session.step({"W": wrong})
+    assert not waiting.done()
+    await session.aclose(reason="the env loop failed")
+    await asyncio.sleep(0)
+    assert waiting.done(), "aclose() answered the decide() whose actions were refused"
+    with pytest.raises(EnvError, match=r"closed while agent 7 .*the env loop failed"):
+        waiting.result()
+
+
+async def test_actions_refused_for_one_behavior_answer_no_decision_of_another() -> None:
+    """A step() whose actions are refused answers nothing: the same batch can still be answered."""
+    other = BehaviorSpec((ObservationSpec((1,)),), ActionSpec.create_continuous(1))
+    session = GameSession({"W": SPEC, "C": other})
+    await session.reset()
+    w = asyncio.ensure_future(session.decide(1, OBS, behavior="W"))
+    c = asyncio.ensure_future(session.decide(2, [0.5], behavior="C"))
+    await asyncio.sleep(0)
+    steps = await session.step({})
+    good_w = ActionBatch(np.zeros((1, 0), np.float32), np.ones((1, 1), np.int32), steps["W"].decision.agent_id)
+    bad_c = ActionBatch(np.zeros((1, 3), np.float32), np.zeros((1, 0), np.int32), steps["C"].decision.agent_id)
+    with pytest.raises(SpecError, match="behavior 'C'"):
+        await session.step({"W": good_w, "C": bad_c})
+    await asyncio.sleep(0)
+    assert not w.done() and not c.done(), "nothing was answered by the refused step()"
+    good_c = ActionBatch(np.full((1, 1), 0.25, np.float32), np.zeros((1, 0), np.int32), steps["C"].decision.agent_id)
+    next_step = asyncio.ensure_future(session.step({"W": good_w, "C": good_c}))
+    action_w, action_c = await w, await c
+    assert action_w is not None and action_w.discrete.tolist() == [1]
+    assert action_c is not None and action_c.continuous.tolist() == [0.25]
+    await session.aclose()
+    with pytest.raises(EnvError):
+        await next_step
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"behavior": ["W"]}, r"agent 1 names behavior \['W'\], which is not a str; known behaviors: \['W'\]"),
+        ({"action_mask": [[True], [True, False]]}, r"the action mask of agent 1 of behavior 'W' is not an array"),
+        ({"action_mask": [0.5, 0, 0]}, r"the action mask of agent 1 of behavior 'W' has dtype float64; give bools"),
+        ({"reward": "1.5"}, r"the reward of agent 1 of behavior 'W' is not a number: '1.5'"),
+        ({"reward": True}, r"the reward of agent 1 of behavior 'W' is not a number: True"),
+    ],
+    ids=["behavior list", "ragged mask", "float mask", "reward str", "reward bool"],
+)
+async def test_careless_arguments_are_a_spec_error_and_change_nothing(kwargs: dict[str, Any], match: str) -> None:
+    session = GameSession({"W": SPEC})
+    await refused(session.decide(1, OBS, **kwargs), match)
+    assert_untouched(session)
+
+
+async def test_decide_batch_with_a_behavior_that_is_not_a_str_is_refused() -> None:
+    session = GameSession({"W": SPEC})
+    await refused(session.decide_batch({"W"}, [1], np.zeros((1, 2))), r"decide_batch\(\) names behavior \{'W'\}")  # type: ignore[arg-type]
+    assert_untouched(session)
+
+
+async def test_leave_refuses_bad_input_and_keeps_the_agent() -> None:
+    session = GameSession({"W": SPEC})
+    assert await session.decide(4, OBS, terminated=True) is None
+    with pytest.raises(SpecError, match=r"agent ids are ints, got str '4'"):
+        session.leave("4")  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match=r"the observation of agent 4 of behavior 'W' has shape \(3,\)"):
+        session.leave(4, obs=np.zeros(3))
+    with pytest.raises(SpecError, match="reward of agent 4 of behavior 'W' is not a number"):
+        session.leave(4, reward="x")  # type: ignore[arg-type]
+    assert session.agent_ids == [4]
+    assert session.leave(4)

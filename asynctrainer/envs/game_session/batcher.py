@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from asynctrainer.envs.game_session.entries import (
     DONE,
@@ -268,31 +269,48 @@ class MicroBatcher:
         return StepBatch(decision, terminal)
 
     def deliver(self, actions: Mapping[str, ActionBatch]) -> None:
-        """Resolve the decisions of the last batch with the env loop's actions."""
-        in_flight, self.in_flight = self.in_flight, {}
+        """Resolve the decisions of the last batch with the env loop's actions.
+
+        All or nothing: every behavior's actions are checked first, and when one does not fit
+        its batch, nothing is answered and the batch stays in flight (so :meth:`close` still
+        fails its decisions, and a new env loop's ``reset`` queues them again).
+
+        :raises SpecError: actions missing, for a behavior with no batch, or of other shapes or ids.
+        """
+        in_flight = self.in_flight
         extra = set(actions) - set(in_flight)
         if extra:
             raise SpecError(f"GameSession.step() got actions for {sorted(extra)}, which had no agents deciding.")
-        agents = self.agents
+        checked: list[tuple[str, InFlight, F32, npt.NDArray[np.int32]]] = []
         for name, flight in in_flight.items():
             ids = flight.ids
             batch = actions.get(name)
             if batch is None:
                 raise SpecError(f"GameSession.step() got no actions for behavior '{name}' ({len(ids)} agents wait).")
             a = self.specs[name].action_spec
-            cont = np.asarray(batch.continuous, np.float32)
-            disc = np.asarray(batch.discrete, np.int32)
+            try:
+                cont = np.asarray(batch.continuous, np.float32)
+                disc = np.asarray(batch.discrete, np.int32)
+                batch_ids = np.asarray(batch.agent_id)
+            except (TypeError, ValueError, OverflowError) as exc:
+                raise SpecError(f"GameSession.step(): the actions of behavior '{name}' are not arrays: {exc}") from None
             if cont.ndim == 1 and not a.continuous_size:
-                cont = cont.reshape(len(ids), 0)
+                cont = cont.reshape(len(ids), 0) if cont.size == 0 else cont
             if (
                 cont.shape != (len(ids), a.continuous_size)
                 or disc.shape != (len(ids), a.discrete_size)
-                or (batch.agent_id is not ids and not np.array_equal(batch.agent_id, ids))
+                or (batch.agent_id is not ids and not np.array_equal(batch_ids, ids))
             ):
                 raise SpecError(
                     f"GameSession.step(): the actions of behavior '{name}' do not match its {len(ids)} deciding "
-                    f"agents (continuous {cont.shape}, discrete {disc.shape}, {len(batch.agent_id)} agent ids)."
+                    f"agents (continuous {cont.shape}, discrete {disc.shape}, {batch_ids.size} agent ids); "
+                    f"expected continuous {(len(ids), a.continuous_size)}, discrete {(len(ids), a.discrete_size)} "
+                    "and the batch's agent ids in order."
                 )
+            checked.append((name, flight, cont, disc))
+        self.in_flight = {}
+        agents = self.agents
+        for name, flight, cont, disc in checked:
             lo, hi = flight.singles_start, flight.singles_start + len(flight.singles)
             # Iterating a 2-D array yields its rows (views) at C speed.
             for single, c_row, d_row in zip(flight.singles, cont[lo:hi], disc[lo:hi], strict=True):

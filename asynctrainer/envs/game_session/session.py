@@ -236,7 +236,8 @@ class GameSession:
             return False
         name = info.behavior
         final = None if obs is None else check.single_obs(self._specs[name], name, agent_id, obs)
-        final_reward = check.check_reward(name, agent_id, reward + self._carry.get(agent_id, 0.0))
+        final_reward = _add_reward(check.check_reward(name, agent_id, reward), self._carry.get(agent_id, 0.0))
+        # Every check passed: from here on the call changes state and raises nothing.
         self._carry.pop(agent_id, None)
         del self._agents[agent_id]
         entry = info.waiting
@@ -316,6 +317,11 @@ class GameSession:
     # ----- checks and registration ---------------------------------------------------------------
 
     def _behavior(self, behavior: str | None, agent_id: int | None = None) -> str:
+        if behavior is not None and not isinstance(behavior, str):
+            raise SpecError(
+                f"GameSession: {check.who(agent_id)} names behavior {behavior!r}, which is not a str; "
+                f"known behaviors: {sorted(self._specs)}."
+            )
         if behavior is None:
             if self._only is None:
                 raise SpecError(

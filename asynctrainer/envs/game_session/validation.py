@@ -136,8 +136,13 @@ def batch_obs(spec: BehaviorSpec, name: str, n: int, obs: Any, whom: Callable[[i
 
 
 def check_reward(name: str, agent_id: int, reward: Any) -> float:
-    """One agent's reward as a float that is finite as a float32 (as the learner stores it)."""
+    """One agent's reward as a float that is finite as a float32 (as the learner stores it).
+
+    Numbers only: a string (``"1.5"``) or a bool is refused, though ``float()`` would take it.
+    """
     try:
+        if isinstance(reward, str | bytes | bool | np.bool_):
+            raise TypeError
         value = float(reward)
     except (TypeError, ValueError):
         raise SpecError(
@@ -202,10 +207,20 @@ def action_mask(spec: BehaviorSpec, name: str, mask: Any, n: int | None, whom: C
             f"GameSession: {whom(0) if n is None else f'decide_batch() of behavior {name!r}'} gave an action "
             "mask, but the behavior has no discrete actions."
         )
-    arr = np.array(mask, dtype=bool)
+    what = f"the action mask of {whom(0)}" if n is None else f"the action mask of behavior '{name}'"
+    try:
+        raw = np.asarray(mask)
+    except Exception as exc:  # ragged lists and the like
+        raise SpecError(f"GameSession: {what} is not an array: {exc}") from None
+    if raw.dtype.kind not in "biu" or (raw.dtype.kind != "b" and raw.size and not np.isin(raw, (0, 1)).all()):
+        raise SpecError(
+            f"GameSession: {what} has dtype {raw.dtype}; give bools (True = forbidden) or 0/1 ints."
+            if raw.dtype.kind not in "biu"
+            else f"GameSession: {what} holds values other than 0 and 1; give bools (True = forbidden) or 0/1 ints."
+        )
+    arr = np.array(raw, dtype=bool)  # a copy: the host may reuse its buffer
     shape = (a.mask_size,) if n is None else (n, a.mask_size)
     if arr.shape != shape:
-        what = f"the action mask of {whom(0)}" if n is None else f"the action mask of behavior '{name}'"
         raise SpecError(f"GameSession: {what} has shape {arr.shape}, expected {shape}.")
     rows = arr[None] if n is None else arr
     start = 0
