@@ -140,14 +140,17 @@ def check_reward(name: str, agent_id: int, reward: Any) -> float:
 
     Numbers only: a string (``"1.5"``) or a bool is refused, though ``float()`` would take it.
     """
-    try:
-        if isinstance(reward, str | bytes | bool | np.bool_):
-            raise TypeError
-        value = float(reward)
-    except (TypeError, ValueError):
+    value = math.nan
+    number = not isinstance(reward, str | bytes | bool | np.bool_)
+    if number:
+        try:
+            value = float(reward)
+        except (TypeError, ValueError):
+            number = False
+    if not number:
         raise SpecError(
             f"GameSession: the reward of agent {agent_id} of behavior '{name}' is not a number: {reward!r}."
-        ) from None
+        )
     if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
         raise SpecError(
             f"GameSession: the reward of agent {agent_id} of behavior '{name}' is {value}; rewards must be finite "
