@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import sys
 import textwrap
@@ -14,7 +15,7 @@ import pytest
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError, SpecError
-from asynctrainer.runtime.snapshot import PolicySnapshot
+from asynctrainer.runtime.snapshot import Dense, PolicySnapshot
 from asynctrainer.serving.server import PolicyServer, SnapshotPolicy, load_policy
 from asynctrainer.testing.fakes import random_snapshot
 
@@ -266,3 +267,101 @@ async def test_a_policy_returning_actions_of_the_wrong_shape_fails_the_waiting_d
         with pytest.raises(EnvError, match=r"forward pass failed: SpecError: .*do not match its 2 deciding agents"):
             w.result()
     await server.aclose()
+
+
+def _with(snapshot: PolicySnapshot, **fields: Any) -> PolicySnapshot:
+    """``snapshot`` with some fields replaced (bypassing create(): a hostile or corrupt snapshot)."""
+    return dataclasses.replace(snapshot, **fields)
+
+
+def _broken_snapshots() -> dict[str, tuple[PolicySnapshot, str]]:
+    good = random_snapshot("Walker", HYBRID, hidden=16)
+    (layer,) = good.hidden
+    disc, cont = good.discrete_head, good.continuous_head
+    assert disc is not None and cont is not None
+    f32 = np.float32
+    nan_kernel = layer.kernel.copy()
+    nan_kernel[2, 3] = np.nan
+    return {
+        "hidden kernel rows": (
+            _with(good, hidden=(Dense(np.zeros((6, 16), f32), layer.bias),)),
+            r"hidden_0/kernel has shape \(6, 16\), expected \(5, 16\)",
+        ),
+        "hidden bias": (
+            _with(good, hidden=(Dense(layer.kernel, np.zeros(15, f32)),)),
+            r"hidden_0/bias has shape \(15,\), expected \(16,\)",
+        ),
+        "second layer": (
+            _with(good, hidden=(layer, Dense(np.zeros((8, 16), f32), np.zeros(16, f32)))),
+            r"hidden_1/kernel has shape \(8, 16\), expected \(16, 16\)",
+        ),
+        "discrete head": (
+            _with(good, discrete_head=Dense(np.zeros((16, 4), f32), np.zeros(4, f32))),
+            r"discrete_head/kernel has shape \(16, 4\), expected \(16, 5\)",
+        ),
+        "no discrete head": (_with(good, discrete_head=None), r"discrete_head is missing"),
+        "continuous head": (
+            _with(good, continuous_head=Dense(cont.kernel, np.zeros(3, f32))),
+            r"continuous_head/bias has shape \(3,\), expected \(2,\)",
+        ),
+        "log_std": (_with(good, log_std=np.zeros(3, f32)), r"log_std has shape \(3,\), expected \(2,\)"),
+        "obs_mean": (
+            _with(good, obs_mean=np.zeros(4, f32), obs_std=np.ones(5, f32)),
+            r"obs_mean has shape \(4,\), expected \(5,\)",
+        ),
+        "NaN kernel": (
+            _with(good, hidden=(Dense(nan_kernel, layer.bias),)),
+            r"hidden_0/kernel holds 1 NaN or infinite values",
+        ),
+        "inf bias": (
+            _with(good, discrete_head=Dense(disc.kernel, np.array([0, np.inf, 0, 0, 0], f32))),
+            r"discrete_head/bias holds 1 NaN or infinite values",
+        ),
+        "zero obs_std": (
+            _with(good, obs_mean=np.zeros(5, f32), obs_std=np.array([1, 1, 0, 1, 1], f32)),
+            r"obs_std must be > 0",
+        ),
+        "huge log_std": (_with(good, log_std=np.array([0.0, 200.0], f32)), r"exp\(log_std\) overflows"),
+    }
+
+
+BROKEN = _broken_snapshots()
+
+
+@pytest.mark.parametrize("case", list(BROKEN))
+async def test_a_snapshot_whose_weights_do_not_fit_or_are_not_finite_is_refused(case: str, tmp_path: Path) -> None:
+    """At load (object or .npz) and at publish: a SpecError naming the array; the old policy keeps serving."""
+    bad, match = BROKEN[case]
+    with pytest.raises(SpecError, match=rf"policy snapshot of behavior 'Walker' .*{match}"):
+        PolicyServer(bad)
+    bad.save(tmp_path / "bad.npz")
+    with pytest.raises(SpecError, match=match):
+        load_policy(tmp_path / "bad.npz")
+    good = random_snapshot("Walker", HYBRID, hidden=16, seed=3)
+    obs = np.random.default_rng(0).normal(size=(8, 5)).astype(np.float32)
+    expected = good.act(split_obs(obs), deterministic=True, rng=np.random.default_rng())
+    async with PolicyServer(good, deterministic=True) as server:
+        with pytest.raises(SpecError, match=rf"{match}.*keeps serving the previous policy"):
+            server.publish(bad)
+        with pytest.raises(SpecError, match=match):
+            server.publish(tmp_path / "bad.npz")
+        served = await server.decide_batch(None, np.arange(8), split_obs(obs))
+        assert server.error is None
+    np.testing.assert_array_equal(served.discrete, expected.discrete)
+    np.testing.assert_allclose(served.continuous, expected.continuous, rtol=1e-5, atol=1e-6)
+
+
+def test_an_onnx_model_with_non_finite_weights_is_refused(tmp_path: Path) -> None:
+    pytest.importorskip("onnxruntime")
+    onnx = pytest.importorskip("onnx")
+    onnx_export = pytest.importorskip("asynctrainer.export.onnx")
+    path = tmp_path / "Walker.onnx"
+    onnx_export.export_onnx(random_snapshot("Walker", DISCRETE), path)
+    model = onnx.load(str(path))
+    init = next(i for i in model.graph.initializer if onnx.numpy_helper.to_array(i).size > 4)
+    values = onnx.numpy_helper.to_array(init).copy()
+    values.flat[1] = np.nan
+    init.CopyFrom(onnx.numpy_helper.from_array(values, init.name))
+    onnx.save(model, str(path))
+    with pytest.raises(SpecError, match=rf"ONNX policy .*Walker.onnx: weight '{init.name}' holds 1 NaN or infinite"):
+        PolicyServer(path)

@@ -38,7 +38,7 @@ from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, Observ
 from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
-__all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "load_policy"]
+__all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "check_snapshot", "load_policy"]
 
 logger = logging.getLogger("asynctrainer")
 
@@ -76,6 +76,7 @@ class SnapshotPolicy:
     """
 
     def __init__(self, snapshot: PolicySnapshot) -> None:
+        check_snapshot(snapshot)
         self.snapshot = snapshot
         spec = snapshot.action_spec
         self._std = None if snapshot.log_std is None else np.exp(snapshot.log_std).astype(np.float32)
@@ -151,6 +152,79 @@ class SnapshotPolicy:
         return cont, disc
 
 
+def check_snapshot(snapshot: PolicySnapshot) -> None:
+    """Check that ``snapshot``'s weights fit the network its spec describes, and are finite.
+
+    The network: hidden layers ``[obs_size → u_0 → … → u_k]`` (kernels ``[in, out]``, biases
+    ``[out]``), a discrete head ``[u_k → sum(branches)]`` when the spec has discrete actions,
+    a continuous head ``[u_k → continuous_size]`` and ``log_std [continuous_size]`` when it has
+    continuous ones, and optional ``obs_mean`` / ``obs_std [obs_size]`` (``obs_std`` > 0).
+
+    :raises SpecError: naming the first array that does not fit (its shape and the expected
+        one), is missing, or holds NaN or infinite values.
+    """
+    whose = f"PolicyServer: the policy snapshot of behavior '{snapshot.behavior_name}'"
+    spec = snapshot.behavior_spec
+    a = spec.action_spec
+    obs_size = spec.observation_size
+
+    def fits(name: str, array: Any, expected: tuple[int, ...], why: str) -> npt.NDArray[Any]:
+        arr = np.asarray(array)
+        if arr.shape != expected:
+            raise SpecError(
+                f"{whose} does not fit its network: {name} has shape {arr.shape}, expected {expected} ({why})."
+            )
+        if arr.dtype.kind not in "biuf":
+            raise SpecError(f"{whose} does not fit its network: {name} has dtype {arr.dtype}; weights are floats.")
+        bad = int((~np.isfinite(arr)).sum())
+        if bad:
+            raise SpecError(
+                f"{whose} is not finite: {name} holds {bad} NaN or infinite values; every weight must be finite."
+            )
+        return arr
+
+    width = obs_size
+    for i, layer in enumerate(snapshot.hidden):
+        kernel = np.asarray(layer.kernel)
+        if kernel.ndim != 2:
+            raise SpecError(
+                f"{whose} does not fit its network: hidden_{i}/kernel has shape {kernel.shape}; "
+                f"kernels are 2-D [inputs, units] (expected ({width}, units))."
+            )
+        units = int(kernel.shape[1])
+        fits(f"hidden_{i}/kernel", kernel, (width, units), f"rows: the size {width} of its input")
+        fits(f"hidden_{i}/bias", layer.bias, (units,), f"one per unit of hidden_{i}/kernel")
+        width = units
+    heads = (
+        ("discrete_head", snapshot.discrete_head, a.mask_size, "the discrete branches' actions"),
+        ("continuous_head", snapshot.continuous_head, a.continuous_size, "the continuous actions"),
+    )
+    for name, head, size, what in heads:
+        if size and head is None:
+            raise SpecError(f"{whose} does not fit its network: {name} is missing, but the spec has {what}.")
+        if not size and head is not None:
+            raise SpecError(f"{whose} does not fit its network: it has a {name}, but the spec has no {what}.")
+        if head is not None:
+            fits(f"{name}/kernel", head.kernel, (width, size), f"the last layer's {width} units by {size} {what}")
+            fits(f"{name}/bias", head.bias, (size,), f"one per action of {what}")
+    if a.continuous_size:
+        if snapshot.log_std is None:
+            raise SpecError(
+                f"{whose} does not fit its network: log_std is missing, but the spec has continuous actions."
+            )
+        log_std = fits("log_std", snapshot.log_std, (a.continuous_size,), "one per continuous action")
+        with np.errstate(over="ignore"):
+            if not np.isfinite(np.exp(log_std.astype(np.float32))).all():
+                raise SpecError(f"{whose} is not finite: exp(log_std) overflows float32 (log_std max {log_std.max()}).")
+    if (snapshot.obs_mean is None) != (snapshot.obs_std is None):
+        raise SpecError(f"{whose} does not fit its network: it has only one of obs_mean and obs_std (both or neither).")
+    if snapshot.obs_mean is not None and snapshot.obs_std is not None:
+        fits("obs_mean", snapshot.obs_mean, (obs_size,), f"the observation size {obs_size}")
+        std = fits("obs_std", snapshot.obs_std, (obs_size,), f"the observation size {obs_size}")
+        if not (std > 0).all():
+            raise SpecError(f"{whose} is not usable: obs_std must be > 0, got {float(std.min())} at least once.")
+
+
 class OnnxPolicy:
     """An ML-Agents-style ``.onnx`` policy run with onnxruntime (CPU).
 
@@ -162,6 +236,7 @@ class OnnxPolicy:
     :param behavior_name: defaults to the file name without ``.onnx`` and without a trailing
         ``-<step>`` (``Walker-5000.onnx`` → ``Walker``).
     :raises EnvError: onnxruntime is missing, or the file is not such a model.
+    :raises SpecError: its weights are not finite, or it does not run on a zero observation.
     """
 
     def __init__(self, path: str | os.PathLike[str], behavior_name: str | None = None) -> None:
@@ -224,6 +299,54 @@ class OnnxPolicy:
         branches = tuple(int(b) for b in np.asarray(values.get("discrete_action_output_shape", [])).reshape(-1))
         self._spec = BehaviorSpec(tuple(obs_specs), ActionSpec(continuous, branches))
         self._outputs = outputs
+        self._check_weights()
+        self._probe(zeros)
+
+    def _check_weights(self) -> None:
+        """:raises SpecError: a weight (initializer or constant) holds NaN or infinite values.
+
+        Needs the ``onnx`` package (the ``export`` extra); without it only :meth:`_probe` runs.
+        """
+        try:
+            import onnx
+            from onnx import numpy_helper
+        except ImportError:  # pragma: no cover - depends on the install
+            return
+        try:
+            model = onnx.load(str(self.path), load_external_data=False)
+        except Exception as exc:
+            raise EnvError(f"Could not read the weights of the ONNX policy {self.path}: {exc}") from exc
+        tensors = [(t.name, t) for t in model.graph.initializer]
+        for node in model.graph.node:
+            if node.op_type == "Constant":
+                tensors.extend((node.output[0], attr.t) for attr in node.attribute if attr.name == "value")
+        for name, tensor in tensors:
+            values = numpy_helper.to_array(tensor)
+            if values.dtype.kind == "f" and not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise SpecError(
+                    f"PolicyServer: the ONNX policy {self.path}: weight '{name}' holds {bad} NaN or infinite "
+                    "values; every weight must be finite."
+                )
+
+    def _probe(self, zeros: list[F32]) -> None:
+        """Run the model once on a zero observation: its weights fit its graph and give finite actions.
+
+        :raises SpecError: the forward pass fails (e.g. a weight of another shape) or returns NaN.
+        """
+        for deterministic in (True, False):
+            try:
+                cont, _ = self.act(zeros, None, deterministic=deterministic, rng=np.random.default_rng(0))
+            except Exception as exc:
+                raise SpecError(
+                    f"PolicyServer: the ONNX policy {self.path} does not run on one zero observation "
+                    f"({type(exc).__name__}: {exc}); its weights do not fit its graph."
+                ) from None
+            if not np.isfinite(cont).all():
+                raise SpecError(
+                    f"PolicyServer: the ONNX policy {self.path} gives NaN or infinite actions for a zero "
+                    "observation; its weights are not finite."
+                )
 
     @property
     def behavior_name(self) -> str:
@@ -273,6 +396,8 @@ def load_policy(source: PolicySource, behavior_name: str | None = None) -> Polic
     """A :class:`Policy` from a snapshot, a Policy, or a path (``.onnx`` → onnxruntime, else ``.npz`` snapshot).
 
     :raises EnvError: the file is missing or unreadable.
+    :raises SpecError: a snapshot's or model's weights do not fit its network or are not finite
+        (see :func:`check_snapshot`). A :class:`Policy` of your own is taken as it is.
     """
     if isinstance(source, PolicySnapshot):
         return SnapshotPolicy(source)
@@ -283,9 +408,10 @@ def load_policy(source: PolicySource, behavior_name: str | None = None) -> Polic
         if path.suffix.lower() == ".onnx":
             return OnnxPolicy(path, behavior_name)
         try:
-            return SnapshotPolicy(PolicySnapshot.load(path))
+            snapshot = PolicySnapshot.load(path)
         except Exception as exc:
             raise EnvError(f"Could not load the policy snapshot {path}: {type(exc).__name__}: {exc}") from exc
+        return SnapshotPolicy(snapshot)  # its weights are checked: a SpecError naming the array
     if isinstance(source, Policy):
         return source
     raise EnvError(f"Cannot serve a {type(source).__name__}: give a PolicySnapshot, a Policy or a file path.")
@@ -433,9 +559,15 @@ class PolicyServer:
     def publish(self, policy: PolicySource, behavior: str | None = None) -> None:
         """Serve ``policy`` from the next batch on (the batch being computed keeps the old one).
 
-        :raises SpecError: unknown behavior, or a policy whose observation or action spec differs.
+        :raises SpecError: unknown behavior, a policy whose observation or action spec differs, or
+            whose weights do not fit its network or are not finite.
+        :raises EnvError: the policy could not be loaded. After any error the previous policy
+            keeps serving.
         """
-        new = load_policy(policy, behavior)
+        try:
+            new = load_policy(policy, behavior)
+        except EnvError as exc:
+            raise type(exc)(f"{exc} The server keeps serving the previous policy.") from exc
         name = behavior if behavior is not None else new.behavior_name
         if name not in self._policies:
             if behavior is None and len(self._policies) == 1:
