@@ -30,6 +30,8 @@ class Totals:
     reconnects: int = 0
     states: int = 0
     returns: list[float] = field(default_factory=list)
+    #: the server's ``error`` messages (a refused line, "server full", an idle timeout)
+    server_errors: list[str] = field(default_factory=list)
 
 
 async def client(host: str, port: int, deadline: float, totals: Totals, rng: random.Random) -> None:
@@ -54,14 +56,20 @@ async def client(host: str, port: int, deadline: float, totals: Totals, rng: ran
                     return
                 if not line:
                     return  # the server went away
-                message = json.loads(line)
-                if message["type"] != "state":
+                try:
+                    message = json.loads(line)
+                except ValueError:
+                    continue  # not from this protocol's server
+                if not isinstance(message, dict) or message.get("type") != "state":
+                    if isinstance(message, dict) and message.get("type") == "error":
+                        totals.server_errors.append(str(message.get("message")))
                     continue
                 seen += 1
                 totals.states += 1
-                if message["return"] is not None:
-                    totals.returns.append(message["return"])
-                send({"type": "ack", "tick": message["tick"]})
+                if isinstance(message.get("return"), int | float):
+                    totals.returns.append(float(message["return"]))
+                if isinstance(message.get("tick"), int):
+                    send({"type": "ack", "tick": message["tick"]})
                 if rng.random() < 0.02:
                     send({"type": "goal", "cell": rng.randrange(11)})
             await writer.drain()
@@ -109,8 +117,11 @@ async def main(argv: list[str] | None = None) -> Totals:
     errors = [r for r in results if isinstance(r, BaseException)]
     print(
         f"[clients] done: joins {totals.joins}, leaves {totals.leaves}, reconnects {totals.reconnects}, "
-        f"states {totals.states}, episodes {len(totals.returns)}, errors {len(errors)}"
+        f"states {totals.states}, episodes {len(totals.returns)}, errors {len(errors)}, "
+        f"server error messages {len(totals.server_errors)}"
     )
+    if totals.server_errors:
+        print(f"[clients] first server error: {totals.server_errors[0]}")
     return totals
 
 

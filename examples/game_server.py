@@ -1,4 +1,4 @@
-"""A live asyncio game server that trains its agents while it plays (DESIGN §8).
+"""A live asyncio game server that trains its agents while it plays.
 
 The game: a line of ``SIZE`` cells. Every connected client owns one agent; each episode the
 agent starts on a random cell and must reach a goal cell (chosen by the client, or at
@@ -28,7 +28,17 @@ client → server                       server → client
 ``{"type": "goal", "cell": c}``       (optional; the goal of the agent's next episode)
 ``{"type": "leave"}``                 ``{"type": "bye", "agent": id}``; the client may join again
 disconnect                            the agent leaves
+(anything else)                       ``{"type": "error", "message": "..."}``
 ====================================  =======================================================
+
+The server refuses what it cannot use, with an ``error`` message, and keeps the connection:
+a line that is not a JSON object with a known ``type``, fields of the wrong type (``tick`` is
+an int >= 0; ``cell`` an int in ``[0, SIZE)``, not a bool), a ``goal`` before ``join``. It
+sends an ``error`` and closes the connection when a line is longer than ``MAX_LINE`` bytes,
+when a connection that has not joined sends no complete line for ``idle_timeout`` seconds (a
+joined client may stay silent: acks are optional), and when ``max_connections`` are open
+already ("server full"). When the process runs out of file descriptors, asyncio's failing
+``accept()`` is logged once (then at most once a minute, with a count), not once per attempt.
 
 Run it::
 
@@ -48,7 +58,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import json
+import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,10 +69,11 @@ from typing import Any
 
 import numpy as np
 
-from asynctrainer import Runner
+from asynctrainer.app import Runner
 from asynctrainer.envs.game_session import GameSession
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError
+from asynctrainer.runtime import runner as runtime_runner
 from asynctrainer.serving.server import PolicyServer
 from asynctrainer.settings import RunSettings, run_settings_from_dict
 
@@ -71,6 +85,60 @@ TIME_PENALTY = 0.01
 SPEC = BehaviorSpec((ObservationSpec((2,), "obs_0"),), ActionSpec.create_discrete((3,)))
 #: Drop a client whose unsent data exceeds this (it stopped reading): a live server never waits.
 MAX_CLIENT_BACKLOG = 256 * 1024
+#: The longest line a client may send, newline included (a longer one closes the connection).
+MAX_LINE = 64 * 1024
+#: Seconds a connection that has not joined may go without sending a complete line.
+IDLE_TIMEOUT = 10.0
+#: Tick periods kept for the report's percentiles (the newest ones; count and max cover the whole run).
+PERIOD_WINDOW = 65_536
+MESSAGE_TYPES = ("ack", "goal", "join", "leave")
+PHASES = ("first update", "training", "serving")
+
+logger = logging.getLogger("game_server")
+
+
+def default_max_connections() -> int:
+    """At most 1024 connections, and 64 file descriptors fewer than the process may open."""
+    try:
+        import resource
+
+        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    except (ImportError, OSError, ValueError):  # not a POSIX system
+        return 1024
+    if soft == resource.RLIM_INFINITY:
+        return 1024
+    return max(1, min(1024, int(soft) - 64))
+
+
+def parse_message(line: bytes) -> tuple[dict[str, Any] | None, str]:
+    """One client line as a checked message, or ``(None, why it was refused)``.
+
+    Checked: a JSON object whose ``type`` is one of :data:`MESSAGE_TYPES`; ``ack`` has an int
+    ``tick`` >= 0 (optional), ``goal`` an int ``cell`` in ``[0, SIZE)``. Bools are not ints here.
+    """
+    try:
+        message = json.loads(line)
+    except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested too deeply
+        return None, f"not a protocol message (not JSON): {line[:80]!r}"
+    if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+        return None, f'not a protocol message (a JSON object with a "type" string expected): {line[:80]!r}'
+    kind = message["type"]
+    if kind not in MESSAGE_TYPES:
+        return None, f"unknown message type {kind[:40]!r}; known types: {', '.join(MESSAGE_TYPES)}"
+    if kind == "ack" and "tick" in message and not _is_int(message["tick"], 0, None):
+        return None, f'"tick" of an ack must be an int >= 0, got {_short(message["tick"])}'
+    if kind == "goal" and not _is_int(message.get("cell"), 0, SIZE):
+        return None, f'"cell" of a goal must be an int in [0, {SIZE}), got {_short(message.get("cell"))}'
+    return message, ""
+
+
+def _is_int(value: Any, lo: int, hi: int | None) -> bool:
+    return type(value) is int and value >= lo and (hi is None or value < hi)
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, dict | list) else type(value).__name__
+    return text if len(text) <= 40 else text[:40] + "..."
 
 
 def default_settings(max_steps: int = 30_000, **overrides: Any) -> RunSettings:
@@ -132,11 +200,50 @@ class LineWorld:
         return reward, reached, not reached and self.ticks[agent] >= MAX_TICKS
 
 
-@dataclass
+@dataclass(eq=False)
 class Client:
     writer: asyncio.StreamWriter
     agent: int | None = None
     last_ack: int = -1
+
+
+class PeriodStats:
+    """Tick periods of one phase in bounded memory: count, min and max over the whole run,
+    percentiles over the newest ``window`` periods (a ring buffer)."""
+
+    def __init__(self, window: int = PERIOD_WINDOW) -> None:
+        self.window = window
+        self._ring = np.zeros(window, np.float64)
+        self.count = 0
+        self.min = math.inf
+        self.max = -math.inf
+
+    def add(self, value: float) -> None:
+        self._ring[self.count % self.window] = value
+        self.count += 1
+        self.min = min(self.min, value)
+        self.max = max(self.max, value)
+
+    def values(self) -> np.ndarray:
+        """The newest ``min(count, window)`` periods (in no particular order)."""
+        return self._ring[: min(self.count, self.window)]
+
+    def summary(self, target: float | None = None) -> dict[str, float]:
+        """p50/p99 over the window, max and samples over the whole run: of the periods, or of
+        ``|period - target|`` when ``target`` is given."""
+        if not self.count:
+            return {}
+        a = self.values()
+        top = self.max
+        if target is not None:
+            a = np.abs(a - target)
+            top = max(abs(self.max - target), abs(self.min - target))
+        return {
+            "p50": float(np.percentile(a, 50)),
+            "p99": float(np.percentile(a, 99)),
+            "max": float(top),
+            "samples": float(self.count),
+        }
 
 
 @dataclass
@@ -149,6 +256,14 @@ class ServerReport:
     joins: int = 0
     leaves: int = 0
     dropped_clients: int = 0
+    #: connections refused because ``max_connections`` were open
+    refused_connections: int = 0
+    #: connections closed for sending no complete line within ``idle_timeout`` before joining
+    idle_timeouts: int = 0
+    #: lines refused with an error reply (bad JSON, unknown types, bad fields, over ``MAX_LINE``)
+    bad_messages: int = 0
+    #: failed ``accept()`` calls for want of file descriptors or memory (EMFILE, ENFILE, ...)
+    accept_errors: int = 0
     trained_steps: int = 0
     mean_return: float = float("nan")
     tick_hz: float = 0.0
@@ -160,24 +275,17 @@ class ServerReport:
     stopped_because: str = ""
 
 
-def percentiles(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {}
-    a = np.asarray(values)
-    return {
-        "p50": float(np.percentile(a, 50)),
-        "p99": float(np.percentile(a, 99)),
-        "max": float(a.max()),
-        "samples": float(a.size),
-    }
-
-
 class GameServer:
     """The LineWalker server: TCP clients, a tick loop, a GameSession and a Runner on one loop.
 
     :param settings: the run config (default: :func:`default_settings`).
     :param tick_hz: ticks per second; 0 runs ticks back to back (tests, benchmarks).
     :param reward_window: episodes in the moving mean return.
+    :param idle_timeout: seconds a connection that has not joined may go without a complete
+        line before it is closed (None: never).
+    :param max_connections: open connections at most; one more gets ``error`` "server full"
+        and is closed (default: :func:`default_max_connections`).
+    :param period_window: tick periods kept per phase for the report's percentiles.
     :param runner_options: passed to :class:`Runner` (``trainer_factory``, ``results_dir``, ...).
     """
 
@@ -190,8 +298,13 @@ class GameServer:
         reward_window: int = 200,
         max_wait_ms: float = 1.0,
         log_every: float = 5.0,
+        idle_timeout: float | None = IDLE_TIMEOUT,
+        max_connections: int | None = None,
+        period_window: int = PERIOD_WINDOW,
         **runner_options: Any,
     ) -> None:
+        self.idle_timeout = idle_timeout
+        self.max_connections = default_max_connections() if max_connections is None else max_connections
         self.settings = settings or default_settings()
         self.tick_hz = tick_hz
         self.seed = seed
@@ -199,7 +312,7 @@ class GameServer:
         self.session = GameSession({BEHAVIOR: SPEC}, max_wait_ms=max_wait_ms)
         self.decider: GameSession | PolicyServer = self.session
         self.runner_options = {"stats_writers": [], "overflow": "drop_oldest", **runner_options}
-        self.runner: Runner | None = None
+        self.runner: runtime_runner.Runner | None = None
         self.clients: dict[int, Client] = {}  # by agent id
         self.joining: list[int] = []
         self.episode_returns: deque[float] = deque(maxlen=reward_window)
@@ -207,7 +320,14 @@ class GameServer:
         self.log_every = log_every
         self._next_agent = 0
         self._server: asyncio.Server | None = None
-        self._periods: list[tuple[float, str]] = []
+        #: tick periods in seconds by phase, in bounded memory (the first tick is not counted)
+        self.periods = {phase: PeriodStats(period_window) for phase in PHASES}
+        self._ticks_timed = 0
+        self.connections: set[Client] = set()
+        self._previous_handler: Any = None
+        self._handler_installed = False
+        self._accept_logged_at: float | None = None
+        self._accept_errors_logged = 0
         self._stop = asyncio.Event()
         self._pending_reward: dict[int, float] = {}  # reward of each agent's last move, reported next tick
         self.port = 0
@@ -216,17 +336,53 @@ class GameServer:
 
     async def start(self, port: int = 0) -> int:
         """Listen on 127.0.0.1:``port`` (0 = any free port); return the port."""
-        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port)
+        loop = asyncio.get_running_loop()
+        self._previous_handler = loop.get_exception_handler()
+        loop.set_exception_handler(self._loop_exception)
+        self._handler_installed = True
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", port, limit=MAX_LINE)
         self.port = int(self._server.sockets[0].getsockname()[1])
         return self.port
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
-            for client in list(self.clients.values()):
+            for client in list(self.connections):
                 client.writer.close()
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
+        if self._handler_installed:
+            asyncio.get_running_loop().set_exception_handler(self._previous_handler)
+            self._handler_installed = False
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        """Log a failing ``accept()`` (out of file descriptors) once, then at most once a minute.
+
+        asyncio retries ``accept()`` every second and reports each failure with a traceback;
+        anything else goes to the handler that was there before.
+        """
+        exc = context.get("exception")
+        resource_errors = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+        if isinstance(exc, OSError) and exc.errno in resource_errors and "accept" in str(context.get("message")):
+            self.report.accept_errors += 1
+            now = time.monotonic()
+            if self._accept_logged_at is None or now - self._accept_logged_at >= 60.0:
+                more = self.report.accept_errors - self._accept_errors_logged
+                logger.warning(
+                    "accept() failed: %s (%d connections open, max_connections %d); new connections wait "
+                    "until descriptors free up. Logged %s.",
+                    exc.strerror or exc,
+                    len(self.connections),
+                    self.max_connections,
+                    "once; again at most once a minute" if self._accept_logged_at is None else f"{more} more times",
+                )
+                self._accept_logged_at = now
+                self._accept_errors_logged = self.report.accept_errors
+            return
+        if self._previous_handler is not None:
+            self._previous_handler(loop, context)
+        else:
+            loop.default_exception_handler(context)
 
     def _send(self, client: Client, message: dict[str, Any]) -> None:
         writer = client.writer
@@ -238,39 +394,76 @@ class GameServer:
             self._leave(client)
             writer.close()
 
+    def _error(self, client: Client, message: str) -> None:
+        self._send(client, {"type": "error", "message": message})
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         client = Client(writer)
+        if len(self.connections) >= self.max_connections:
+            self.report.refused_connections += 1
+            self._error(client, f"server full ({self.max_connections} connections); try again later")
+            writer.close()
+            return
+        self.connections.add(client)
         try:
-            while line := await reader.readline():
-                try:
-                    message = json.loads(line)
-                    kind = message["type"]
-                except (ValueError, KeyError, TypeError):
-                    self._send(client, {"type": "error", "message": f"not a protocol message: {line[:80]!r}"})
-                    continue
-                if kind == "join" and client.agent is None:
-                    client.agent = self._next_agent
-                    self._next_agent += 1
-                    self.clients[client.agent] = client
-                    self.joining.append(client.agent)
-                    self.report.joins += 1
-                    self._send(client, {"type": "welcome", "agent": client.agent, "size": SIZE, "max_ticks": MAX_TICKS})
-                elif kind == "join":
-                    self._send(client, {"type": "error", "message": f"already joined as agent {client.agent}"})
-                elif kind == "leave" and client.agent is not None:
-                    agent = self._leave(client)
-                    self._send(client, {"type": "bye", "agent": agent})
-                elif kind == "goal" and client.agent is not None:
-                    cell = message.get("cell")
-                    if isinstance(cell, int) and 0 <= cell < SIZE:
-                        self.world.next_goal[client.agent] = cell
-                elif kind == "ack":
-                    client.last_ack = int(message.get("tick", -1))
+            await self._serve_client(client, reader)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug of this server: one client's problem must not reach the loop
+            logger.exception("game server: client handler failed; closing that connection")
+            self._error(client, "internal server error; closing the connection")
         finally:
+            self.connections.discard(client)
             self._leave(client)
             writer.close()
+
+    async def _serve_client(self, client: Client, reader: asyncio.StreamReader) -> None:
+        """Read and answer ``client``'s lines until it disconnects or is closed (idle, too long a line)."""
+        while True:
+            timeout = self.idle_timeout if client.agent is None else None
+            try:
+                line = await asyncio.wait_for(reader.readline(), timeout)
+            except TimeoutError:
+                self.report.idle_timeouts += 1
+                self._error(client, f"no complete message for {timeout} s without joining; closing the connection")
+                return
+            except ValueError:  # asyncio.LimitOverrunError: no newline within MAX_LINE bytes
+                self.report.bad_messages += 1
+                self._error(client, f"a line longer than {MAX_LINE} bytes; closing the connection")
+                return
+            if not line:
+                return
+            message, why = parse_message(line)
+            if message is None:
+                self.report.bad_messages += 1
+                self._error(client, why)
+                continue
+            self._on_message(client, message)
+
+    def _on_message(self, client: Client, message: dict[str, Any]) -> None:
+        kind = message["type"]
+        if kind == "join" and client.agent is None:
+            client.agent = self._next_agent
+            self._next_agent += 1
+            self.clients[client.agent] = client
+            self.joining.append(client.agent)
+            self.report.joins += 1
+            self._send(client, {"type": "welcome", "agent": client.agent, "size": SIZE, "max_ticks": MAX_TICKS})
+        elif kind == "join":
+            self._error(client, f"already joined as agent {client.agent}")
+        elif kind == "leave":
+            if client.agent is None:
+                self._error(client, "not joined; send join first")
+            else:
+                agent = self._leave(client)
+                self._send(client, {"type": "bye", "agent": agent})
+        elif kind == "goal":
+            if client.agent is None:
+                self._error(client, "not joined; send join first")
+            else:
+                self.world.next_goal[client.agent] = message["cell"]
+        elif kind == "ack":
+            client.last_ack = message.get("tick", -1)
 
     def _leave(self, client: Client) -> int | None:
         agent, client.agent = client.agent, None
@@ -374,7 +567,9 @@ class GameServer:
                 if deadline is None:
                     return "max_steps"
             stamp = time.perf_counter()
-            self._periods.append((stamp - last, phase))
+            if self._ticks_timed:  # the first period includes start-up
+                self.periods[phase].add(stamp - last)
+            self._ticks_timed += 1
             last = stamp
             if until is not None and until(self):
                 return "goal"
@@ -413,15 +608,26 @@ class GameServer:
         return self.report
 
     def _finish_report(self) -> None:
-        periods = [(p * 1000.0, phase) for p, phase in self._periods[1:]]
-        self.report.tick_period_ms = percentiles([p for p, _ in periods])
+        whole = PeriodStats(sum(min(p.count, p.window) for p in self.periods.values()) or 1)
+        for stats in self.periods.values():
+            for value in stats.values():
+                whole.add(float(value))
+        # count, min and max over the whole run, though the window keeps only the newest periods
+        counted = [p for p in self.periods.values() if p.count]
+        if counted:
+            whole.count = sum(p.count for p in counted)
+            whole.min, whole.max = min(p.min for p in counted), max(p.max for p in counted)
+        self.report.tick_period_ms = _in_ms(whole.summary())
         if self.tick_hz > 0:
-            target = 1000.0 / self.tick_hz
-            self.report.tick_deviation_ms = percentiles([abs(p - target) for p, _ in periods])
-            for phase in ("first update", "training", "serving"):
-                values = [abs(p - target) for p, ph in periods if ph == phase]
-                if values:
-                    self.report.tick_deviation_by_phase_ms[phase] = percentiles(values)
+            target = 1.0 / self.tick_hz
+            self.report.tick_deviation_ms = _in_ms(whole.summary(target))
+            for phase, stats in self.periods.items():
+                if stats.count:
+                    self.report.tick_deviation_by_phase_ms[phase] = _in_ms(stats.summary(target))
+
+
+def _in_ms(summary: dict[str, float]) -> dict[str, float]:
+    return {k: v * 1000.0 if k != "samples" else v for k, v in summary.items()}
 
 
 def print_report(report: ServerReport) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.util
 import json
 import os
@@ -195,3 +196,218 @@ def test_returns_numbers_are_sane(game_server: ModuleType) -> None:
 
     assert 0.2 < play(lambda p, g: int(rng.integers(0, 3))) < 0.35
     assert play(lambda p, g: 2 if g > p else 0) > 0.96
+
+
+# ----- the game server under careless and hostile clients (no Runner: the protocol alone) ----------
+
+
+class Line:
+    """A raw TCP client of the game server: bytes out, JSON lines in."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> Line:
+        reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 5)
+        return cls(reader, writer)
+
+    async def send(self, raw: bytes) -> None:
+        self.writer.write(raw)
+        await self.writer.drain()
+
+    async def receive(self) -> dict[str, Any] | None:
+        """The next message, or None when the server closed the connection (5 s bound against hangs)."""
+        line = await asyncio.wait_for(self.reader.readline(), 5)
+        return json.loads(line) if line else None
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(Exception):
+            await self.writer.wait_closed()
+
+
+@pytest.fixture
+async def protocol_server(game_server: ModuleType) -> Any:
+    server = game_server.GameServer(tick_hz=0, log_every=0, idle_timeout=None)
+    await server.start(0)
+    yield server
+    await server.close()
+
+
+BAD_LINES = {
+    "tick not an int": (b'{"type":"ack","tick":"abc"}', '"tick" of an ack must be an int >= 0, got "abc"'),
+    "tick 1e400": (b'{"type":"ack","tick":1e400}', '"tick" of an ack must be an int >= 0, got Infinity'),
+    "tick negative": (b'{"type":"ack","tick":-3}', '"tick" of an ack must be an int >= 0, got -3'),
+    "null": (b"null", 'a JSON object with a "type" string expected'),
+    "1e400": (b"1e400", 'a JSON object with a "type" string expected'),
+    "a list": (b'[{"type":"join"}]', 'a JSON object with a "type" string expected'),
+    "type a list": (b'{"type":["join"]}', 'a JSON object with a "type" string expected'),
+    "unknown type": (b'{"type":"dance"}', "unknown message type 'dance'; known types: ack, goal, join, leave"),
+    "deep nesting": (b"[" * 30_000 + b"]" * 30_000, "not JSON"),
+    "not UTF-8": (b"\xff\xfe{}", "not JSON"),
+    "goal cell true": (b'{"type":"goal","cell":true}', '"cell" of a goal must be an int in [0, 11), got true'),
+    "goal cell 11": (b'{"type":"goal","cell":11}', '"cell" of a goal must be an int in [0, 11), got 11'),
+    "goal cell 3.0": (b'{"type":"goal","cell":3.0}', '"cell" of a goal must be an int in [0, 11), got 3.0'),
+    "goal no cell": (b'{"type":"goal"}', '"cell" of a goal must be an int in [0, 11), got null'),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+async def test_a_bad_line_gets_an_error_reply_and_the_connection_stays_usable(protocol_server: Any, case: str) -> None:
+    raw, expected = BAD_LINES[case]
+    client = await Line.open(protocol_server.port)
+    await client.send(b'{"type":"join"}\n')
+    welcome = await client.receive()
+    assert welcome is not None and welcome["type"] == "welcome"
+    await client.send(raw + b"\n")
+    reply = await client.receive()
+    assert reply is not None and reply["type"] == "error", reply
+    assert expected in reply["message"]
+    assert protocol_server.world.next_goal == {}, "a refused goal sets nothing"
+    await client.send(b'{"type":"goal","cell":4}\n{"type":"leave"}\n')
+    bye = await client.receive()
+    assert bye == {"type": "bye", "agent": welcome["agent"]}
+    assert protocol_server.report.bad_messages == 1
+    await client.close()
+
+
+async def test_goal_and_leave_before_join_are_refused(protocol_server: Any) -> None:
+    client = await Line.open(protocol_server.port)
+    await client.send(b'{"type":"goal","cell":2}\n{"type":"leave"}\n')
+    for _ in range(2):
+        reply = await client.receive()
+        assert reply is not None and reply == {"type": "error", "message": "not joined; send join first"}
+    assert protocol_server.world.next_goal == {}
+    await client.close()
+
+
+async def test_a_line_over_64_kib_gets_an_error_and_the_connection_closes(
+    protocol_server: Any, game_server: ModuleType
+) -> None:
+    client = await Line.open(protocol_server.port)
+    await client.send(b'{"type":"join"}\n')
+    assert (await client.receive() or {}).get("type") == "welcome"
+    client.writer.write(b" " * (game_server.MAX_LINE + 10) + b"\n")
+    reply = await client.receive()
+    assert reply is not None and reply["message"] == "a line longer than 65536 bytes; closing the connection"
+    assert await client.receive() is None, "the server closed the connection"
+    assert protocol_server.clients == {} and protocol_server.connections == set()
+    await client.close()
+
+
+async def test_a_connection_that_never_finishes_a_line_before_joining_is_closed(game_server: ModuleType) -> None:
+    server = game_server.GameServer(tick_hz=0, log_every=0, idle_timeout=0.05)
+    await server.start(0)
+    try:
+        half_open = await Line.open(server.port)
+        await half_open.send(b'{"type":')  # never finished
+        joined = await Line.open(server.port)
+        await joined.send(b'{"type":"join"}\n')
+        assert (await joined.receive() or {}).get("type") == "welcome"
+        reply = await half_open.receive()
+        assert reply is not None and "no complete message for 0.05 s without joining" in reply["message"]
+        assert await half_open.receive() is None
+        assert server.report.idle_timeouts == 1
+        # A joined client may stay silent (acks are optional): it is not timed out.
+        await asyncio.sleep(0.2)
+        await joined.send(b'{"type":"leave"}\n')
+        assert (await joined.receive() or {}).get("type") == "bye"
+        assert server.report.idle_timeouts == 1
+        await half_open.close()
+        await joined.close()
+    finally:
+        await server.close()
+
+
+async def test_connections_over_the_cap_are_refused_with_a_message(game_server: ModuleType) -> None:
+    server = game_server.GameServer(tick_hz=0, log_every=0, max_connections=2)
+    await server.start(0)
+    try:
+        first, second = await Line.open(server.port), await Line.open(server.port)
+        for c in (first, second):
+            await c.send(b'{"type":"join"}\n')
+            assert (await c.receive() or {}).get("type") == "welcome"
+        third = await Line.open(server.port)
+        reply = await third.receive()
+        assert reply == {"type": "error", "message": "server full (2 connections); try again later"}
+        assert await third.receive() is None
+        assert server.report.refused_connections == 1 and len(server.connections) == 2
+        await first.close()
+        while len(server.connections) > 1:  # the server notices the disconnect
+            await asyncio.sleep(0.01)
+        fourth = await Line.open(server.port)
+        await fourth.send(b'{"type":"join"}\n')
+        assert (await fourth.receive() or {}).get("type") == "welcome"
+        for c in (second, third, fourth):
+            await c.close()
+    finally:
+        await server.close()
+
+
+EMFILE_CHILD = """
+import asyncio, os, resource, sys
+sys.path.insert(0, {examples!r})
+import game_server
+
+async def main():
+    server = game_server.GameServer(tick_hz=0, log_every=0, idle_timeout=None, max_connections=10_000)
+    port = await server.start(0)
+    open_fds = len(os.listdir("/proc/self/fd"))
+    resource.setrlimit(resource.RLIMIT_NOFILE, (open_fds + 4, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+    print(port, flush=True)
+    while server.report.accept_errors < 2:
+        await asyncio.sleep(0.05)
+    print("accept_errors", server.report.accept_errors, "connections", len(server.connections), flush=True)
+    await server.close()
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="lowers RLIMIT_NOFILE and reads /proc/self/fd")
+async def test_running_out_of_file_descriptors_is_logged_once_not_per_accept() -> None:
+    """asyncio retries a failing accept() every second and reports each: the server logs the first only."""
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        EMFILE_CHILD.format(examples=str(EXAMPLES)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert child.stdout is not None
+    port = int(await asyncio.wait_for(child.stdout.readline(), 30))
+    clients = [await Line.open(port) for _ in range(12)]  # more than the child's descriptors allow
+    out, err = await asyncio.wait_for(child.communicate(), 30)
+    for c in clients:
+        await c.close()
+    assert child.returncode == 0, err.decode()
+    assert out.startswith(b"accept_errors "), out
+    log = err.decode()
+    assert log.count("accept() failed") == 1, log
+    assert "Traceback" not in log and "socket.accept() out of system resource" not in log, log
+
+
+def test_period_stats_keep_a_bounded_window_and_whole_run_extremes(game_server: ModuleType) -> None:
+    stats = game_server.PeriodStats(window=8)
+    for i in range(1000):
+        stats.add(0.02 + (0.5 if i == 3 else 0.0) + (-0.015 if i == 500 else 0.0))
+    assert stats.count == 1000 and stats.values().size == 8
+    summary = stats.summary(target=0.02)
+    assert summary["samples"] == 1000 and summary["max"] == pytest.approx(0.5)
+    assert summary["p99"] == pytest.approx(0.0)  # the window holds only the newest periods
+
+
+async def test_tick_periods_are_kept_in_bounded_memory(game_server: ModuleType) -> None:
+    factory = fake_trainer_factory()
+    server = game_server.GameServer(
+        game_server.default_settings(max_steps=10**6), tick_hz=0, log_every=0, period_window=16, trainer_factory=factory
+    )
+    await server.start(0)
+    try:
+        report = await asyncio.wait_for(server.run(duration=30, until=lambda s: s._ticks_timed >= 300), 30)
+    finally:
+        await server.close()
+    stored = sum(p.values().size for p in server.periods.values())
+    assert stored <= 16 * len(server.periods)
+    assert report.tick_period_ms["samples"] == 299  # every period but the first, though only 16 are kept
