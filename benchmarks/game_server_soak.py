@@ -1,0 +1,256 @@
+"""Soak test of examples/game_server.py: memory over a run, and tick jitter with and without idle connections.
+
+The server ticks at ``--tick-hz`` for ``--clients`` scripted clients (joining, playing, leaving)
+while a Runner trains on the same loop: a fake trainer by default (the server's own costs,
+no TensorFlow; its update sleeps ``--update-ms`` in a worker thread), or PPO with ``--ppo``.
+After ``--warmup`` seconds the run has two phases of ``--seconds`` each:
+
+1. ``no idle``: the clients only;
+2. ``N idle``: plus ``--idle`` connections that send half a line and nothing more (half-open
+   clients); the server closes each after its idle timeout (``--idle-timeout``) and the
+   script opens it again at once, so ``--idle`` stay open.
+
+Per phase it prints the tick jitter ``|period - 1/tick_hz|`` (p50/p99/max, ms, from the
+start of each tick to the next), the process's resident memory at the phase's start and end,
+and what the server holds (stored tick periods, connections). ``--out`` gets the same as JSON
+(default ``benchmarks/results/game_server_soak.json``; ``results/`` is ignored by git).
+
+    python benchmarks/game_server_soak.py --seconds 60 --idle 200
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import json
+import os
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from asynctrainer.testing.fakes import FakeTrainer, fake_trainer_factory
+from asynctrainer.testing.game_clients import run_swarm
+
+ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = ROOT / "benchmarks" / "results" / "game_server_soak.json"
+
+
+def load_game_server() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("game_server_example", ROOT / "examples" / "game_server.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def rss_mb() -> float:
+    """Resident memory of this process in MiB (Linux: /proc/self/statm; else the peak)."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def jitter_ms(starts: list[float], tick_hz: float) -> dict[str, float]:
+    periods = np.diff(np.asarray(starts))
+    if periods.size == 0:
+        return {}
+    dev = np.abs(periods - 1.0 / tick_hz) * 1000.0
+    return {
+        "ticks": int(periods.size),
+        "p50": float(np.percentile(dev, 50)),
+        "p99": float(np.percentile(dev, 99)),
+        "max": float(dev.max()),
+    }
+
+
+def slope_per_min(samples: list[tuple[float, float]]) -> float:
+    """Least-squares slope of (time s, MiB) samples, in MiB per minute (0 with fewer than 2)."""
+    if len(samples) < 2:
+        return 0.0
+    t, m = np.asarray(samples).T
+    return float(np.polyfit(t - t[0], m, 1)[0] * 60.0)
+
+
+class IdleConnections:
+    """``n`` half-open connections, each reopened as soon as the server closes it."""
+
+    def __init__(self, port: int, n: int) -> None:
+        self.port, self.n = port, n
+        self.reopened = 0
+        self.refused = 0
+        self.open = 0
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def _one(self) -> None:
+        while True:
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                self.refused += 1
+                await asyncio.sleep(0.1)
+                continue
+            self.open += 1
+            try:
+                writer.write(b'{"type":')  # never finished
+                while await reader.read(4096):  # the server's error reply, then EOF
+                    pass
+            except OSError:
+                pass
+            finally:
+                self.open -= 1
+                writer.close()
+            self.reopened += 1
+
+    def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._one()) for _ in range(self.n)]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    gs = load_game_server()
+    options: dict[str, Any] = {}
+    if not args.ppo:
+
+        def forget(trainer: FakeTrainer) -> None:  # a fake trainer keeps what it got: drop it
+            trainer.received.clear()
+            trainer.updated_batches.clear()
+
+        options["trainer_factory"] = fake_trainer_factory(update_seconds=args.update_ms / 1000.0, on_update=forget)
+    server = gs.GameServer(
+        gs.default_settings(max_steps=10**9),
+        tick_hz=args.tick_hz,
+        log_every=0,
+        idle_timeout=args.idle_timeout,
+        **options,
+    )
+    port = await server.start(0)
+    phase = "warmup"
+    starts: dict[str, list[float]] = {"warmup": [], "no idle": [], "idle": []}
+    original_tick = server.tick
+
+    async def timed_tick() -> None:
+        starts[phase].append(time.perf_counter())
+        await original_tick()
+
+    server.tick = timed_tick
+    total = args.warmup + 2 * args.seconds
+    swarm = asyncio.create_task(run_swarm("127.0.0.1", port, args.clients, duration=total + 5, churn=0.1, seed=1))
+    run = asyncio.create_task(server.run(duration=total + 2))
+    idle = IdleConnections(port, args.idle)
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        await asyncio.sleep(args.warmup)
+        for name in ("no idle", "idle"):
+            phase = name
+            if name == "idle":
+                idle.start()
+            before = rss_mb()
+            samples: list[tuple[float, float]] = []
+            phase_end = time.perf_counter() + args.seconds
+            while (left := phase_end - time.perf_counter()) > 0:
+                await asyncio.sleep(min(1.0, left))
+                samples.append((time.perf_counter(), rss_mb()))
+            rows[name] = {
+                "rss_start_mb": before,
+                "rss_end_mb": samples[-1][1],
+                "rss_slope_second_half_mb_per_min": slope_per_min(samples[len(samples) // 2 :]),
+                "idle_open_at_end": idle.open,
+                "connections_at_end": len(server.connections),
+                "stored_periods": int(sum(p.values().size for p in server.periods.values())),
+            }
+        phase = "warmup"  # ticks after the phases are not measured
+    finally:
+        await idle.stop()
+        report = await run
+        swarm.cancel()
+        await asyncio.gather(swarm, return_exceptions=True)
+        await server.close()
+    for name, row in rows.items():
+        row["growth_mb"] = row["rss_end_mb"] - row["rss_start_mb"]
+        row["jitter_ms"] = jitter_ms(starts[name], args.tick_hz)
+    return {
+        "args": vars(args),
+        "python": platform.python_version(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cpus",
+        "phases": {("no idle" if k == "no idle" else f"{args.idle} idle"): v for k, v in rows.items()},
+        "server": {
+            "ticks": report.ticks,
+            "joins": report.joins,
+            "idle_timeouts": report.idle_timeouts,
+            "refused_connections": report.refused_connections,
+            "accept_errors": report.accept_errors,
+            "trained_steps": report.trained_steps,
+            "ticks_timed": server._ticks_timed,
+        },
+        "idle_reopened": idle.reopened,
+    }
+
+
+def print_table(result: dict[str, Any]) -> None:
+    a = result["args"]
+    print(
+        f"game server soak: {a['tick_hz']:g} Hz, {a['clients']} clients, {a['seconds']:g} s per phase, "
+        f"idle timeout {a['idle_timeout']} s, {'PPO' if a['ppo'] else 'fake trainer'}"
+    )
+    header = (
+        f"{'phase':<10}{'ticks':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'RSS MiB':>10}{'growth':>9}"
+        f"{'MiB/min*':>10}{'conns':>7}"
+    )
+    print(header)
+    for name, row in result["phases"].items():
+        j = row["jitter_ms"]
+        print(
+            f"{name:<10}{j.get('ticks', 0):>7}{j.get('p50', float('nan')):>9.3f}{j.get('p99', float('nan')):>9.3f}"
+            f"{j.get('max', float('nan')):>9.3f}{row['rss_end_mb']:>10.1f}{row['growth_mb']:>+9.2f}"
+            f"{row['rss_slope_second_half_mb_per_min']:>+10.2f}{row['connections_at_end']:>7}"
+        )
+    s = result["server"]
+    print(
+        f"server: {s['ticks']} ticks, {s['joins']} joins, {s['idle_timeouts']} idle timeouts, "
+        f"{s['refused_connections']} refused, {s['accept_errors']} accept errors; stored tick periods "
+        f"{max(r['stored_periods'] for r in result['phases'].values())} (bounded)"
+    )
+    print("jitter: |tick period - target| in ms; growth: RSS over the phase; *RSS slope over its second half")
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=float, default=30.0, help="length of each phase")
+    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--idle", type=int, default=200, help="idle (half-open) connections in phase 2")
+    parser.add_argument("--idle-timeout", type=float, default=10.0, help="the server's idle timeout, s")
+    parser.add_argument("--clients", type=int, default=20, help="playing clients")
+    parser.add_argument("--tick-hz", type=float, default=50.0)
+    parser.add_argument("--update-ms", type=float, default=20.0, help="the fake trainer's update time")
+    parser.add_argument("--ppo", action="store_true", help="train PPO (TensorFlow) instead of a fake trainer")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    args = parser.parse_args(argv)
+    if args.tick_hz <= 0:
+        parser.error("--tick-hz must be > 0 (jitter is measured against the tick period)")
+    result = asyncio.run(soak(args))
+    print_table(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2, default=str))
+    print(f"wrote {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        main()
