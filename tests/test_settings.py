@@ -468,3 +468,24 @@ def test_mlagents_config_loads_or_is_refused_in_one_line(name: str, unsupported:
 
 def test_env_args_string_is_split() -> None:
     assert EnvSettings(env_args="--a 1").env_args == ["--a", "1"]  # type: ignore[arg-type]
+
+
+# Reward signals
+
+
+def test_reward_signals_without_extrinsic_are_refused_at_load() -> None:
+    error = _error(_behavior({"reward_signals": {}}))
+    assert type(error) is SettingsError
+    assert error.key_path == "behaviors.CartPole.reward_signals"
+    assert str(error).startswith("behaviors.CartPole.reward_signals: {} is not valid: ")
+    assert "must include extrinsic" in str(error)
+
+
+def test_reward_signals_without_extrinsic_in_default_settings_are_refused() -> None:
+    error = _error({"default_settings": {"reward_signals": {}}, "behaviors": {}})
+    assert error.key_path == "default_settings.reward_signals"
+
+
+def test_reward_signals_of_a_behavior_merge_over_default_extrinsic() -> None:
+    run = run_settings_from_dict(_behavior({"reward_signals": {"extrinsic": {"gamma": 0.9}}}))
+    assert run.behaviors["CartPole"].reward_signals["extrinsic"].gamma == 0.9

@@ -360,6 +360,11 @@ class TrainerSettings(_Settings):
                     f"the '{name}' reward signal is not supported yet by asynctrainer (supported: extrinsic).",
                     where=name,
                 )
+        if "extrinsic" not in value:
+            raise invalid(
+                f"{show(value)} is not valid: reward_signals must include extrinsic (the env's reward), "
+                "e.g. reward_signals: {extrinsic: {gamma: 0.99}}; leave reward_signals out for that default."
+            )
         return value
 
     @field_validator("self_play", "behavioral_cloning")
