@@ -310,6 +310,25 @@ def test_force_with_inference_is_refused_and_keeps_the_run(tmp_path: Path, capsy
     assert _survives(results / "r1", files)
 
 
+@pytest.mark.parametrize("existing", [True, False])
+def test_a_run_id_with_a_path_is_refused_by_the_settings_naming_run_id(
+    existing: bool, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    other_run = _marked_run(results / "other")
+    outside = _marked_run(tmp_path / "x") if existing else {}
+    args = [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "../x"]
+    code = main([*args, "--force"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "checkpoint_settings.run_id: '../x' is not valid: a run id must be a plain name" in err, err
+    assert _survives(results / "other", other_run) and sorted(p.name for p in results.iterdir()) == ["other"]
+    if existing:
+        assert _survives(tmp_path / "x", outside)
+    else:
+        assert not (tmp_path / "x").exists(), "nothing was made outside the results directory"
+
+
 @pytest.mark.parametrize("run_id", ["../outside", "ABSOLUTE", ".", ""])
 def test_force_never_deletes_outside_the_results_directory_nor_the_results_directory(
     run_id: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -489,3 +490,27 @@ def test_reward_signals_without_extrinsic_in_default_settings_are_refused() -> N
 def test_reward_signals_of_a_behavior_merge_over_default_extrinsic() -> None:
     run = run_settings_from_dict(_behavior({"reward_signals": {"extrinsic": {"gamma": 0.9}}}))
     assert run.behaviors["CartPole"].reward_signals["extrinsic"].gamma == 0.9
+
+
+# Run ids
+
+
+@pytest.mark.parametrize("run_id", ["../x", "a/b", "/abs/path", "a\\b", "..", ".", "", "a\0b"])
+def test_run_id_that_is_not_a_plain_name_is_refused(run_id: str) -> None:
+    error = _error({"checkpoint_settings": {"run_id": run_id}})
+    assert type(error) is SettingsError
+    assert error.key_path == "checkpoint_settings.run_id"
+    assert "a run id must be a plain name" in str(error)
+
+
+def test_run_id_is_checked_when_built_in_python() -> None:
+    with pytest.raises(SettingsError, match=r"checkpoint_settings\.run_id: '\.\./x' is not valid"):
+        RunSettings(checkpoint_settings={"run_id": "../x"})  # type: ignore[arg-type]
+    with pytest.raises(SettingsError, match=r"run_id: '\.\.' is not valid"):
+        CheckpointSettings(run_id="..")
+
+
+@pytest.mark.parametrize("run_id", ["ppo", "cartpole-2", "run.1", "..x", "x..", "r i"])
+def test_plain_run_ids_are_accepted(run_id: str) -> None:
+    run = run_settings_from_dict({"checkpoint_settings": {"run_id": run_id}})
+    assert run.checkpoint_settings.write_path == os.path.join("results", run_id)

@@ -435,6 +435,17 @@ class CheckpointSettings(_Settings):
     inference: bool = Field(default=False, description="Run the policy without training.")
     results_dir: str = Field(default="results", description="Directory holding all runs.")
 
+    @field_validator("run_id")
+    @classmethod
+    def _plain_run_id(cls, value: str) -> str:
+        # The run id names results_dir/<run_id>, which --force deletes: it must stay inside results_dir.
+        if value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
+            raise invalid(
+                f"{show(value)} is not valid: a run id must be a plain name, the name of the run's directory "
+                "in results_dir (no '/' or '\\', not '.', '..' or empty, no NUL character)."
+            )
+        return value
+
     @property
     def write_path(self) -> str:
         """Directory of this run: ``results_dir/run_id``."""
