@@ -21,6 +21,7 @@ from asynctrainer.settings import (
     RunSettings,
     SACHyperparameters,
     TrainerSettings,
+    behavior_name_for,
     load_run_settings,
     run_settings_from_dict,
 )
@@ -388,13 +389,50 @@ def test_single_configured_behavior_names_the_env_behavior() -> None:
         ("CartPole-v1", "CartPole"),
         ("ALE/Pong-v5", "Pong"),
         ("Pendulum", "Pendulum"),
-        ("my.module:make_env", "EnvBehavior"),
+        ("my.module:make_env", "make_env"),
+        ("builds/envs/Walker", "Walker"),
+        ("C:\\builds\\Walker-v2", "Walker"),
         (None, "EnvBehavior"),
     ],
 )
 def test_behavior_named_after_env_id_without_version(env_id: str | None, expected: str) -> None:
     run = run_settings_from_dict({"behaviors": {"A": {}, "B": {}}})
     assert run.resolve_behavior_name("EnvBehavior", env_id) == expected
+    if env_id is not None:
+        assert behavior_name_for(env_id) == expected
+
+
+def test_an_env_that_names_a_configured_behavior_keeps_its_name() -> None:
+    run = run_settings_from_dict({"behaviors": {"Seeker": {}, "Hider": {}}})
+    assert run.resolve_behavior_name("Hider", "games.hide:make_env") == "Hider"
+
+
+@pytest.fixture
+def factory_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    package = tmp_path / "naming_factories"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "envs.py").write_text("import gymnasium\n\ndef make_env():\n    return gymnasium.make('CartPole-v1')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return "naming_factories.envs:make_env"
+
+
+def test_settings_and_the_gymnasium_adapter_give_one_name(factory_module: str) -> None:
+    import gymnasium
+
+    from asynctrainer.envs.gymnasium_env import load_env
+
+    namespaced = "asynctrainer_naming/Corridor-v0"  # a gymnasium id with a path
+    if namespaced not in gymnasium.registry:
+        gymnasium.register(id=namespaced, entry_point="gymnasium.envs.classic_control.cartpole:CartPoleEnv")
+    run = run_settings_from_dict({"behaviors": {"A": {}, "B": {}}})
+    names = {}
+    for env_id in ("CartPole-v1", factory_module, namespaced):
+        env = load_env(env_id)
+        (env_name,) = env.behavior_specs
+        names[env_id] = env_name
+        assert run.resolve_behavior_name(env_name, env_id) == env_name == behavior_name_for(env_id)
+    assert list(names.values()) == ["CartPole", "make_env", "Corridor"]
 
 
 def test_trainer_settings_for_falls_back_to_default_settings() -> None:

@@ -26,17 +26,11 @@ from asynctrainer.envs.spec import (
     TerminalSteps,
 )
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
+from asynctrainer.settings.naming import behavior_name_for
 
 __all__ = ["GymnasiumEnv", "behavior_name_for", "call_env_factory", "gymnasium_copies", "load_env"]
 
 F32 = npt.NDArray[np.float32]
-
-
-def behavior_name_for(env_id: str) -> str:
-    """``CartPole-v1`` → ``CartPole``; ``ALE/Pong-v5`` → ``Pong``; ``pkg.mod:make`` → ``make``."""
-    name = env_id.rsplit(":", 1)[-1].rsplit("/", 1)[-1]
-    base, sep, version = name.rpartition("-v")
-    return base if sep and version.isdigit() else name
 
 
 def call_env_factory(factory: Callable[[], Any], label: str) -> Any:
@@ -234,7 +228,7 @@ def load_env(spec: str, *, num_envs: int = 1, seed: int | None = None) -> Any:
         first = call_env_factory(user_factory, spec)
         if isinstance(first, AsyncEnv):
             return first
-        return gymnasium_copies(first, user_factory, spec, num_envs, seed, behavior_name=attr)
+        return gymnasium_copies(first, user_factory, spec, num_envs, seed, behavior_name=behavior_name_for(spec))
     return GymnasiumEnv(spec, num_envs, seed)
 
 

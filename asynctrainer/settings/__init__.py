@@ -23,6 +23,7 @@ from asynctrainer.settings.models import (
     TorchSettings,
     TrainerSettings,
 )
+from asynctrainer.settings.naming import behavior_name_for
 
 __all__ = [
     "AsyncTrainerDeprecationWarning",
@@ -37,6 +38,7 @@ __all__ = [
     "SACHyperparameters",
     "TorchSettings",
     "TrainerSettings",
+    "behavior_name_for",
     "load_run_settings",
     "run_settings_from_dict",
 ]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import re
 import warnings
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
@@ -31,6 +30,7 @@ from pydantic import (
 from pydantic_core import PydanticUseDefault
 
 from asynctrainer.errors import SettingsError
+from asynctrainer.settings.naming import behavior_name_for
 from asynctrainer.settings.translate import invalid, settings_error, show, unknown_key, unsupported
 
 __all__ = [
@@ -602,16 +602,16 @@ class RunSettings(_Settings):
     def resolve_behavior_name(self, env_behavior: str, env_id: str | None) -> str:
         """Names the behavior of a single-behavior env.
 
-        The config's only behavior when it lists exactly one; else the env id without its
-        namespace and version (``CartPole-v1`` → ``CartPole``, ``ALE/Pong-v5`` → ``Pong``);
-        else (no id, or a ``module:factory`` id) ``env_behavior``.
+        The config's only behavior when it lists exactly one; else the env's own name
+        ``env_behavior`` when the config lists it or no env id is known; else the env id's name
+        by :func:`~asynctrainer.settings.behavior_name_for` (``CartPole-v1`` → ``CartPole``,
+        ``pkg.mod:make_env`` → ``make_env``), the rule the gymnasium adapter names its env by.
         """
         if len(self.behaviors) == 1:
             return next(iter(self.behaviors))
-        if env_id is None or ":" in env_id:
+        if env_id is None or env_behavior in self.behaviors:
             return env_behavior
-        name = re.sub(r"-v\d+$", "", env_id.rsplit("/", 1)[-1])
-        return name or env_behavior
+        return behavior_name_for(env_id) or env_behavior
 
     def to_yaml_dict(self) -> dict[str, Any]:
         """The fully resolved config as plain YAML-safe types, for configuration.yaml."""
