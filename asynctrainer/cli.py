@@ -103,7 +103,7 @@ def _override(args: argparse.Namespace) -> Any:
             targets.append(data["default_settings"])
         for trainer in targets:
             trainer["max_steps"] = args.max_steps
-    settings = run_settings_from_dict(data)
+    settings = run_settings_from_dict(data, notices=False)  # the load above reported deprecated keys
     if settings.env_settings.executor == "ray":
         from asynctrainer.scale import require_ray
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -12,7 +13,6 @@ import yaml
 
 from asynctrainer.errors import SettingsError, UnsupportedFeatureError
 from asynctrainer.settings import (
-    AsyncTrainerDeprecationWarning,
     CheckpointSettings,
     EngineSettings,
     EnvSettings,
@@ -344,16 +344,53 @@ def test_first_unsupported_feature_is_reported() -> None:
     assert info.value.key_path == "behaviors.CartPole.trainer_type"
 
 
-def test_gail_encoding_size_warns_before_the_signal_is_refused() -> None:
+def test_gail_encoding_size_is_noticed_and_the_signal_refused(caplog: pytest.LogCaptureFixture) -> None:
     data = _behavior({"reward_signals": {"gail": {"encoding_size": 128}}})
-    with pytest.warns(AsyncTrainerDeprecationWarning, match="encoding_size"), pytest.raises(UnsupportedFeatureError):
+    with pytest.raises(UnsupportedFeatureError):
         run_settings_from_dict(data)
+    assert [r.getMessage() for r in caplog.records if "encoding_size" in r.getMessage()], caplog.text
 
 
 def test_other_visual_encoders_are_accepted() -> None:
     data = _behavior({"network_settings": {"vis_encode_type": "nature_cnn"}})
     run = run_settings_from_dict(data)
     assert run.behaviors["CartPole"].network_settings.vis_encode_type == "nature_cnn"
+
+
+def _notices(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.name == "asynctrainer" and r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "observations"),
+    [("vis_encode_type", "nature_cnn", "visual"), ("goal_conditioning_type", "none", "goal")],
+)
+def test_inert_network_key_warns_once_per_load_naming_it(
+    key: str, value: str, observations: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    network = {"network_settings": {key: value}}
+    data = {"default_settings": network, "behaviors": {"A": network, "B": network, "C": {}}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a log line, not a Python warning
+        run_settings_from_dict(data)
+    (message,) = _notices(caplog)
+    assert message.startswith(f"network_settings.{key}: '{value}' is accepted but has no effect yet")
+    assert f"takes effect when {observations} observations are supported" in message
+    caplog.clear()
+    run_settings_from_dict(data)
+    assert len(_notices(caplog)) == 1, "once per load"
+
+
+def test_inert_network_keys_at_their_defaults_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    network = {"vis_encode_type": "simple", "goal_conditioning_type": "hyper"}
+    run_settings_from_dict(_behavior({"network_settings": network}))
+    NetworkSettings()
+    assert _notices(caplog) == []
+
+
+def test_inert_network_key_in_python_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    NetworkSettings(vis_encode_type="resnet")
+    assert len(_notices(caplog)) == 1
 
 
 def test_environment_parameter_constants_and_samplers_are_kept() -> None:
@@ -369,10 +406,11 @@ def test_environment_parameter_constants_and_samplers_are_kept() -> None:
 
 
 @pytest.mark.parametrize(("key", "value"), [("threaded", True), ("framework", "tensorflow")])
-def test_deprecated_option_warns_and_loads(key: str, value: Any) -> None:
-    with pytest.warns(AsyncTrainerDeprecationWarning, match=key):
-        run = run_settings_from_dict(_behavior({key: value}))
+def test_deprecated_option_warns_and_loads(key: str, value: Any, caplog: pytest.LogCaptureFixture) -> None:
+    run = run_settings_from_dict(_behavior({key: value}))
     assert run.behaviors["CartPole"].max_steps == 500000
+    (message,) = _notices(caplog)
+    assert key in message
 
 
 # Behavior names

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from asynctrainer.settings.loading import load_run_settings, run_settings_from_dict
 from asynctrainer.settings.models import (
-    AsyncTrainerDeprecationWarning,
     CheckpointSettings,
     EngineSettings,
     EnvSettings,
@@ -26,7 +25,6 @@ from asynctrainer.settings.models import (
 from asynctrainer.settings.naming import behavior_name_for
 
 __all__ = [
-    "AsyncTrainerDeprecationWarning",
     "CheckpointSettings",
     "EngineSettings",
     "EnvSettings",

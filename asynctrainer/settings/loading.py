@@ -10,14 +10,23 @@ import yaml
 
 from asynctrainer.errors import SettingsError
 from asynctrainer.settings.models import RunSettings, TrainerSettings
+from asynctrainer.settings.notices import silenced
 
 __all__ = ["load_run_settings", "run_settings_from_dict"]
 
 
-def run_settings_from_dict(data: Mapping[str, Any]) -> RunSettings:
-    """Validates a run config already parsed from YAML (or built in Python)."""
+def run_settings_from_dict(data: Mapping[str, Any], *, notices: bool = True) -> RunSettings:
+    """Validates a run config already parsed from YAML (or built in Python).
+
+    Deprecated keys and keys that have no effect yet are reported once each on the
+    ``asynctrainer`` logger; ``notices=False`` skips that, for a config validated again whose
+    first load reported them (e.g. ``to_yaml_dict()`` with command-line overrides).
+    """
     if not isinstance(data, Mapping):
         raise SettingsError(f"The config must be a mapping with a `behaviors` key, not {type(data).__name__}.")
+    if not notices:
+        with silenced():
+            return RunSettings.model_validate(dict(data))
     return RunSettings.model_validate(dict(data))
 
 

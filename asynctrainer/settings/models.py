@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import os
-import warnings
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal, Self
 
@@ -31,10 +30,10 @@ from pydantic_core import PydanticUseDefault
 
 from asynctrainer.errors import SettingsError
 from asynctrainer.settings.naming import behavior_name_for
+from asynctrainer.settings.notices import collecting, notice
 from asynctrainer.settings.translate import invalid, settings_error, show, unknown_key, unsupported
 
 __all__ = [
-    "AsyncTrainerDeprecationWarning",
     "CheckpointSettings",
     "EngineSettings",
     "EnvSettings",
@@ -50,10 +49,6 @@ __all__ = [
 
 Schedule = Literal["constant", "linear"]
 VisEncodeType = Literal["simple", "nature_cnn", "resnet", "match3", "fully_connected"]
-
-
-class AsyncTrainerDeprecationWarning(UserWarning):
-    """Warned for an ML-Agents option that is accepted but has no effect in asynctrainer."""
 
 
 def _coerce_int(value: Any) -> Any:
@@ -85,7 +80,8 @@ class _Settings(BaseModel):
 
     def __init__(self, /, **data: Any) -> None:
         try:
-            super().__init__(**data)
+            with collecting():
+                super().__init__(**data)
         except ValidationError as exc:
             raise settings_error(exc) from None
 
@@ -97,7 +93,8 @@ class _Settings(BaseModel):
     def model_validate(cls, obj: Any, *args: Any, **kwargs: Any) -> Self:
         """Validates ``obj``; raises SettingsError (never a pydantic ValidationError)."""
         try:
-            return super().model_validate(obj, *args, **kwargs)
+            with collecting():
+                return super().model_validate(obj, *args, **kwargs)
         except ValidationError as exc:
             raise settings_error(exc) from None
 
@@ -139,6 +136,21 @@ class NetworkSettings(_Settings):
         default="hyper", description="How goal observations condition the network."
     )
     deterministic: bool = Field(default=False, description="Act with the distribution's mode.")
+
+    @field_validator("vis_encode_type", "goal_conditioning_type")
+    @classmethod
+    def _notice_inert(cls, value: str, info: ValidationInfo) -> str:
+        key = info.field_name
+        assert key is not None
+        if value != cls.model_fields[key].default:
+            observations = "visual" if key == "vis_encode_type" else "goal"
+            notice(
+                f"network_settings.{key}",
+                f"network_settings.{key}: {show(value)} is accepted but has no effect yet: it takes effect "
+                f"when {observations} observations are supported (asynctrainer's networks take vector "
+                "observations only).",
+            )
+        return value
 
     @field_validator("memory")
     @classmethod
@@ -220,10 +232,10 @@ class RewardSignalSettings(_Settings):
     @classmethod
     def _warn_encoding_size(cls, value: int | None) -> int | None:
         if value is not None:
-            warnings.warn(
-                "reward signal option 'encoding_size' is deprecated: use network_settings.hidden_units instead.",
-                AsyncTrainerDeprecationWarning,
-                stacklevel=2,
+            notice(
+                "reward_signals.encoding_size",
+                "reward_signals.<signal>.encoding_size is deprecated (as in ML-Agents): use the signal's "
+                "network_settings.hidden_units instead.",
             )
         return value
 
@@ -292,9 +304,7 @@ class TrainerSettings(_Settings):
         data = dict(data)
         for key, effect in _DEPRECATED_TRAINER_KEYS.items():
             if data.get(key) is not None:
-                warnings.warn(
-                    f"The option '{key}' is deprecated and {effect}.", AsyncTrainerDeprecationWarning, stacklevel=2
-                )
+                notice(key, f"The option '{key}' is deprecated and {effect}.")
         hyperparameters = data.get("hyperparameters")
         if "trainer_type" not in data:
             if isinstance(hyperparameters, PPOHyperparameters):
