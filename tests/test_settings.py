@@ -260,11 +260,6 @@ def test_models_built_in_python_raise_settings_error() -> None:
         TrainerSettings(max_steps="x")  # type: ignore[arg-type]
 
 
-def test_pre_017_flat_config_is_refused() -> None:
-    error = _error({"default": {"trainer": "ppo", "batch_size": 1024}})
-    assert "before 0.17" in str(error) and "behaviors:" in str(error)
-
-
 # Loading files
 
 

@@ -32,6 +32,7 @@ from asynctrainer.errors import SettingsError
 from asynctrainer.settings.naming import behavior_name_for
 from asynctrainer.settings.notices import collecting, notice
 from asynctrainer.settings.translate import invalid, settings_error, show, unknown_key, unsupported
+from asynctrainer.settings.upgrade import upgrade_run, upgrade_trainer
 
 __all__ = [
     "CheckpointSettings",
@@ -254,11 +255,6 @@ _SIGNAL_KEYS: dict[str, frozenset[str]] = {
     "rnd": _BASE_SIGNAL_KEYS | {"learning_rate", "encoding_size"},
 }
 
-_DEPRECATED_TRAINER_KEYS: dict[str, str] = {
-    "threaded": "has no effect: asynctrainer always runs updates off the event loop (see strict_on_policy)",
-    "framework": "is ignored: asynctrainer always uses TensorFlow",
-}
-
 
 def _default_hyperparameters() -> PPOHyperparameters | SACHyperparameters:
     return PPOHyperparameters()
@@ -286,8 +282,6 @@ class TrainerSettings(_Settings):
     max_steps: Count = Field(default=500000, ge=0, description="Trainer steps after which training ends.")
     time_horizon: Count = Field(default=64, gt=0, description="Agent steps per trajectory cut.")
     summary_freq: Count = Field(default=50000, gt=0, description="Trainer steps between two summaries.")
-    threaded: bool | None = Field(default=None, description="Deprecated, ignored: updates run off the loop.")
-    framework: str | None = Field(default=None, description="Deprecated by ML-Agents and ignored.")
     self_play: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
     behavioral_cloning: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
     strict_on_policy: bool = Field(
@@ -301,10 +295,7 @@ class TrainerSettings(_Settings):
     def _prepare(cls, data: Any) -> Any:
         if not isinstance(data, Mapping):
             return data
-        data = dict(data)
-        for key, effect in _DEPRECATED_TRAINER_KEYS.items():
-            if data.get(key) is not None:
-                notice(key, f"The option '{key}' is deprecated and {effect}.")
+        data = upgrade_trainer(data)
         hyperparameters = data.get("hyperparameters")
         if "trainer_type" not in data:
             if isinstance(hyperparameters, PPOHyperparameters):
@@ -391,11 +382,6 @@ class TrainerSettings(_Settings):
             self.checkpoint_interval = max(1, int(self.max_steps / self.keep_checkpoints))
         return self
 
-    @model_serializer(mode="wrap")
-    def _drop_unset_deprecated(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        data: dict[str, Any] = handler(self)
-        return {k: v for k, v in data.items() if v is not None or k not in _DEPRECATED_TRAINER_KEYS}
-
 
 class EnvSettings(_Settings):
     """``env_settings``: where the envs come from and how many run."""
@@ -431,6 +417,9 @@ class EngineSettings(_Settings):
     target_frame_rate: Count = Field(default=-1, description="Unity target frame rate (-1: unlimited).")
     capture_frame_rate: Count = Field(default=60, description="Unity capture frame rate.")
     no_graphics: bool = Field(default=False, description="Run Unity without graphics.")
+    no_graphics_monitor: bool = Field(
+        default=False, description="Run Unity without graphics but the first env (ML-Agents 1.0 and later)."
+    )
 
 
 class CheckpointSettings(_Settings):
@@ -480,14 +469,8 @@ class TorchSettings(_Settings):
     device: str | None = Field(default=None, description="Device to train on (cpu, cuda, cuda:0).")
 
 
-_SAMPLER_TYPES = ("uniform", "gaussian", "multirangeuniform")
+_SAMPLER_TYPES = ("uniform", "gaussian", "multirangeuniform", "constant")
 _SECTIONS = ("behaviors", "env_settings", "engine_settings", "checkpoint_settings", "torch_settings")
-#: Keys of a trainer section in configs older than ML-Agents 0.17.
-_FLAT_TRAINER_KEYS = frozenset(
-    {"trainer", "batch_size", "buffer_size", "learning_rate", "max_steps", "hidden_units"}
-    | {"num_layers", "summary_freq", "time_horizon", "beta", "epsilon", "lambd", "num_epoch"}
-    | {"normalize", "use_recurrent", "reward_signals", "trainer_type", "hyperparameters"}
-)
 
 
 def _deep_update(target: dict[str, Any], update: Mapping[str, Any]) -> None:
@@ -537,20 +520,7 @@ class RunSettings(_Settings):
         if not isinstance(data, Mapping):
             return data
         data = {k: v for k, v in data.items() if not (v is None and k in _SECTIONS)}
-        if "behaviors" not in data:
-            old = [
-                str(k)
-                for k, v in data.items()
-                if k not in cls.model_fields and isinstance(v, Mapping) and _FLAT_TRAINER_KEYS & set(v)
-            ]
-            if old:
-                raise invalid(
-                    "This config uses the format of ML-Agents before 0.17, with behavior names "
-                    f"({', '.join(old)}) at the top level. Since 0.17 each behavior's settings go "
-                    "under a `behaviors:` key, with `trainer` renamed `trainer_type`, "
-                    "hyperparameters under `hyperparameters:` and network options under "
-                    "`network_settings:`; convert the file to the new format."
-                )
+        data = upgrade_run(data, cls.model_fields)
         default = data.get("default_settings")
         behaviors = data.get("behaviors")
         if isinstance(default, TrainerSettings):
