@@ -6,7 +6,8 @@
     ├── SettingsError            a run config or CLI flag is invalid
     │   └── UnsupportedFeatureError   a valid ML-Agents key names a feature not built yet
     ├── EnvError                 an env could not be made or misbehaved
-    │   └── SpecError            data does not match a behavior's spec
+    │   ├── SpecError            data does not match a behavior's spec
+    │   └── EnvStoppedError      the env ended the session on its side (the run stops cleanly)
     ├── UpdateError              a trainer update failed (behavior, step; cause in __cause__)
     ├── CheckpointError
     │   ├── CheckpointLoadError  a checkpoint is missing, corrupt or incomplete
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointLoadError",
     "CheckpointSaveError",
     "EnvError",
+    "EnvStoppedError",
     "ExportError",
     "RunDirectoryError",
     "SettingsError",
@@ -68,6 +70,14 @@ class EnvError(AsyncTrainerError):
 
 class SpecError(EnvError):
     """Raised when observations, actions or agent ids do not match a behavior's spec."""
+
+
+class EnvStoppedError(EnvError):
+    """Raised by an env whose other side ended the session (e.g. Stop pressed in the Unity Editor).
+
+    The env loop ends its agents' open trajectories as interrupted, sends them, and returns: the
+    run then stops as if asked to, with its final checkpoint and model.
+    """
 
 
 class UpdateError(AsyncTrainerError):

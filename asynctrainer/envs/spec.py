@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -11,11 +11,17 @@ import numpy.typing as npt
 from asynctrainer.errors import SpecError
 
 __all__ = [
+    "DIM_NONE",
+    "DIM_TRANSLATIONAL_EQUIVARIANCE",
+    "DIM_UNSPECIFIED",
+    "DIM_VARIABLE_SIZE",
     "ActionBatch",
     "ActionSpec",
     "BehaviorSpec",
     "DecisionSteps",
+    "EnvStat",
     "ObservationSpec",
+    "ObservationType",
     "StepBatch",
     "TerminalSteps",
 ]
@@ -24,12 +30,34 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int32]
 
 
+#: ML-Agents' dimension property flags, one per axis of an observation.
+DIM_UNSPECIFIED, DIM_NONE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_VARIABLE_SIZE = 0, 1, 2, 4
+
+ObservationType = Literal["default", "goal_signal"]
+
+
 @dataclass(frozen=True)
 class ObservationSpec:
-    """Shape of one observation of one agent (without the batch axis)."""
+    """Shape of one observation of one agent (without the batch axis).
+
+    :ivar dimension_properties: ML-Agents' flags per axis (``DIM_*``); empty when unknown. A
+        visual observation is channel-last, ``(H, W, C)`` with ``(2, 2, 1)``; a variable-length
+        one (Unity's buffer sensor) is ``(max_entities, entity_size)`` with ``(4, 1)``.
+    :ivar observation_type: ``goal_signal`` for a goal or task input, else ``default``.
+    """
 
     shape: tuple[int, ...]
     name: str = ""
+    dimension_properties: tuple[int, ...] = ()
+    observation_type: ObservationType = "default"
+
+    @property
+    def is_visual(self) -> bool:
+        return len(self.shape) == 3 and DIM_TRANSLATIONAL_EQUIVARIANCE in self.dimension_properties
+
+    @property
+    def is_variable_length(self) -> bool:
+        return DIM_VARIABLE_SIZE in self.dimension_properties
 
     @property
     def size(self) -> int:
@@ -104,6 +132,9 @@ class DecisionSteps:
     reward: FloatArray
     agent_id: npt.NDArray[np.int64]
     action_mask: npt.NDArray[np.bool_] | None = None
+    #: Per agent: its group (0 = none) and the group reward since its last step, or None without groups.
+    group_id: npt.NDArray[np.int64] | None = None
+    group_reward: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.agent_id.shape[0])
@@ -121,6 +152,8 @@ class TerminalSteps:
     reward: FloatArray
     agent_id: npt.NDArray[np.int64]
     interrupted: npt.NDArray[np.bool_]
+    group_id: npt.NDArray[np.int64] | None = None
+    group_reward: FloatArray | None = None
 
     def __len__(self) -> int:
         return int(self.agent_id.shape[0])
@@ -135,14 +168,22 @@ class TerminalSteps:
         )
 
 
+class EnvStat(NamedTuple):
+    """A statistic an env reports (e.g. the game's ``StatsRecorder`` values), with how it is summarised."""
+
+    key: str
+    value: float
+    aggregation: Literal["average", "most_recent", "sum", "histogram"] = "average"
+
+
 @dataclass(frozen=True)
 class StepBatch:
     """What one behavior's agents report after a reset or a step."""
 
     decision: DecisionSteps
     terminal: TerminalSteps
-    #: Per-env-step statistics the env wants reported (e.g. ``Environment/Episode Length``).
-    stats: dict[str, float] = field(default_factory=dict)
+    #: Statistics the env wants reported under this behavior since the last step.
+    stats: tuple[EnvStat, ...] = ()
 
 
 class ActionBatch(NamedTuple):

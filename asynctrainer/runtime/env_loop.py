@@ -12,11 +12,12 @@ from anyio.abc import TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, DecisionSteps
-from asynctrainer.errors import SpecError
+from asynctrainer.errors import EnvStoppedError, SpecError
 from asynctrainer.runtime.agent_processor import AgentProcessor
 from asynctrainer.runtime.channels import TrajectorySender
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.snapshot import PolicySnapshot
+from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
@@ -90,12 +91,15 @@ async def run_env_loop(
     rng: np.random.Generator,
     worker_id: int = 0,
     stats: EnvLoopStats | None = None,
+    reporters: Mapping[str, StatsReporter] | None = None,
     task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Drive ``env`` until cancelled. Reports readiness after the first reset.
+    """Drive ``env`` until cancelled, or until it stops on its side. Reports readiness after the first reset.
 
     Cancellation may land while waiting on the env, on a full channel or for a snapshot;
-    trajectories already sent stay sent, and the env is closed (shielded) on the way out.
+    trajectories already sent stay sent, and the env is closed (shielded) on the way out. An
+    env raising :class:`EnvStoppedError` ends every open trajectory as interrupted; they are
+    sent and the loop returns. The stats a step reports go to ``reporters`` (by behavior).
     """
     stats = stats if stats is not None else EnvLoopStats()
     processors = {
@@ -114,6 +118,9 @@ async def run_env_loop(
                     raise SpecError(
                         f"The env reported behavior '{name}', which it did not declare; known: {sorted(links)}."
                     )
+                if batch.stats and reporters is not None and name in reporters:
+                    for stat in batch.stats:
+                        reporters[name].record(stat.key, stat.value, stat.aggregation)
                 processor = processors[name]
                 await send_trajectories(link, processor.add_steps(batch.decision, batch.terminal), stats)
                 if len(batch.decision):
@@ -128,15 +135,30 @@ async def run_env_loop(
                         rng=rng,
                     )
                     stats.decisions += len(batch.decision)
-            with hierarchical_timer("env_step"):
-                steps = await env.step(actions)
+            try:
+                with hierarchical_timer("env_step"):
+                    steps = await env.step(actions)
+            except EnvStoppedError:
+                await _end_open_trajectories(links, processors, stats)
+                return
             stats.env_steps += 1
     finally:
         with anyio.CancelScope(shield=True), anyio.move_on_after(10):
             await env.aclose()
 
 
-async def send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], stats: EnvLoopStats) -> None:
+async def _end_open_trajectories(
+    links: Mapping[str, BehaviorLink], processors: Mapping[str, AgentProcessor], stats: EnvLoopStats
+) -> None:
+    """The env is gone: every agent's open trajectory ends as interrupted and is sent (nothing is lost)."""
+    for name, processor in processors.items():
+        ended = [processor.end_agent(aid) for aid in processor.agent_ids]
+        await send_trajectories(links[name], [t for t in ended if t is not None], stats, hold_back=False)
+
+
+async def send_trajectories(
+    link: BehaviorLink, trajectories: list[Trajectory], stats: EnvLoopStats, *, hold_back: bool = True
+) -> None:
     """Send what was cut, then hold acting back if it ran too far ahead of learning.
 
     With ``strict_on_policy`` the loop waits for the new snapshot as soon as the trainer's
@@ -144,7 +166,8 @@ async def send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], 
     waits only when it has sent two buffers' worth of experience since the last snapshot:
     acting overlaps updates, but the policy lag stays bounded by about one update however
     fast the env is. A ``drop_oldest`` channel (a live server that must never wait) skips
-    that bound: there, stale experience is dropped instead.
+    that bound: there, stale experience is dropped instead. ``hold_back=False`` sends without
+    waiting for a snapshot (the last trajectories of an env that stopped).
     """
     if not link.training:
         # Nothing is sent when playing (--inference): still yield, or an env whose step never
@@ -170,6 +193,6 @@ async def send_trajectories(link: BehaviorLink, trajectories: list[Trajectory], 
     # The lag bound applies once learning has started (a trainer that waits for
     # buffer_init_steps must get them first) and never to a live server's drop_oldest channel.
     bound = link.lag_bound if link.send.overflow == "block" and version >= 1 else None
-    if crossed or (bound is not None and link._since_publish >= bound):
+    if hold_back and (crossed or (bound is not None and link._since_publish >= bound)):
         stats.lag_waits += 1
         await link.slot.wait_newer(version)

@@ -15,4 +15,6 @@ class LocalExecutor:
     """Steps the env in this process, on the Runner's loop (``env_settings.executor: local``)."""
 
     async def run(self, job: EnvJob, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
-        await run_env_loop(job.env, job.links, rng=job.rng, stats=job.stats, task_status=task_status)
+        await run_env_loop(
+            job.env, job.links, rng=job.rng, stats=job.stats, reporters=job.reporters, task_status=task_status
+        )

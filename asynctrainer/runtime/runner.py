@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import AsyncTrainerError, EnvError, raise_single_error
+from asynctrainer.errors import AsyncTrainerError, EnvError, UnsupportedFeatureError, raise_single_error
 from asynctrainer.files import atomic_write_text
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.contracts import (
@@ -49,7 +49,7 @@ from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummar
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
-from asynctrainer.settings import RunSettings, TrainerSettings
+from asynctrainer.settings import RunSettings, TrainerSettings, split_behavior_id
 
 __all__ = ["RunResult", "Runner"]
 
@@ -271,10 +271,18 @@ class Runner:
     def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, TrainerSettings]]:
         """Map env behavior names to (trainer name, trainer settings): see RunSettings.resolve_behavior_name."""
         out: dict[str, tuple[str, TrainerSettings]] = {}
+        teams: dict[str, str] = {}
         for env_name in specs:
-            name = env_name
+            name, _team = split_behavior_id(env_name)  # Unity's Name?team=N: one trainer per name
             if len(specs) == 1:
-                name = self.settings.resolve_behavior_name(env_name, self.env_id)
+                name = self.settings.resolve_behavior_name(name, self.env_id)
+            if name in teams:
+                raise UnsupportedFeatureError(
+                    f"The env has behavior '{name}' in several teams ('{teams[name]}' and '{env_name}'): "
+                    "training teams of one behavior against each other (self_play) is not supported yet.",
+                    key_path=f"behaviors.{name}.self_play",
+                )
+            teams[name] = env_name
             out[env_name] = (name, self.settings.trainer_settings_for(name))
         return out
 
@@ -464,6 +472,10 @@ class Runner:
             reporters=reporters,
         )
         await self.executor.run(job, task_status=task_status)
+        # The executor returned: the env stopped on its side (e.g. Stop in the Unity Editor). The
+        # run ends as if asked to, with its final save; the last trajectories were sent.
+        logger.info("The env stopped; saving and ending the run.")
+        self.stop()
 
     async def _write_stats_forever(self, receive: Any) -> None:
         limiter = anyio.CapacityLimiter(1)

@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "ConsoleWriter",
@@ -28,21 +28,32 @@ __all__ = [
 logger = logging.getLogger("asynctrainer")
 
 
+Aggregation = Literal["average", "most_recent", "sum", "histogram"]
+
+
 @dataclass(frozen=True)
 class StatsSummary:
+    """The values of one stat since the last summary; ``value`` is what writers show."""
+
     mean: float
     std: float
     count: int
     total: float
+    aggregation: Aggregation = "average"
 
     @classmethod
-    def of(cls, values: list[float]) -> StatsSummary:
+    def of(cls, values: list[float], aggregation: Aggregation = "average") -> StatsSummary:
         if not values:
-            return cls(math.nan, math.nan, 0, 0.0)
+            return cls(math.nan, math.nan, 0, 0.0, aggregation)
         n = len(values)
         mean = sum(values) / n
         var = sum((v - mean) ** 2 for v in values) / n
-        return cls(mean, math.sqrt(var), n, sum(values))
+        return cls(mean, math.sqrt(var), n, sum(values), aggregation)
+
+    @property
+    def value(self) -> float:
+        """The sum for a ``sum`` stat, else the mean (a ``most_recent`` stat holds one value)."""
+        return self.total if self.aggregation == "sum" else self.mean
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,7 @@ class StatsReporter:
         self.category = category
         self.sink = sink
         self._values: dict[str, list[float]] = defaultdict(list)
+        self._aggregation: dict[str, Aggregation] = {}
         self._start = time.monotonic()
         self.history: list[StatsSummaryRecord] = []
 
@@ -79,12 +91,24 @@ class StatsReporter:
     def set_stat(self, key: str, value: float) -> None:
         self._values[key] = [float(value)]
 
+    def record(self, key: str, value: float, aggregation: Aggregation) -> None:
+        """Add a value summarised as ``aggregation`` says (ML-Agents' StatsAggregationMethod).
+
+        ``most_recent`` keeps the last value, ``sum`` sums the values of a summary period, and
+        ``average`` and ``histogram`` average them (histograms are written as their mean).
+        """
+        self._aggregation[key] = aggregation
+        if aggregation == "most_recent":
+            self.set_stat(key, value)
+        else:
+            self.add_stat(key, value)
+
     def get_stats_summaries(self, key: str) -> StatsSummary:
-        return StatsSummary.of(self._values.get(key, []))
+        return StatsSummary.of(self._values.get(key, []), self._aggregation.get(key, "average"))
 
     def write_stats(self, step: int) -> StatsSummaryRecord:
         """Summarise and clear everything collected since the last summary, and send it to the sink."""
-        values = {k: StatsSummary.of(v) for k, v in self._values.items() if v}
+        values = {k: StatsSummary.of(v, self._aggregation.get(k, "average")) for k, v in self._values.items() if v}
         training = values.get("Is Training")
         record = StatsSummaryRecord(
             self.category,
@@ -154,7 +178,7 @@ class TensorboardWriter:
 
         w = self._writer(record.category)
         # Written as protos, not add_scalar, to keep ML-Agents' stat names (with spaces) exact.
-        values = [Summary.Value(tag=k, simple_value=s.mean) for k, s in record.values.items() if s.count]
+        values = [Summary.Value(tag=k, simple_value=s.value) for k, s in record.values.items() if s.count]
         w._get_file_writer().add_summary(Summary(value=values), record.step)
         w.flush()
 

@@ -22,7 +22,7 @@ from asynctrainer.settings.models import (
     TorchSettings,
     TrainerSettings,
 )
-from asynctrainer.settings.naming import behavior_name_for
+from asynctrainer.settings.naming import behavior_name_for, split_behavior_id
 
 __all__ = [
     "CheckpointSettings",
@@ -39,4 +39,5 @@ __all__ = [
     "behavior_name_for",
     "load_run_settings",
     "run_settings_from_dict",
+    "split_behavior_id",
 ]

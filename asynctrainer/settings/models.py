@@ -470,6 +470,13 @@ class TorchSettings(_Settings):
 
 
 _SAMPLER_TYPES = ("uniform", "gaussian", "multirangeuniform", "constant")
+#: Each sampler's arguments (besides an optional seed), as ML-Agents names them.
+_SAMPLER_ARGUMENTS: dict[str, tuple[str, ...]] = {
+    "uniform": ("min_value", "max_value"),
+    "gaussian": ("mean", "st_dev"),
+    "multirangeuniform": ("intervals",),
+    "constant": ("value",),
+}
 _SECTIONS = ("behaviors", "env_settings", "engine_settings", "checkpoint_settings", "torch_settings")
 
 
@@ -555,6 +562,18 @@ class RunSettings(_Settings):
                     raise invalid(
                         f"{show(parameter.get('sampler_parameters'))} is not valid: "
                         "expected a mapping of sampler parameters.",
+                        where=f"{name}.sampler_parameters",
+                    )
+                arguments = parameter["sampler_parameters"]
+                needed = _SAMPLER_ARGUMENTS[sampler]
+                for key in arguments:
+                    if key not in (*needed, "seed"):
+                        raise unknown_key(key, (*needed, "seed"), f"{name}.sampler_parameters")
+                missing = [key for key in needed if key not in arguments]
+                if missing:
+                    raise invalid(
+                        f"{', '.join(missing)} missing: a {sampler} sampler takes {', '.join(needed)} "
+                        "(and optionally seed).",
                         where=f"{name}.sampler_parameters",
                     )
             elif isinstance(parameter, bool) or not isinstance(parameter, (int, float)):

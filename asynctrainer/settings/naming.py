@@ -8,8 +8,11 @@ env to a configured behavior) use :func:`behavior_name_for`, so the two never di
 from __future__ import annotations
 
 import re
+from urllib.parse import parse_qs, urlparse
 
-__all__ = ["behavior_name_for"]
+from asynctrainer.errors import EnvError
+
+__all__ = ["behavior_name_for", "split_behavior_id"]
 
 _VERSION = re.compile(r"-v\d+$")
 
@@ -24,3 +27,19 @@ def behavior_name_for(env_id: str) -> str:
     name = re.split(r"[/\\]", env_id)[-1].rsplit(":", 1)[-1]
     without_version = _VERSION.sub("", name)
     return without_version or name
+
+
+def split_behavior_id(behavior_id: str) -> tuple[str, int]:
+    """Unity's behavior id ``Name?team=N`` → ``("Name", N)``; the team is 0 when absent.
+
+    The trainer of a behavior is named by the name alone: the teams of one name share it.
+    """
+    if "?" not in behavior_id:
+        return behavior_id, 0
+    parsed = urlparse(behavior_id)
+    teams = parse_qs(parsed.query).get("team")
+    try:
+        team = int(teams[0]) if teams else 0
+    except ValueError:
+        raise EnvError(f"The behavior id '{behavior_id}' has a team that is not an integer (Name?team=N).") from None
+    return parsed.path, team
