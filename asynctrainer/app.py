@@ -8,6 +8,7 @@ none of PPO, SAC, the checkpoint files or Ray: it receives them through the prot
 from __future__ import annotations
 
 import importlib
+from collections.abc import Sequence
 from typing import Any
 
 from asynctrainer.checkpoints import FileCheckpoints
@@ -81,7 +82,7 @@ class Runner(runtime_runner.Runner):
     def __init__(
         self,
         settings: RunSettings,
-        env: EnvSource,
+        env: EnvSource | Sequence[EnvSource],
         *,
         trainer_factory: TrainerFactory | None = None,
         checkpoint_backend: CheckpointBackend | None = None,

@@ -42,15 +42,44 @@ def _parser() -> argparse.ArgumentParser:
         description="Train agents with ML-Agents' run config on the asyncio runtime.",
     )
     p.add_argument("trainer_config_path", nargs="?", default=None, help="ML-Agents YAML run config.")
-    p.add_argument("--env", dest="env_path", default=None, help="Gymnasium id (CartPole-v1) or package.module:factory.")
+    p.add_argument(
+        "--env",
+        dest="env_path",
+        default=None,
+        help="A Unity build (a path that exists), a gymnasium id (CartPole-v1) or package.module:factory; "
+        "none: wait for the Unity Editor's Play button.",
+    )
     p.add_argument("--run-id", default=None, help="Name of this run; its files go to <results-dir>/<run-id>/.")
     p.add_argument("--results-dir", default=None, help="Where run directories go (default: results).")
-    p.add_argument("--num-envs", type=int, default=None, help="Copies of the env stepped together.")
+    p.add_argument("--num-envs", type=int, default=None, help="Copies of the env (Unity: players) stepped together.")
     p.add_argument("--seed", type=int, default=None, help="Random seed; -1 picks one.")
     p.add_argument("--max-steps", type=float, default=None, help="Override max_steps of every behavior.")
     p.add_argument("--executor", choices=["local", "ray"], default=None, help="Where env loops run (ray: Ray actors).")
     p.add_argument("--num-workers", type=int, default=None, help="Ray env workers (with --executor ray).")
     p.add_argument("--ray-address", default=None, help="Ray cluster to join (default: start a local Ray).")
+    unity = p.add_argument_group("Unity", "Unity Editor and player options (as mlagents-learn's)")
+    unity.add_argument(
+        "--base-port", type=int, default=None, help="Player i listens on base-port + i (5005); also the Editor's port."
+    )
+    unity.add_argument("--num-areas", type=int, default=None, help="Training areas per Unity instance (1).")
+    unity.add_argument("--timeout-wait", type=int, default=None, help="Seconds Unity may take to answer (60).")
+    unity.add_argument("--max-lifetime-restarts", type=int, default=None, help="Player relaunches in a run (10).")
+    unity.add_argument("--restarts-rate-limit-n", type=int, default=None, help="Relaunches per period (1).")
+    unity.add_argument("--restarts-rate-limit-period-s", type=int, default=None, help="Relaunch period (60 s).")
+    for flag, kind, text in (
+        ("--width", int, "Window width (84)."),
+        ("--height", int, "Window height (84)."),
+        ("--quality-level", int, "Quality level (5)."),
+        ("--time-scale", float, "Time scale (20)."),
+        ("--target-frame-rate", int, "Target frame rate (-1: unlimited)."),
+        ("--capture-frame-rate", int, "Capture frame rate (60)."),
+    ):
+        unity.add_argument(flag, type=kind, default=None, help=text)
+    unity.add_argument("--no-graphics", action="store_true", default=None, help="Players run without graphics.")
+    unity.add_argument("--no-graphics-monitor", action="store_true", default=None, help="Only player 0 shows graphics.")
+    unity.add_argument(
+        "--env-args", nargs=argparse.REMAINDER, default=None, help="Arguments for the player (the rest of the line)."
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument(
         "--force", action="store_true", help="Overwrite an existing run directory (only one this tool made)."
@@ -84,9 +113,21 @@ def _override(args: argparse.Namespace) -> Any:
         ("executor", args.executor),
         ("num_workers", args.num_workers),
         ("ray_address", args.ray_address),
+        ("base_port", args.base_port),
+        ("num_areas", args.num_areas),
+        ("timeout_wait", args.timeout_wait),
+        ("max_lifetime_restarts", args.max_lifetime_restarts),
+        ("restarts_rate_limit_n", args.restarts_rate_limit_n),
+        ("restarts_rate_limit_period_s", args.restarts_rate_limit_period_s),
+        ("env_args", args.env_args),
     ):
         if value is not None:
             env[key] = value
+    engine = data.setdefault("engine_settings", {})
+    for key in _ENGINE_FLAGS:
+        value = getattr(args, key)
+        if value is not None:
+            engine[key] = value
     for key, value in (
         ("run_id", args.run_id),
         ("results_dir", args.results_dir),
@@ -109,6 +150,18 @@ def _override(args: argparse.Namespace) -> Any:
 
         require_ray()  # before anything is written: a SettingsError naming the ray extra
     return settings
+
+
+_ENGINE_FLAGS = (
+    "width",
+    "height",
+    "quality_level",
+    "time_scale",
+    "target_frame_rate",
+    "capture_frame_rate",
+    "no_graphics",
+    "no_graphics_monitor",
+)
 
 
 def _check_run_dir(run_dir: Path, ckpt: Any) -> None:
@@ -217,7 +270,35 @@ def _start_run_dir(run_dir: Path, *, delete_first: bool) -> None:
         raise RunDirectoryError(f"Could not {action} the run directory '{run_dir}': {exc}") from exc
 
 
-async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = False) -> tuple[Any, int | None]:
+def _make_env(settings: Any, run_dir: Path, args: argparse.Namespace) -> tuple[Any, list[str], str | None, int]:
+    """The run's env source, the behaviors it is known to train, the env id naming them, and the seed.
+
+    No ``--env``: the Unity Editor. A path that exists: a Unity build, ``--num-envs`` players.
+    Otherwise a gymnasium id or ``package.module:factory``, made now so its specs are checked.
+    Unity's behaviors are known once it connects: the configured ones are checked here.
+    """
+    from asynctrainer.envs.unity.sources import is_unity_build, run_seed, unity_env_factories
+
+    es = settings.env_settings
+    seed = run_seed(es.seed)
+    if es.env_path is None or is_unity_build(es.env_path):
+        factories = unity_env_factories(settings, run_dir=run_dir, seed=seed, editor_port=args.base_port)
+        return factories, list(settings.behaviors), None, seed
+    from asynctrainer.envs.gymnasium_env import load_env
+
+    env = load_env(es.env_path, num_envs=es.num_envs, seed=seed)
+    names = [
+        settings.resolve_behavior_name(name, es.env_path) if len(env.behavior_specs) == 1 else name
+        for name in env.behavior_specs
+    ]
+    for name in names:
+        settings.trainer_settings_for(name)  # a behavior with no settings: refused before anything is written
+    return env, names, es.env_path, seed
+
+
+async def _train(
+    settings: Any, env: Any, run_dir: Path, env_id: str | None, seed: int, deterministic: bool = False
+) -> tuple[Any, int | None]:
     """Run the training; returns its result (None when a second signal cut it short) and the first signal."""
     import anyio
 
@@ -234,7 +315,8 @@ async def _train(settings: Any, env: Any, run_dir: Path, deterministic: bool = F
         env,
         results_dir=ckpt.results_dir,
         run_id=ckpt.run_id,
-        env_id=settings.env_settings.env_path,
+        env_id=env_id,
+        seed=seed,
         training=not ckpt.inference,
         stats_writers=writers,
         resume=ckpt.resume,
@@ -335,17 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         import anyio
 
-        from asynctrainer.envs.gymnasium_env import load_env
         from asynctrainer.runtime.scheduling import learner_priority, tf_threads
 
         settings = _override(args)
-        env_settings = settings.env_settings
         ckpt = settings.checkpoint_settings
-        if not env_settings.env_path:
-            raise SettingsError(
-                "No env was given: pass --env with a gymnasium id (e.g. --env CartPole-v1) or "
-                "package.module:factory, or set env_settings.env_path in the config."
-            )
         # Everything that can be checked is checked before anything is deleted or written.
         results_dir = Path(ckpt.results_dir)
         run_dir = results_dir / ckpt.run_id
@@ -357,19 +432,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             _check_writable(run_dir, results_dir)
         learner_priority()
         tf_threads()
-        seed = None if env_settings.seed < 0 else env_settings.seed
-        env = load_env(env_settings.env_path, num_envs=env_settings.num_envs, seed=seed)
-        for name in env.behavior_specs:
-            resolved = (
-                settings.resolve_behavior_name(name, env_settings.env_path) if len(env.behavior_specs) == 1 else name
-            )
-            trainer_settings = settings.trainer_settings_for(resolved)
+        env, behavior_names, env_id, seed = _make_env(settings, run_dir, args)
+        for name in behavior_names:
             if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
-                _check_init_path(resolved, trainer_settings, run_dir, ckpt.force)
+                _check_init_path(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
         if not ckpt.inference:
             made = run_dir if ckpt.force or not run_dir.exists() else None
             _start_run_dir(run_dir, delete_first=ckpt.force)
-        result, signum = anyio.run(_train, settings, env, run_dir, args.deterministic)
+        result, signum = anyio.run(_train, settings, env, run_dir, env_id, seed, args.deterministic)
     except KeyboardInterrupt:  # before the run could install its signal handling
         return 128 + signal.SIGINT
     except Exception as exc:  # our errors, groups of them, anything unexpected: paragraphs, not tracebacks

@@ -7,7 +7,7 @@ them with fakes (``asynctrainer.testing``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -96,9 +96,9 @@ class CheckpointBackend(Protocol):
 
 @dataclass(frozen=True)
 class EnvJob:
-    """What an env executor runs: the env, the behaviors' links, and what it may use besides.
+    """What an env executor runs: the envs, the behaviors' links, and what it may use besides.
 
-    :ivar env: the env the Runner made (its specs named the behaviors).
+    :ivar envs: the envs the Runner made, one env loop each (their specs named the behaviors).
     :ivar links: each env behavior's link: slot to act from, channel to send to.
     :ivar rng: the acting RNG, derived from the run's seed.
     :ivar env_source: what the user passed as the env (an object or a factory), for executors
@@ -108,13 +108,18 @@ class EnvJob:
     :ivar reporters: each behavior's stats reporter, by env behavior name.
     """
 
-    env: AsyncEnv
+    envs: Sequence[AsyncEnv]
     links: Mapping[str, BehaviorLink]
     rng: np.random.Generator
     env_source: Any
     env_settings: EnvSettings
     stats: EnvLoopStats
     reporters: Mapping[str, StatsReporter]
+
+    @property
+    def env(self) -> AsyncEnv:
+        """The first env (the only one unless the run has several, e.g. ``--num-envs`` Unity players)."""
+        return self.envs[0]
 
 
 class EnvExecutor(Protocol):

@@ -12,7 +12,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -24,7 +24,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import AsyncTrainerError, EnvError, UnsupportedFeatureError, raise_single_error
+from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError, UnsupportedFeatureError, raise_single_error
 from asynctrainer.files import atomic_write_text
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.contracts import (
@@ -89,7 +89,9 @@ class Runner:
     """Trains every behavior of one env on the caller's event loop.
 
     :param settings: the run config (``asynctrainer.settings.RunSettings``).
-    :param env: an :class:`AsyncEnv`, or a callable (sync or async) returning one.
+    :param env: an :class:`AsyncEnv`, or a callable (sync or async) returning one; or a list of
+        them, stepped side by side, one env loop each (e.g. ``--num-envs`` Unity players). Their
+        behaviors and specs must be the same.
     :param results_dir: where ``<run_id>/`` goes; None writes no files.
     :param env_id: the env's id, used to name a single-behavior env.
     :param trainer_factory: builds one trainer per behavior (``asynctrainer.Runner`` defaults
@@ -119,7 +121,7 @@ class Runner:
     def __init__(
         self,
         settings: RunSettings,
-        env: EnvSource,
+        env: EnvSource | Sequence[EnvSource],
         *,
         results_dir: str | os.PathLike[str] | None = None,
         run_id: str | None = None,
@@ -253,8 +255,41 @@ class Runner:
             self._started.set()
             self._done.set()
 
-    async def _make_env(self) -> AsyncEnv:
-        source = self._env_source
+    async def _make_envs(self) -> list[AsyncEnv]:
+        """Every env of the run, made side by side (players launch in parallel); all closed if one fails."""
+        sources = self._env_source if isinstance(self._env_source, Sequence) else [self._env_source]
+        if not sources:
+            raise EnvError("The Runner was given an empty list of envs.")
+        made: list[AsyncEnv | None] = [None] * len(sources)
+
+        async def make(i: int) -> None:
+            made[i] = await self._make_env(sources[i])
+
+        try:
+            async with anyio.create_task_group() as tg:
+                for i in range(len(sources)):
+                    tg.start_soon(make, i)
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                for env in made:
+                    if env is not None:
+                        await env.aclose()
+            raise
+        envs = [env for env in made if env is not None]
+        first = dict(envs[0].behavior_specs)
+        for i, env in enumerate(envs[1:], start=1):
+            if dict(env.behavior_specs) != first:
+                for e in envs:
+                    with anyio.CancelScope(shield=True), anyio.move_on_after(10):
+                        await e.aclose()
+                raise SpecError(
+                    f"The envs of this run differ: env 0 has behaviors {sorted(first)}, env {i} has "
+                    f"{sorted(env.behavior_specs)} (or their specs differ). Every env of a run must be the same game."
+                )
+        return envs
+
+    @staticmethod
+    async def _make_env(source: EnvSource) -> AsyncEnv:
         if isinstance(source, AsyncEnv):
             return source
         try:
@@ -291,7 +326,8 @@ class Runner:
         if self._warm_up is not None:
             await anyio.to_thread.run_sync(self._warm_up)
         send_records, receive_records = anyio.create_memory_object_stream[StatsSummaryRecord](math.inf)
-        env = await self._make_env()
+        envs = await self._make_envs()
+        env = envs[0]
         writes = self.run_dir is not None and self.training
         if writes and self.checkpointing and self._checkpoint_backend is not None:
             assert self.run_dir is not None
@@ -321,7 +357,7 @@ class Runner:
                     await outer.start(self.checkpoints.run)
                 clean = False
                 try:
-                    await self._train(env, links, rng)
+                    await self._train(envs, links, rng)
                     clean = True
                 except anyio.get_cancelled_exc_class():
                     # Cancelled from outside: still save. Not when a task of this group
@@ -338,7 +374,8 @@ class Runner:
             send_records.close()  # a failure during set-up comes before the stats writer owns them
             receive_records.close()
             with anyio.CancelScope(shield=True), anyio.move_on_after(10):
-                await env.aclose()
+                for each in envs:
+                    await each.aclose()
                 if trained:
                     with contextlib.suppress(OSError):  # the error being raised matters more
                         await anyio.to_thread.run_sync(self._write_timers)
@@ -394,7 +431,7 @@ class Runner:
         )
         await self._checkpoint_backend.restore(trainer, request)
 
-    async def _train(self, env: AsyncEnv, links: dict[str, BehaviorLink], rng: np.random.Generator) -> None:
+    async def _train(self, envs: list[AsyncEnv], links: dict[str, BehaviorLink], rng: np.random.Generator) -> None:
         all_done = anyio.Event()
         remaining = {name for name, t in self.trainers.items() if t.should_still_train}
         if not remaining and self.training:
@@ -442,7 +479,7 @@ class Runner:
                 tg.start_soon(stop_watch)
                 if not self.training:
                     tg.start_soon(inference_watch)
-                await tg.start(self._env_loop, env, links, rng)
+                await tg.start(self._env_loop, envs, links, rng)
                 self._started.set()
                 await all_done.wait()
                 tg.cancel_scope.cancel()
@@ -455,7 +492,7 @@ class Runner:
 
     async def _env_loop(
         self,
-        env: AsyncEnv,
+        envs: list[AsyncEnv],
         links: dict[str, BehaviorLink],
         rng: np.random.Generator,
         *,
@@ -463,7 +500,7 @@ class Runner:
     ) -> None:
         reporters = {key: self.trainers[link.name].stats_reporter for key, link in links.items()}
         job = EnvJob(
-            env=env,
+            envs=envs,
             links=links,
             rng=rng,
             env_source=self._env_source,
