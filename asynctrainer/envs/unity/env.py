@@ -59,6 +59,8 @@ EDITOR_PORT = 5004
 TRAINER_PACKAGE_VERSION = "1.1.0"
 #: Unity's messages may exceed gRPC's 4 MiB default (many visual agents): accepted up to this.
 MAX_MESSAGE_BYTES = 1 << 30
+#: How long close() waits for Unity's next call to answer it with the 400 that makes Unity quit.
+GOODBYE_WAIT = 2.0
 _METHOD = "/communicator_objects.UnityToExternalProto/Exchange"
 
 _TIMEOUT_CAUSES = (
@@ -178,6 +180,7 @@ class UnityEnv:
         self._generation = 0
         self._watch: asyncio.Task[None] | None = None
         self._closed = False
+        self._goodbye = asyncio.Event()  # set when a call after close() got its 400
         self._training = False
         #: Unity's handshake: its package and communication versions.
         self.unity_package_version = ""
@@ -250,12 +253,32 @@ class UnityEnv:
         if self._closed:
             return
         self._closed = True
-        if self._pending is not None and not self._pending.reply.done():
-            self._pending.reply.set_result(_status(400))
+        answered = False
+        calls = [self._pending] if self._pending is not None else []
+        while not self._inbox.empty():
+            item = self._inbox.get_nowait()
+            if isinstance(item, _Call):
+                calls.append(item)
+        for call in calls:
+            if not call.reply.done():
+                call.reply.set_result(_status(400))
+                answered = True
         self._pending = None
         if self._server is not None:
+            if not answered and self.unity_package_version and self._unity_running():
+                # Unity is between two calls: its next one gets the 400 (as with ML-Agents, where
+                # the goodbye waits in the pipe), so it quits instead of finding the port closed.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(GOODBYE_WAIT):
+                        await self._goodbye.wait()
             await self._server.stop(grace=1.0)
         await self._end_player(wait=self.timeout_wait)
+
+    def _unity_running(self) -> bool:
+        """The Editor (as far as we know), or a player process that has not exited."""
+        if self.launcher is None:
+            return True
+        return self._process is not None and self._process.returncode is None
 
     async def __aenter__(self) -> UnityEnv:
         await self.start()
@@ -269,6 +292,7 @@ class UnityEnv:
     async def _exchange(self, request: UnityMessageProto, context: Any) -> UnityMessageProto:
         reply: asyncio.Future[UnityMessageProto] = asyncio.get_running_loop().create_future()
         if self._closed:
+            self._goodbye.set()
             return _status(400)
         self._inbox.put_nowait(_Call(request, reply))
         return await reply

@@ -1,0 +1,234 @@
+"""Training with Unity: the Runner and asynctrainer-learn against the Unity stand-in (Editor and players)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from asynctrainer import Runner
+from asynctrainer.cli import main
+from asynctrainer.envs.unity.sources import UnityEnvFactory, is_unity_build, unity_env_factories
+from asynctrainer.errors import EnvError, SettingsError
+from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.unity_standin import UnityStandIn, write_player_executable
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("localhost", 0))
+        return int(s.getsockname()[1])
+
+
+def free_ports(n: int) -> int:
+    """A base port with ``n`` free ports after it."""
+    for _ in range(50):
+        base = free_port()
+        try:
+            for i in range(n):
+                with socket.socket() as s:
+                    s.bind(("localhost", base + i))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError("no run of free ports")
+
+
+def ppo(name: str = "1D", max_steps: int = 3000, **env_settings: Any) -> Any:
+    """ML-Agents' dummy PPO config (see tests/ppo/test_learning.py)."""
+    return run_settings_from_dict(
+        {
+            "behaviors": {
+                name: {
+                    "trainer_type": "ppo",
+                    "hyperparameters": {
+                        "batch_size": 16,
+                        "buffer_size": 64,
+                        "learning_rate": 5e-3,
+                        "learning_rate_schedule": "constant",
+                    },
+                    "network_settings": {"hidden_units": 32, "num_layers": 1},
+                    "summary_freq": 500,
+                    "max_steps": max_steps,
+                    "time_horizon": 64,
+                    "strict_on_policy": True,
+                }
+            },
+            "env_settings": env_settings,
+        }
+    )
+
+
+@pytest.mark.learning
+async def test_ppo_reaches_mlagents_bar_in_the_editor_and_unity_is_told_to_quit(tmp_path: Path) -> None:
+    port = free_port()
+    standin = UnityStandIn(port, num_agents=4, seed=1337)
+    play = asyncio.create_task(standin.run())
+    runner = Runner(ppo(max_steps=4000), UnityEnvFactory(port), results_dir=tmp_path, seed=1337, stats_writers=[])
+    result = await runner.run()
+    record = await asyncio.wait_for(play, 30)
+    assert result.steps["1D"] >= 4000
+    assert standin.sim.mean_final_reward("1D?team=0") > 0.9
+    assert record.final_status == 400  # the trainer's goodbye, not a closed port
+    onnx = tmp_path / runner.run_id / "1D.onnx"
+    session = onnxruntime.InferenceSession(str(onnx))
+    assert "obs_0" in [i.name for i in session.get_inputs()]
+
+
+async def test_stop_in_the_editor_ends_the_run_with_its_final_save(tmp_path: Path) -> None:
+    port = free_port()
+    standin = UnityStandIn(port, num_agents=2, max_steps=150)
+    play = asyncio.create_task(standin.run())
+    runner = Runner(ppo(max_steps=100_000), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
+    result = await asyncio.wait_for(runner.run(), 120)
+    record = await play
+    assert record.final_status == 400
+    assert 0 < result.steps["1D"] <= 2 * 150
+    run_dir = tmp_path / runner.run_id
+    assert (run_dir / "1D.onnx").is_file()
+    assert list((run_dir / "1D").glob("1D-*.onnx")), "the final checkpoint"
+
+
+async def test_players_are_launched_with_mlagents_arguments_and_a_crashed_one_is_relaunched(tmp_path: Path) -> None:
+    base = free_ports(2)
+    record_args = tmp_path / "argv.jsonl"
+    marker = tmp_path / "crashed"
+    build = tmp_path / "Game"
+    write_player_executable(build, num_agents=2, record_args=record_args, crash_after=40, crash_once_marker=marker)
+    assert is_unity_build(build)
+    settings = ppo(
+        max_steps=600,
+        env_path=str(build),
+        num_envs=2,
+        base_port=base,
+        restarts_rate_limit_n=5,
+        env_args=["--extra", "1"],
+    )
+    run_dir = tmp_path / "results" / "run"
+    settings.engine_settings.no_graphics = True
+    factories = unity_env_factories(settings, run_dir=run_dir, seed=3)
+    assert [f.port for f in factories] == [base, base + 1]
+    runner = Runner(settings, factories, results_dir=tmp_path / "results", run_id="run", stats_writers=[])
+    result = await asyncio.wait_for(runner.run(), 240)
+    assert result.steps["1D"] >= 600
+    launches = [json.loads(line) for line in record_args.read_text().splitlines()]
+    assert len(launches) == 3, "two players and one relaunch after the crash"
+    ports = sorted(int(a["argv"][a["argv"].index("--mlagents-port") + 1]) for a in launches)
+    assert ports.count(base) + ports.count(base + 1) == 3 and set(ports) == {base, base + 1}
+    for launch in launches:
+        argv = launch["argv"]
+        assert "-nographics" in argv and "-batchmode" in argv
+        assert argv[-2:] == ["--extra", "1"]
+        log = Path(argv[argv.index("-logFile") + 1])
+        assert log.parent == run_dir / "run_logs" and log.name.startswith("Player-")
+    assert marker.exists()
+
+
+async def test_a_player_that_keeps_crashing_fails_the_run_when_its_restarts_are_spent(tmp_path: Path) -> None:
+    base = free_port()
+    build = tmp_path / "Game"
+    write_player_executable(build, crash_after=5)
+    settings = ppo(
+        max_steps=100_000, env_path=str(build), base_port=base, max_lifetime_restarts=2, restarts_rate_limit_n=5
+    )
+    runner = Runner(settings, unity_env_factories(settings), stats_writers=[])
+    with pytest.raises(EnvError, match="restart"):
+        await asyncio.wait_for(runner.run(), 120)
+
+
+def test_several_envs_without_a_build_are_refused() -> None:
+    with pytest.raises(SettingsError, match="num_envs"):
+        unity_env_factories(ppo(num_envs=2))
+
+
+def test_the_cli_without_env_waits_for_the_editor_and_writes_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "behaviors:\n  1D:\n    trainer_type: ppo\n    max_steps: 200\n    summary_freq: 100\n"
+        "    hyperparameters: {batch_size: 16, buffer_size: 64}\n"
+        "environment_parameters:\n  difficulty: 2.5\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    records: list[Any] = []
+
+    def play() -> None:
+        records.append(asyncio.run(UnityStandIn(port, num_agents=2).run(connect_timeout=120)))
+
+    import threading
+
+    editor = threading.Thread(target=play)
+    editor.start()
+    code = main([str(config), "--run-id", "editor", "--base-port", str(port)])
+    editor.join(60)
+    assert code == 0
+    run_dir = tmp_path / "results" / "editor"
+    assert (run_dir / "1D.onnx").is_file()
+    assert (run_dir / "configuration.yaml").is_file()
+    assert json.loads((run_dir / "run_logs" / "timers.json").read_text())["name"]
+    assert records and records[0].environment_parameters == {"difficulty": 2.5}
+
+
+def test_the_cli_trains_several_players_of_a_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    base = free_ports(3)
+    build = tmp_path / "Game"
+    record_args = tmp_path / "argv.jsonl"
+    write_player_executable(build, num_agents=2, record_args=record_args)
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        "behaviors:\n  1D:\n    trainer_type: ppo\n    max_steps: 300\n"
+        "    hyperparameters: {batch_size: 16, buffer_size: 64}\n",
+        encoding="utf-8",
+    )
+    monkeypatch.chdir(tmp_path)
+    code = main(
+        [
+            str(config),
+            "--env",
+            str(build),
+            "--num-envs",
+            "3",
+            "--base-port",
+            str(base),
+            "--run-id",
+            "p",
+            "--no-graphics",
+        ]
+    )
+    assert code == 0
+    launches = [json.loads(line)["argv"] for line in record_args.read_text().splitlines()]
+    assert sorted(int(a[a.index("--mlagents-port") + 1]) for a in launches) == [base, base + 1, base + 2]
+    logs = sorted(p.name for p in (tmp_path / "results" / "p" / "run_logs").glob("Player-*.log"))
+    assert logs == ["Player-0.log", "Player-1.log", "Player-2.log"]
+    assert (tmp_path / "results" / "p" / "1D.onnx").is_file()
+
+
+def test_the_cli_refuses_several_envs_without_a_build(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> None:
+    config = tmp_path / "config.yaml"
+    config.write_text("behaviors:\n  1D:\n    trainer_type: ppo\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert main([str(config), "--num-envs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "num_envs" in err and "Traceback" not in err
+    assert not (tmp_path / "results").exists()
+
+
+def test_factories_pickle_for_remote_workers() -> None:
+    import pickle
+
+    factory = unity_env_factories(ppo(env_path=sys.executable, num_envs=2, base_port=6000), seed=5)[1]
+    again = pickle.loads(pickle.dumps(factory))
+    assert again == factory and again.port == 6001 and again.worker_id == 1
+    assert np.isfinite(again.seed)
