@@ -13,7 +13,7 @@ from typing import Any
 
 from asynctrainer.checkpoints import FileCheckpoints
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import SettingsError
+from asynctrainer.errors import SettingsError, UnsupportedFeatureError
 from asynctrainer.runtime import runner as runtime_runner
 from asynctrainer.runtime.contracts import CheckpointBackend, EnvExecutor, TrainerContext, TrainerFactory
 from asynctrainer.runtime.local_executor import LocalExecutor
@@ -21,7 +21,7 @@ from asynctrainer.runtime.runner import EnvSource
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.settings import RunSettings, TrainerSettings
 
-__all__ = ["Runner", "create_trainer", "executor_for"]
+__all__ = ["Runner", "check_observations", "create_trainer", "executor_for"]
 
 #: ``trainer_type`` → the module and class of its trainer (imported when a trainer is made).
 TRAINERS: dict[str, tuple[str, str]] = {
@@ -41,6 +41,7 @@ def create_trainer(
             f"(supported: {', '.join(TRAINERS)}).",
             key_path=f"behaviors.{behavior_name}.trainer_type",
         )
+    check_observations(behavior_name, behavior_spec)
     module, cls = TRAINERS[kind]
     trainer_class = getattr(importlib.import_module(module), cls)
     trainer: RLTrainer[Any] = trainer_class(
@@ -52,6 +53,26 @@ def create_trainer(
         stats_reporter=context.stats_reporter,
     )
     return trainer
+
+
+def check_observations(behavior_name: str, behavior_spec: BehaviorSpec) -> None:
+    """Refuse a behavior whose observations the trainers cannot learn from yet: visual and variable-length ones.
+
+    The vector trainers flatten every observation into one input; a camera or a buffer sensor
+    would train, but on a network that cannot use it, so it is refused, naming the observation.
+    """
+    for index, obs in enumerate(behavior_spec.observation_specs):
+        kind = "visual" if obs.is_visual else "variable-length" if obs.is_variable_length else None
+        if kind is None:
+            continue
+        name = f"'{obs.name}'" if obs.name else f"#{index}"
+        shape = "x".join(str(d) for d in obs.shape)
+        raise UnsupportedFeatureError(
+            f"Behavior '{behavior_name}': observation {name} ({kind}, shape {shape}) is not supported yet; "
+            "asynctrainer trains on vector observations (float observations without camera or buffer "
+            "dimension properties). Remove the sensor from the agent, or train it with mlagents-learn.",
+            key_path=f"behaviors.{behavior_name}",
+        )
 
 
 def executor_for(settings: RunSettings) -> EnvExecutor:

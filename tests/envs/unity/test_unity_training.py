@@ -14,9 +14,11 @@ import onnxruntime
 import pytest
 
 from asynctrainer import Runner
+from asynctrainer.app import check_observations
 from asynctrainer.cli import main
+from asynctrainer.envs.spec import DIM_NONE, DIM_VARIABLE_SIZE, ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.envs.unity.sources import UnityEnvFactory, is_unity_build, unity_env_factories
-from asynctrainer.errors import EnvError, SettingsError
+from asynctrainer.errors import EnvError, SettingsError, UnsupportedFeatureError
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.unity_standin import UnityStandIn, write_player_executable
 
@@ -232,3 +234,29 @@ def test_factories_pickle_for_remote_workers() -> None:
     again = pickle.loads(pickle.dumps(factory))
     assert again == factory and again.port == 6001 and again.worker_id == 1
     assert np.isfinite(again.seed)
+
+
+async def test_a_camera_observation_is_refused_naming_it_and_unity_is_told_to_quit(tmp_path: Path) -> None:
+    port = free_port()
+    standin = UnityStandIn(port, num_agents=2, visual="chw")
+    play = asyncio.create_task(standin.run())
+    runner = Runner(ppo(max_steps=100), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
+    with pytest.raises(UnsupportedFeatureError) as caught:
+        await runner.run()
+    record = await asyncio.wait_for(play, 30)
+    message = str(caught.value)
+    assert "'1D'" in message and "visual" in message and "not supported yet" in message
+    height, width = standin.image_size
+    assert "'CameraSensor'" in message and f"shape {height}x{width}x3" in message
+    assert record.final_status == 400
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_variable_length_observations_are_refused_before_a_trainer_is_built() -> None:
+    spec = BehaviorSpec(
+        (ObservationSpec((3,), "Ray"), ObservationSpec((20, 6), "BufferSensor", (DIM_VARIABLE_SIZE, DIM_NONE))),
+        ActionSpec.create_discrete((2,)),
+    )
+    with pytest.raises(UnsupportedFeatureError, match=r"'BufferSensor' \(variable-length, shape 20x6\)"):
+        check_observations("Sorter", spec)
+    check_observations("Sorter", BehaviorSpec(spec.observation_specs[:1], spec.action_spec))  # vectors pass
