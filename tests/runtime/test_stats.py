@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import struct
 from pathlib import Path
 
 from asynctrainer.runtime.stats import (
@@ -10,22 +9,7 @@ from asynctrainer.runtime.stats import (
     TensorboardWriter,
     console_line,
 )
-
-
-def read_events(path: Path) -> list[tuple[int, str, float]]:
-    """Parse a TFRecord event file (length, crc, data, crc) into (step, tag, value)."""
-    from tensorboardX.proto import event_pb2
-
-    out = []
-    data = path.read_bytes()
-    pos = 0
-    while pos < len(data):
-        (length,) = struct.unpack("<Q", data[pos : pos + 8])
-        event = event_pb2.Event.FromString(data[pos + 12 : pos + 12 + length])
-        pos += 12 + length + 4
-        for value in event.summary.value:
-            out.append((event.step, value.tag, value.simple_value))
-    return out
+from asynctrainer.testing.tensorboard import read_scalars
 
 
 def test_reporter_summarises_clears_and_sends_to_the_sink() -> None:
@@ -63,6 +47,6 @@ def test_tensorboard_events_keep_ml_agents_names(tmp_path: Path) -> None:
     reporter.write_stats(100)
     writer.close()
     (events_file,) = (tmp_path / "CartPole").glob("events.out.tfevents*")
-    events = read_events(events_file)
+    events = read_scalars(events_file)
     assert (100, "Environment/Cumulative Reward", 10.0) in events
     assert (100, "Losses/Policy Loss", 0.5) in events

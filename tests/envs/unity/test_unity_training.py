@@ -20,6 +20,7 @@ from asynctrainer.envs.spec import DIM_NONE, DIM_VARIABLE_SIZE, ActionSpec, Beha
 from asynctrainer.envs.unity.sources import UnityEnvFactory, is_unity_build, unity_env_factories
 from asynctrainer.errors import EnvError, SettingsError, UnsupportedFeatureError
 from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.tensorboard import read_scalars
 from asynctrainer.testing.unity_standin import UnityStandIn, write_player_executable
 
 
@@ -82,6 +83,41 @@ async def test_ppo_reaches_mlagents_bar_in_the_editor_and_unity_is_told_to_quit(
     onnx = tmp_path / runner.run_id / "1D.onnx"
     session = onnxruntime.InferenceSession(str(onnx))
     assert "obs_0" in [i.name for i in session.get_inputs()]
+
+
+@pytest.mark.learning
+async def test_sac_reaches_mlagents_bar_in_the_editor(tmp_path: Path) -> None:
+    # ML-Agents' dummy SAC config (tests/sac/test_sac_learning.py), 4 agents sharing the steps.
+    settings = run_settings_from_dict(
+        {
+            "behaviors": {
+                "1D": {
+                    "trainer_type": "sac",
+                    "hyperparameters": {
+                        "batch_size": 8,
+                        "buffer_size": 5000,
+                        "buffer_init_steps": 100,
+                        "learning_rate": 5e-3,
+                        "learning_rate_schedule": "constant",
+                        "tau": 0.01,
+                        "init_entcoef": 0.01,
+                    },
+                    "network_settings": {"hidden_units": 16, "num_layers": 1},
+                    "summary_freq": 500,
+                    "max_steps": 4000,
+                }
+            }
+        }
+    )
+    port = free_port()
+    standin = UnityStandIn(port, num_agents=4, seed=1337)
+    play = asyncio.create_task(standin.run())
+    runner = Runner(settings, UnityEnvFactory(port), results_dir=tmp_path, seed=1337, stats_writers=[])
+    result = await runner.run()
+    await asyncio.wait_for(play, 30)
+    assert result.updates["1D"] > 0
+    assert standin.sim.mean_final_reward("1D?team=0") > 0.9
+    assert (tmp_path / runner.run_id / "1D.onnx").is_file()
 
 
 async def test_stop_in_the_editor_ends_the_run_with_its_final_save(tmp_path: Path) -> None:
@@ -179,6 +215,9 @@ def test_the_cli_without_env_waits_for_the_editor_and_writes_the_run(
     assert (run_dir / "configuration.yaml").is_file()
     assert json.loads((run_dir / "run_logs" / "timers.json").read_text())["name"]
     assert records and records[0].environment_parameters == {"difficulty": 2.5}
+    (events,) = (run_dir / "1D").glob("events.out.tfevents*")
+    tags = {tag for _, tag, _ in read_scalars(events)}
+    assert {"Custom/Goal", "Custom/Episodes", "Environment/Cumulative Reward"} <= tags  # Unity's stats channel
 
 
 def test_the_cli_trains_several_players_of_a_build(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
