@@ -13,12 +13,9 @@ Inputs, in order (all float32, axis 0 is the dynamic axis ``batch``):
   as the snapshot does: ``clip((x - mean) / std, -5, 5)``;
 * ``action_masks`` ``[batch, sum(branches)]``, 1 = allowed, 0 = forbidden, only when the
   policy has discrete actions (a continuous policy does not read a mask);
-* ``recurrent_in`` ``[batch, 1, 0]``: ML-Agents' exporter always lists it, and Unity feeds
-  it, so it is here too although no memory is used (``memory_size`` is 0). A zero-width
-  dimension is valid ONNX: ``onnx.checker`` accepts it and onnxruntime loads the model and
-  runs it when fed ``np.zeros((n, 1, 0), np.float32)``. onnxruntime requires every graph
-  input to be fed, so callers must pass that empty array; :func:`onnx_feed` builds the
-  whole input dict.
+* no ``recurrent_in``: ML-Agents lists it only for a policy with memory (Hallway's
+  ``[batch, 1, 128]``); its models without memory (3DBall, Basic, PushBlock) have none, and
+  Unity feeds only the inputs a model declares. :func:`onnx_feed` builds the input dict.
 
 Outputs, in order:
 
@@ -93,7 +90,6 @@ def onnx_input_names(snapshot: PolicySnapshot) -> list[str]:
     names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
     if spec.action_spec.is_discrete():
         names.append("action_masks")
-    names.append("recurrent_in")
     return names
 
 
@@ -130,7 +126,6 @@ def onnx_feed(
     if a_spec.is_discrete():
         mask = np.ones((n, a_spec.mask_size), np.float32) if action_mask is None else action_mask
         feed["action_masks"] = np.ascontiguousarray(np.asarray(mask, dtype=np.float32))
-    feed["recurrent_in"] = np.zeros((n, 1, 0), np.float32)
     return feed
 
 
@@ -268,7 +263,6 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     ]
     if a.is_discrete():
         inputs.append(helper.make_tensor_value_info("action_masks", FLOAT, ["batch", a.mask_size]))
-    inputs.append(helper.make_tensor_value_info("recurrent_in", FLOAT, ["batch", 1, 0]))
 
     # Observations -> features (the snapshot's flatten_obs, normalize, tanh MLP).
     obs_names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
@@ -387,7 +381,7 @@ def _version() -> str:
 # ----- writing ----------------------------------------------------------------------------------
 
 
-def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset: int = 13) -> pathlib.Path:
+def export_onnx(snapshot: PolicySnapshot, path: str | os.PathLike[str], *, opset: int = MIN_OPSET) -> pathlib.Path:
     """Write ``snapshot`` as an ONNX model with ML-Agents' names to ``path`` and return it.
 
     The file is replaced atomically: readers see the old model or the new one, never a part.

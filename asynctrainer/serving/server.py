@@ -15,7 +15,7 @@ the caller's loop. Rewards and episode ends are accepted (so host code is the sa
 trains or not) and ignored.
 
 A policy comes from :meth:`PolicySnapshot.load` (an ``.npz``: numpy only) or from an ``.onnx``
-file with ML-Agents' tensor names (``obs_0``…, ``action_masks``, ``recurrent_in`` in;
+file with ML-Agents' tensor names (``obs_0``…, ``action_masks`` in, ``recurrent_in`` when it has memory;
 ``[deterministic_]continuous_actions``, ``[deterministic_]discrete_actions`` out), run with
 onnxruntime. Importing this module imports neither TensorFlow nor onnxruntime.
 """

@@ -65,15 +65,14 @@ def test_names_order_shapes_and_types_follow_mlagents(case: str, tmp_path: Path)
 
     model = onnx.load(str(path))
     onnx.checker.check_model(model, full_check=True)
-    assert model.ir_version == 7  # the lowest IR for opset 13, set explicitly (onnx 1.23 stamps 14)
-    assert [(o.domain, o.version) for o in model.opset_import] == [("", 13)]
+    assert model.ir_version == 4  # the lowest IR for opset 9, set explicitly (onnx 1.23 stamps 14)
+    assert [(o.domain, o.version) for o in model.opset_import] == [("", 9)]  # ML-Agents' (Barracuda reads it)
 
     sess = session(path)
     obs_sizes = [o.shape[0] for o in snap.behavior_spec.observation_specs]
     expected_inputs = [(f"obs_{i}", ["batch", size]) for i, size in enumerate(obs_sizes)]
     if a.is_discrete():
         expected_inputs.append(("action_masks", ["batch", a.mask_size]))
-    expected_inputs.append(("recurrent_in", ["batch", 1, 0]))
     assert [(i.name, i.shape) for i in sess.get_inputs()] == expected_inputs
     assert all(i.type == "tensor(float)" for i in sess.get_inputs())
     assert [i.name for i in sess.get_inputs()] == onnx_input_names(snap)
@@ -330,8 +329,7 @@ def test_onnx_feed_checks_the_number_of_observations() -> None:
     with pytest.raises(SpecError, match="has 2 observations, got 1"):
         onnx_feed(snap, make_obs(snap, 2, 0)[:1])
     feed = onnx_feed(snap, make_obs(snap, 5, 0))
-    assert list(feed) == ["obs_0", "obs_1", "action_masks", "recurrent_in"]
-    assert feed["recurrent_in"].shape == (5, 1, 0)
+    assert list(feed) == ["obs_0", "obs_1", "action_masks"]  # no recurrent_in without memory
     np.testing.assert_array_equal(feed["action_masks"], np.ones((5, 3), np.float32))
 
 
