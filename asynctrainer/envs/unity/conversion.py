@@ -10,8 +10,9 @@ Observations come as floats or as PNG files; visual observations are returned ch
 from __future__ import annotations
 
 import io
+import itertools
 import struct
-from collections.abc import Sequence
+from collections.abc import MutableSequence, Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -38,7 +39,7 @@ from asynctrainer.envs.unity.communicator_objects.observation_pb2 import (
 from asynctrainer.errors import EnvError, SpecError
 
 __all__ = [
-    "actions_to_proto",
+    "add_actions_to_proto",
     "behavior_spec_from_proto",
     "decode_png_observation",
     "steps_from_proto",
@@ -146,35 +147,48 @@ def decode_png_observation(
     return out
 
 
+def _observation_protos(infos: Sequence[AgentInfoProto], index: int, name: str) -> list[ObservationProto]:
+    try:
+        return [info.observations[index] for info in infos]
+    except IndexError:
+        count = min(len(info.observations) for info in infos)
+        raise SpecError(
+            f"Unity sent an agent of behavior '{name}' with {count} observations where its spec has {index + 1} "
+            "or more."
+        ) from None
+
+
 def _observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: ObservationSpec, name: str) -> F32:
     """Observation ``index`` of every agent, stacked: ``[n, *spec.shape]``."""
-    n = len(infos)
-    out = np.empty((n, *spec.shape), np.float32)
-    for i, info in enumerate(infos):
-        if index >= len(info.observations):
+    n, size = len(infos), spec.size
+    protos = _observation_protos(infos, index, name)
+    if len(spec.shape) < 3:  # floats only (Unity compresses cameras alone): one copy of every agent's values
+        data = [proto.float_data.data for proto in protos]
+        wrong = next((len(values) for values in data if len(values) != size), None)
+        if wrong is not None:
             raise SpecError(
-                f"Unity sent an agent of behavior '{name}' with {len(info.observations)} observations "
-                f"where its spec has {index + 1} or more."
+                f"Unity sent observation '{spec.name}' of behavior '{name}' with {wrong} values where its "
+                f"shape {list(spec.shape)} needs {size}."
             )
-        proto = info.observations[index]
-        channel_first = len(spec.shape) == 3 and _is_channel_first(proto)
+        out = np.fromiter(itertools.chain.from_iterable(data), np.float32, n * size).reshape(n, *spec.shape)
+        if n and not np.isfinite(out).all():
+            raise EnvError(f"The observations provided had NaN values: observation '{spec.name}' of behavior '{name}'.")
+        return out
+    out = np.empty((n, *spec.shape), np.float32)
+    for i, proto in enumerate(protos):
+        channel_first = _is_channel_first(proto)
         if proto.compression_type == PNG:
             out[i] = decode_png_observation(
                 proto.compressed_data, proto.shape, proto.compressed_channel_mapping, channel_first=channel_first
             )
             continue
         values = np.asarray(proto.float_data.data, np.float32)
-        if values.size != spec.size:
+        if values.size != size:
             raise SpecError(
                 f"Unity sent observation '{spec.name}' of behavior '{name}' with {values.size} values where its "
-                f"shape {list(spec.shape)} needs {spec.size}."
+                f"shape {list(spec.shape)} needs {size}."
             )
-        if channel_first:
-            out[i] = values.reshape(proto.shape).transpose(1, 2, 0)
-        else:
-            out[i] = values.reshape(spec.shape)
-    if len(spec.shape) < 3 and n and not np.isfinite(out).all():
-        raise EnvError(f"The observations provided had NaN values: observation '{spec.name}' of behavior '{name}'.")
+        out[i] = values.reshape(proto.shape).transpose(1, 2, 0) if channel_first else values.reshape(spec.shape)
     return out
 
 
@@ -201,11 +215,15 @@ def steps_from_proto(infos: Sequence[AgentInfoProto], spec: BehaviorSpec, name: 
 
     d_obs, d_reward, d_id, d_group_reward, d_group = common(decisions)
     mask = None
-    if mask_size and any(len(info.action_mask) == mask_size for info in decisions):
+    masks = [info.action_mask for info in decisions] if mask_size else []
+    if all(len(m) == mask_size for m in masks) and masks:  # every agent sent one: one copy
+        mask = np.fromiter(itertools.chain.from_iterable(masks), bool, len(masks) * mask_size)
+        mask = mask.reshape(len(masks), mask_size)
+    elif any(len(m) == mask_size for m in masks):
         mask = np.zeros((len(decisions), mask_size), bool)
-        for i, info in enumerate(decisions):
-            if len(info.action_mask) == mask_size:  # another length: Unity's rule, nothing masked
-                mask[i] = np.fromiter(info.action_mask, bool, mask_size)
+        for i, m in enumerate(masks):
+            if len(m) == mask_size:  # another length: Unity's rule, nothing masked
+                mask[i] = np.fromiter(m, bool, mask_size)
     t_obs, t_reward, t_id, t_group_reward, t_group = common(terminals)
     interrupted = np.fromiter((info.max_step_reached for info in terminals), bool, len(terminals))
     grouped = bool(d_group.any() or t_group.any())
@@ -228,12 +246,25 @@ def steps_from_proto(infos: Sequence[AgentInfoProto], spec: BehaviorSpec, name: 
     return StepBatch(decision, terminal)
 
 
-def actions_to_proto(batch: ActionBatch, spec: ActionSpec) -> list[AgentActionProto]:
-    """One ``AgentActionProto`` per deciding agent, in the order of its ``DecisionSteps``."""
+def add_actions_to_proto(batch: ActionBatch, spec: ActionSpec, into: MutableSequence[AgentActionProto]) -> None:
+    """Append one ``AgentActionProto`` per deciding agent to ``into``, in the order of its ``DecisionSteps``.
+
+    ``into`` is the repeated field itself (``rl_input.agent_actions[name].value``): each message is
+    built in place, not built and then copied in.
+    """
     n = int(batch.agent_id.shape[0])
     if spec.continuous_size and not np.isfinite(batch.continuous).all():
         raise SpecError("An action for Unity is not finite: continuous actions must be finite floats.")
-    continuous = batch.continuous.tolist() if spec.continuous_size else [[] for _ in range(n)]
-    discrete = batch.discrete.tolist() if spec.discrete_size else [[] for _ in range(n)]
-    pairs = zip(continuous, discrete, strict=True)
-    return [AgentActionProto(continuous_actions=c, discrete_actions=d) for c, d in pairs]
+    add = into.add  # type: ignore[attr-defined]
+    if spec.continuous_size and spec.discrete_size:
+        for c, d in zip(batch.continuous.tolist(), batch.discrete.tolist(), strict=True):
+            add(continuous_actions=c, discrete_actions=d)
+    elif spec.continuous_size:
+        for c in batch.continuous.tolist():
+            add(continuous_actions=c)
+    elif spec.discrete_size:
+        for d in batch.discrete.tolist():
+            add(discrete_actions=d)
+    else:
+        for _ in range(n):
+            add()

@@ -38,7 +38,7 @@ from asynctrainer.envs.unity.communicator_objects.unity_rl_pb2 import (
     UnityRLInputProto,
     UnityRLOutputProto,
 )
-from asynctrainer.envs.unity.conversion import actions_to_proto, behavior_spec_from_proto, steps_from_proto
+from asynctrainer.envs.unity.conversion import add_actions_to_proto, behavior_spec_from_proto, steps_from_proto
 from asynctrainer.envs.unity.launcher import PlayerLauncher, RestartPolicy
 from asynctrainer.envs.unity.side_channels import (
     EngineConfig,
@@ -381,7 +381,7 @@ class UnityEnv:
             spec = self._specs.get(name)
             if spec is None or not len(batch.agent_id):
                 continue
-            rl_input.agent_actions[name].value.extend(actions_to_proto(batch, spec.action_spec))
+            add_actions_to_proto(batch, spec.action_spec, rl_input.agent_actions[name].value)
         return UnityMessageProto(header=HeaderProto(status=200), unity_input=UnityInputProto(rl_input=rl_input))
 
     async def _exchange_step(self, reply: UnityMessageProto, *, restarting: bool = False) -> dict[str, StepBatch]:

@@ -11,15 +11,16 @@ import grpc.aio
 import numpy as np
 import pytest
 
-from asynctrainer.envs.spec import ActionBatch
+from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.envs.unity.communicator_objects.agent_info_pb2 import AgentInfoProto
+from asynctrainer.envs.unity.communicator_objects.observation_pb2 import ObservationProto
 from asynctrainer.envs.unity.communicator_objects.unity_message_pb2 import UnityMessageProto
+from asynctrainer.envs.unity.conversion import steps_from_proto
 from asynctrainer.envs.unity.env import UnityEnv, UnityTimeoutError
 from asynctrainer.envs.unity.side_channels import EngineConfig, SideChannel
-from asynctrainer.errors import EnvError, EnvStoppedError, SettingsError
+from asynctrainer.errors import EnvError, EnvStoppedError, SettingsError, SpecError
 from asynctrainer.settings.naming import split_behavior_id
 from asynctrainer.testing.unity_standin import UnityStandIn
-
-pytestmark = pytest.mark.asyncio
 
 
 def free_port() -> int:
@@ -289,3 +290,42 @@ async def test_behavior_ids_split_into_name_and_team() -> None:
     assert split_behavior_id("3DBall") == ("3DBall", 0)
     with pytest.raises(EnvError):
         split_behavior_id("X?team=blue")
+
+
+# ----- conversion of one behavior's agent infos ----------------------------------------------------
+
+
+def _infos(n: int, size: int, masks: dict[int, list[bool]]) -> list[AgentInfoProto]:
+    return [
+        AgentInfoProto(
+            id=10 + i,
+            reward=0.5 * i,
+            done=i == n - 1,  # the last agent's episode ended
+            action_mask=masks.get(i, []),
+            observations=[ObservationProto(shape=[size], float_data=ObservationProto.FloatData(data=[i] * size))],
+        )
+        for i in range(n)
+    ]
+
+
+def test_agent_infos_become_decision_and_terminal_steps_with_masks_per_agent() -> None:
+    spec = BehaviorSpec((ObservationSpec((3,)),), ActionSpec.create_discrete((2, 3)))
+    batch = steps_from_proto(_infos(4, 3, {0: [True, False] + [False] * 3, 2: [False] * 4 + [True]}), spec, "B")
+    assert batch.decision.agent_id.tolist() == [10, 11, 12] and batch.terminal.agent_id.tolist() == [13]
+    np.testing.assert_array_equal(batch.decision.obs[0], [[0, 0, 0], [1, 1, 1], [2, 2, 2]])
+    assert batch.decision.reward.tolist() == [0.0, 0.5, 1.0] and batch.terminal.reward.tolist() == [1.5]
+    mask = batch.decision.action_mask
+    assert mask is not None  # agent 11 sent none: nothing masked for it (Unity's rule)
+    assert mask.tolist() == [[True, False, False, False, False], [False] * 5, [False] * 4 + [True]]
+    every = steps_from_proto(_infos(3, 3, {0: [True] * 5, 1: [False] * 5}), spec, "B").decision.action_mask
+    assert every is not None and every.tolist() == [[True] * 5, [False] * 5]
+    assert steps_from_proto(_infos(3, 3, {}), spec, "B").decision.action_mask is None
+
+
+def test_an_observation_of_the_wrong_size_or_missing_is_a_spec_error() -> None:
+    spec = BehaviorSpec((ObservationSpec((4,), "Ray"),), ActionSpec.create_discrete((2,)))
+    with pytest.raises(SpecError, match="'Ray' of behavior 'B' with 3 values where its shape \\[4\\] needs 4"):
+        steps_from_proto(_infos(3, 3, {}), spec, "B")
+    two = BehaviorSpec((ObservationSpec((3,)), ObservationSpec((3,))), spec.action_spec)
+    with pytest.raises(SpecError, match="with 1 observations where its spec has 2 or more"):
+        steps_from_proto(_infos(3, 3, {}), two, "B")
