@@ -19,7 +19,7 @@ import numpy as np
 from asynctrainer.envs.unity.env import EDITOR_PORT, UnityEnv
 from asynctrainer.envs.unity.launcher import PlayerLauncher, RestartPolicy, resolve_executable
 from asynctrainer.envs.unity.side_channels import EngineConfig
-from asynctrainer.errors import EnvError, SettingsError
+from asynctrainer.errors import EnvError, SettingsError, UnsupportedFeatureError
 from asynctrainer.settings import RunSettings
 
 __all__ = ["UnityEnvFactory", "is_unity_build", "run_seed", "unity_env_factories"]
@@ -104,9 +104,16 @@ def unity_env_factories(
     :param seed: the run's seed (default: ``env_settings.seed``, a random one for -1).
     :param editor_port: where to wait for the Editor (default 5004; the CLI passes ``--base-port``
         when it was given, which ML-Agents ignores there).
-    :raises SettingsError: several envs without a build (one Editor can connect, not N).
+    :raises SettingsError: several envs without a build (one Editor can connect, not N), or
+        ``executor: ray`` (not supported with Unity yet).
     """
     es = settings.env_settings
+    if es.executor == "ray":
+        raise UnsupportedFeatureError(
+            "env_settings.executor: ray with a Unity env is not supported yet: Ray workers cannot launch Unity "
+            "players yet. Use executor: local (the default) and --num-envs N to train several players.",
+            key_path="env_settings.executor",
+        )
     engine = settings.engine_settings
     common: dict[str, Any] = {
         "seed": run_seed(es.seed) if seed is None else seed,
