@@ -58,6 +58,13 @@ async def heartbeat(
             stamps.append(start)
 
 
+async def first_update_time(runner: Runner, behavior: str) -> float:
+    """When ``behavior``'s first update was published: steady state starts there (its one-off tracing is done)."""
+    while not runner.slots or runner.slots[behavior].version < 1:
+        await asyncio.sleep(0.01)
+    return time.perf_counter()
+
+
 def summary(lags: list[float]) -> dict[str, float]:
     a = np.asarray(lags)
     return {
@@ -107,22 +114,14 @@ async def training(
         run_id="loop_lag",
         switch_interval=switch_interval,
     )
-    first_update: list[float] = []
-
-    async def watch() -> None:
-        # Steady state starts once the first update (and its one-off tracing) is done.
-        while not runner.slots or runner.slots["CartPole"].version < 1:
-            await asyncio.sleep(0.01)
-        first_update.append(time.perf_counter())
-
-    watcher = asyncio.create_task(watch())
+    first_update = asyncio.create_task(first_update_time(runner, "CartPole"))
     result = await runner.run()
     wall = time.perf_counter() - start
     stolen = {"steal_ms_per_s": (steal_ms() - steal) / wall}
     stop.set()
     await task
-    await watcher
-    steady = [lag for lag, t in zip(lags, stamps, strict=True) if t > first_update[0]]
+    updated_at = await first_update
+    steady = [lag for lag, t in zip(lags, stamps, strict=True) if t > updated_at]
     saves = [seconds for _, _, seconds in runner.checkpoints.saves] if runner.checkpoints else []
     return {
         "whole_run": summary(lags) | stolen,

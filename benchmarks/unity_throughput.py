@@ -31,8 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import platform
-import socket
 import tempfile
 import time
 from pathlib import Path
@@ -40,7 +40,7 @@ from typing import Any
 
 import grpc
 import numpy as np
-from loop_lag import heartbeat, summary
+from loop_lag import first_update_time, heartbeat, summary
 
 from asynctrainer import Runner
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, StepBatch
@@ -51,25 +51,10 @@ from asynctrainer.envs.unity.env import UnityEnv
 from asynctrainer.envs.unity.sources import UnityEnvFactory
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.startup import preload
-from asynctrainer.testing.unity_standin import write_player_executable
+from asynctrainer.testing.unity_standin import free_ports, write_player_executable
 
 AGENTS = (1, 16, 256)
 PLAYERS = (1, 4)
-
-
-def free_base_port(n: int) -> int:
-    for _ in range(100):
-        with socket.socket() as s:
-            s.bind(("localhost", 0))
-            base = int(s.getsockname()[1])
-        try:
-            for i in range(n):
-                with socket.socket() as s:
-                    s.bind(("localhost", base + i))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no run of free ports")
 
 
 def random_actions(specs: dict[str, BehaviorSpec], steps: dict[str, StepBatch], rng: np.random.Generator) -> Any:
@@ -83,7 +68,7 @@ def random_actions(specs: dict[str, BehaviorSpec], steps: dict[str, StepBatch], 
 
 
 def factories(build: Path, players: int, log_dir: Path) -> list[UnityEnvFactory]:
-    base = free_base_port(players)
+    base = free_ports(players)
     return [
         UnityEnvFactory(base + i, worker_id=i, env_path=str(build), log_dir=log_dir, no_graphics=True)
         for i in range(players)
@@ -91,46 +76,34 @@ def factories(build: Path, players: int, log_dir: Path) -> list[UnityEnvFactory]
 
 
 async def drive(env: UnityEnv, seconds: float, warmup: float, counts: list[int]) -> None:
-    """Step ``env`` with random actions; ``counts`` gets [agent-steps, exchanges] after the warm-up."""
+    """Step ``env`` with random actions; ``counts``: [agent-steps and exchanges after the warm-up, all exchanges]."""
     rng = np.random.default_rng(0)
     specs = dict(env.behavior_specs)
     steps = await env.reset()
     start = time.perf_counter()
-    counting = False
-    while True:
-        now = time.perf_counter()
-        if not counting and now - start >= warmup:
-            counting = True
-        if now - start >= warmup + seconds:
-            return
+    while (elapsed := time.perf_counter() - start) < warmup + seconds:
         steps = await env.step(random_actions(specs, steps, rng))
-        if counting:
+        counts[2] += 1
+        if elapsed >= warmup:
             counts[0] += sum(len(b.decision) for b in steps.values())
             counts[1] += 1
 
 
 async def throughput(tmp: Path, agents: int, players: int, seconds: float, warmup: float) -> dict[str, float]:
-    build = write_player_executable(tmp / f"Game{agents}", num_agents=agents, action_sizes="0,1")
+    write_player_executable(tmp / f"Game{agents}", num_agents=agents, action_sizes="0,1")
     envs = [await f() for f in factories(tmp / f"Game{agents}", players, tmp / "logs")]
-    counts = [[0, 0] for _ in envs]
+    counts = [[0, 0, 0] for _ in envs]
     try:
-        await asyncio.sleep(0)
-        cpu, wall = time.process_time(), time.perf_counter()
-        # Each drive warms up first; the clock starts here, so subtract the warm-up from the wall time.
+        cpu = time.process_time()
         await asyncio.gather(*(drive(env, seconds, warmup, c) for env, c in zip(envs, counts, strict=True)))
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        cpu = time.process_time() - cpu
     finally:
         for env in envs:
             await env.aclose()
-    del build
-    agent_steps = sum(c[0] for c in counts)
-    exchanges = sum(c[1] for c in counts)
-    # CPU over the whole drive (warm-up included) per exchange over the same span, estimated from the rate.
-    rate = exchanges / seconds
     return {
-        "agent_steps_per_s": agent_steps / seconds,
-        "exchanges_per_s": rate,
-        "trainer_cpu_ms_per_exchange": 1000.0 * cpu / max(1.0, rate * wall),
+        "agent_steps_per_s": sum(c[0] for c in counts) / seconds,
+        "exchanges_per_s": sum(c[1] for c in counts) / seconds,
+        "trainer_cpu_ms_per_exchange": 1000.0 * cpu / max(1, sum(c[2] for c in counts)),
     }
 
 
@@ -230,21 +203,15 @@ async def training_lag(tmp: Path, steps: int, agents: int) -> dict[str, Any]:
     stop = asyncio.Event()
     beat = asyncio.create_task(heartbeat(lags, stop, stamps=stamps))
     runner = Runner(settings, factory, seed=0, stats_writers=[], results_dir=tmp / "results", run_id="lag")
-    first_update: list[float] = []
-
-    async def watch() -> None:
-        while not runner.slots or runner.slots["1D"].version < 1:
-            await asyncio.sleep(0.01)
-        first_update.append(time.perf_counter())
-
-    watcher = asyncio.create_task(watch())
+    first_update = asyncio.create_task(first_update_time(runner, "1D"))
     start = time.perf_counter()
     result = await runner.run()
     wall = time.perf_counter() - start
     stop.set()
     await beat
-    watcher.cancel()
-    steady = [lag for lag, t in zip(lags, stamps, strict=True) if first_update and t > first_update[0]]
+    updated_at = first_update.result() if first_update.done() else math.inf  # no update: no steady state
+    first_update.cancel()
+    steady = [lag for lag, t in zip(lags, stamps, strict=True) if t > updated_at]
     return {
         "whole_run": summary(lags),
         "steady_state": summary(steady) if steady else None,

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from asynctrainer.settings import RunSettings, run_settings_from_dict
 
-__all__ = ["make_run_settings"]
+__all__ = ["dummy_sac_settings", "make_run_settings"]
 
 
-def make_run_settings(behavior: str = "Counter", **trainer: Any) -> RunSettings:
+def make_run_settings(
+    behavior: str = "Counter", *, env_settings: Mapping[str, Any] | None = None, **trainer: Any
+) -> RunSettings:
     """A one-behavior PPO run config with small sizes (32-unit network, buffer of 32, 200 steps).
 
     Keyword arguments override the behavior's trainer settings; ``hyperparameters`` is merged
     into the defaults rather than replacing them::
 
         make_run_settings("1D", max_steps=500, hyperparameters={"buffer_size": 64})
+
+    ``env_settings`` becomes the config's ``env_settings`` section.
     """
     hyper = {"batch_size": 16, "buffer_size": 32, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
     hyper.update(trainer.pop("hyperparameters", {}))
@@ -26,6 +31,33 @@ def make_run_settings(behavior: str = "Counter", **trainer: Any) -> RunSettings:
         "max_steps": 200,
         "summary_freq": 50,
         "time_horizon": 8,
+        **trainer,
+    }
+    return run_settings_from_dict({"behaviors": {behavior: cfg}, "env_settings": dict(env_settings or {})})
+
+
+def dummy_sac_settings(behavior: str, **trainer: Any) -> RunSettings:
+    """ML-Agents' dummy SAC config for SimpleEnvironment: lr 5e-3 constant, batch 8, buffer_init 100,
+    buffer 5000, tau 0.01, init_entcoef 0.01, 1x16 units, summary 100, 1000 steps.
+
+    Keyword arguments override as for :func:`make_run_settings` (``hyperparameters`` merged).
+    """
+    hyper = {
+        "batch_size": 8,
+        "buffer_size": 5000,
+        "buffer_init_steps": 100,
+        "learning_rate": 5e-3,
+        "learning_rate_schedule": "constant",
+        "tau": 0.01,
+        "init_entcoef": 0.01,
+    }
+    hyper.update(trainer.pop("hyperparameters", {}))
+    cfg = {
+        "trainer_type": "sac",
+        "hyperparameters": hyper,
+        "network_settings": {"hidden_units": 16, "num_layers": 1},
+        "summary_freq": 100,
+        "max_steps": 1000,
         **trainer,
     }
     return run_settings_from_dict({"behaviors": {behavior: cfg}})

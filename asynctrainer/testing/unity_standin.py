@@ -20,6 +20,7 @@ import asyncio
 import io
 import json
 import os
+import socket
 import stat
 import sys
 from collections.abc import Sequence
@@ -53,12 +54,28 @@ from asynctrainer.envs.unity.side_channels import (
 from asynctrainer.errors import EnvError
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
-__all__ = ["StandInRecord", "UnityStandIn", "encode_png", "write_player_executable"]
+__all__ = ["StandInRecord", "UnityStandIn", "encode_png", "free_ports", "write_player_executable"]
 
 _METHOD = "/communicator_objects.UnityToExternalProto/Exchange"
 _HEADER = np.dtype([("id", "V16"), ("length", "<i4")])
 
 Visual = Literal["none", "chw", "hwc"]
+
+
+def free_ports(n: int = 1) -> int:
+    """A local port with ``n - 1`` free ports after it (a base port for ``n`` players), free when asked."""
+    for _ in range(100):
+        with socket.socket() as s:
+            s.bind(("localhost", 0))
+            base = int(s.getsockname()[1])
+        try:
+            for i in range(1, n):
+                with socket.socket() as s:
+                    s.bind(("localhost", base + i))
+            return base
+        except OSError:
+            continue
+    raise RuntimeError(f"no run of {n} free local ports")
 
 
 def encode_png(image: np.ndarray) -> bytes:

@@ -158,6 +158,13 @@ def _observation_protos(infos: Sequence[AgentInfoProto], index: int, name: str) 
         ) from None
 
 
+def _wrong_size(spec: ObservationSpec, name: str, got: int) -> SpecError:
+    return SpecError(
+        f"Unity sent observation '{spec.name}' of behavior '{name}' with {got} values where its "
+        f"shape {list(spec.shape)} needs {spec.size}."
+    )
+
+
 def _observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: ObservationSpec, name: str) -> F32:
     """Observation ``index`` of every agent, stacked: ``[n, *spec.shape]``."""
     n, size = len(infos), spec.size
@@ -166,10 +173,7 @@ def _observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: Observ
         data = [proto.float_data.data for proto in protos]
         wrong = next((len(values) for values in data if len(values) != size), None)
         if wrong is not None:
-            raise SpecError(
-                f"Unity sent observation '{spec.name}' of behavior '{name}' with {wrong} values where its "
-                f"shape {list(spec.shape)} needs {size}."
-            )
+            raise _wrong_size(spec, name, wrong)
         out = np.fromiter(itertools.chain.from_iterable(data), np.float32, n * size).reshape(n, *spec.shape)
         if n and not np.isfinite(out).all():
             raise EnvError(f"The observations provided had NaN values: observation '{spec.name}' of behavior '{name}'.")
@@ -184,10 +188,7 @@ def _observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: Observ
             continue
         values = np.asarray(proto.float_data.data, np.float32)
         if values.size != size:
-            raise SpecError(
-                f"Unity sent observation '{spec.name}' of behavior '{name}' with {values.size} values where its "
-                f"shape {list(spec.shape)} needs {size}."
-            )
+            raise _wrong_size(spec, name, values.size)
         out[i] = values.reshape(proto.shape).transpose(1, 2, 0) if channel_first else values.reshape(spec.shape)
     return out
 
@@ -216,7 +217,7 @@ def steps_from_proto(infos: Sequence[AgentInfoProto], spec: BehaviorSpec, name: 
     d_obs, d_reward, d_id, d_group_reward, d_group = common(decisions)
     mask = None
     masks = [info.action_mask for info in decisions] if mask_size else []
-    if all(len(m) == mask_size for m in masks) and masks:  # every agent sent one: one copy
+    if masks and all(len(m) == mask_size for m in masks):  # every agent sent one: one copy
         mask = np.fromiter(itertools.chain.from_iterable(masks), bool, len(masks) * mask_size)
         mask = mask.reshape(len(masks), mask_size)
     elif any(len(m) == mask_size for m in masks):
@@ -255,16 +256,8 @@ def add_actions_to_proto(batch: ActionBatch, spec: ActionSpec, into: MutableSequ
     n = int(batch.agent_id.shape[0])
     if spec.continuous_size and not np.isfinite(batch.continuous).all():
         raise SpecError("An action for Unity is not finite: continuous actions must be finite floats.")
+    continuous = batch.continuous.tolist() if spec.continuous_size else [[]] * n
+    discrete = batch.discrete.tolist() if spec.discrete_size else [[]] * n
     add = into.add  # type: ignore[attr-defined]
-    if spec.continuous_size and spec.discrete_size:
-        for c, d in zip(batch.continuous.tolist(), batch.discrete.tolist(), strict=True):
-            add(continuous_actions=c, discrete_actions=d)
-    elif spec.continuous_size:
-        for c in batch.continuous.tolist():
-            add(continuous_actions=c)
-    elif spec.discrete_size:
-        for d in batch.discrete.tolist():
-            add(discrete_actions=d)
-    else:
-        for _ in range(n):
-            add()
+    for c, d in zip(continuous, discrete, strict=True):
+        add(continuous_actions=c, discrete_actions=d)

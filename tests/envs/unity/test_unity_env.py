@@ -20,13 +20,7 @@ from asynctrainer.envs.unity.env import UnityEnv, UnityTimeoutError
 from asynctrainer.envs.unity.side_channels import EngineConfig, SideChannel
 from asynctrainer.errors import EnvError, EnvStoppedError, SettingsError, SpecError
 from asynctrainer.settings.naming import split_behavior_id
-from asynctrainer.testing.unity_standin import UnityStandIn
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return int(s.getsockname()[1])
+from asynctrainer.testing.unity_standin import UnityStandIn, free_ports
 
 
 async def connected(env: UnityEnv, standin: UnityStandIn) -> asyncio.Task[object]:
@@ -50,7 +44,7 @@ def actions_for(env: UnityEnv, steps: dict, value: int = 1) -> dict[str, ActionB
 
 
 async def test_handshake_sends_versions_capabilities_seed_and_the_engine_configuration_with_the_first_reset() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, seed=42, num_areas=3, timeout_wait=10, engine_config=EngineConfig())
     standin = UnityStandIn(port, max_steps=1)
     task = await connected(env, standin)
@@ -82,7 +76,7 @@ async def test_handshake_sends_versions_capabilities_seed_and_the_engine_configu
 
 @pytest.mark.parametrize("version", ["2.0.0", "0.14.0"])
 async def test_an_incompatible_communication_version_is_refused_naming_both_versions(version: str) -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, communication_version=version)
     task = asyncio.create_task(standin.run())
@@ -93,7 +87,7 @@ async def test_an_incompatible_communication_version_is_refused_naming_both_vers
 
 
 async def test_steps_carry_every_agent_and_each_gets_its_action_in_order() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, num_agents=4, behavior="1D?team=0")
     task = await connected(env, standin)
@@ -117,7 +111,7 @@ async def test_steps_carry_every_agent_and_each_gets_its_action_in_order() -> No
 
 
 async def test_episode_ends_and_interruptions_become_terminal_steps() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, num_agents=2)
     standin.sim.max_episode_steps = 3
@@ -136,7 +130,7 @@ async def test_episode_ends_and_interruptions_become_terminal_steps() -> None:
 
 
 async def test_masks_arrive_flat_per_agent_with_true_masked() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, num_agents=3, masked_actions={0: [0]})
     task = await connected(env, standin)
@@ -148,7 +142,7 @@ async def test_masks_arrive_flat_per_agent_with_true_masked() -> None:
 
 
 async def test_hybrid_actions_reach_unity_in_both_fields() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, action_sizes=(1, 1))
     task = await connected(env, standin)
@@ -166,7 +160,7 @@ async def test_hybrid_actions_reach_unity_in_both_fields() -> None:
 
 @pytest.mark.parametrize("layout", ["chw", "hwc"])
 async def test_png_cameras_of_unity_3_and_2_decode_channel_last(layout: str) -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, num_agents=2, visual=layout, image_size=(6, 8))  # type: ignore[arg-type]
     task = await connected(env, standin)
@@ -187,7 +181,7 @@ async def test_png_cameras_of_unity_3_and_2_decode_channel_last(layout: str) -> 
 async def test_the_games_stats_arrive_with_their_aggregation_and_unknown_channels_are_warned_once(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, num_agents=2)
     task = await connected(env, standin)
@@ -212,11 +206,11 @@ async def test_the_games_stats_arrive_with_their_aggregation_and_unknown_channel
 async def test_a_users_side_channel_sends_with_the_next_exchange_and_its_id_must_be_unique() -> None:
     channel = SideChannel(uuid.uuid4())
     with pytest.raises(SettingsError, match="Two side channels use the id"):
-        UnityEnv(free_port(), side_channels=[channel, SideChannel(channel.channel_id)])
+        UnityEnv(free_ports(), side_channels=[channel, SideChannel(channel.channel_id)])
 
 
 async def test_environment_parameters_travel_with_the_next_exchange() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     env.environment_parameters.set_float_parameter("gravity", -9.5)
     env.environment_parameters.set_uniform_sampler_parameters("mass", 1.0, 2.0, seed=7)
@@ -230,7 +224,7 @@ async def test_environment_parameters_travel_with_the_next_exchange() -> None:
 
 
 async def test_stop_in_the_editor_is_a_clean_stop_not_an_error() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=10)
     standin = UnityStandIn(port, max_steps=3)
     task = await connected(env, standin)
@@ -243,7 +237,7 @@ async def test_stop_in_the_editor_is_a_clean_stop_not_an_error() -> None:
 
 
 async def test_unity_silent_after_the_handshake_times_out_with_the_likely_causes() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=0.5)
     standin = UnityStandIn(port)
 
@@ -274,7 +268,7 @@ async def test_the_port_in_use_is_named_with_the_fix() -> None:
 
 
 async def test_an_oversized_message_from_many_visual_agents_is_accepted() -> None:
-    port = free_port()
+    port = free_ports()
     env = UnityEnv(port, timeout_wait=30)
     # 64 agents with a 256x256 camera: uncompressible noise would not be PNG-small; measured on the wire.
     standin = UnityStandIn(port, num_agents=64, visual="chw", image_size=(256, 256))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,59 +18,27 @@ from asynctrainer.cli import main
 from asynctrainer.envs.spec import DIM_NONE, DIM_VARIABLE_SIZE, ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.envs.unity.sources import UnityEnvFactory, is_unity_build, unity_env_factories
 from asynctrainer.errors import EnvError, SettingsError, UnsupportedFeatureError
-from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.settings import dummy_sac_settings, make_run_settings
 from asynctrainer.testing.tensorboard import read_scalars
-from asynctrainer.testing.unity_standin import UnityStandIn, write_player_executable
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("localhost", 0))
-        return int(s.getsockname()[1])
-
-
-def free_ports(n: int) -> int:
-    """A base port with ``n`` free ports after it."""
-    for _ in range(50):
-        base = free_port()
-        try:
-            for i in range(n):
-                with socket.socket() as s:
-                    s.bind(("localhost", base + i))
-            return base
-        except OSError:
-            continue
-    raise RuntimeError("no run of free ports")
+from asynctrainer.testing.unity_standin import UnityStandIn, free_ports, write_player_executable
 
 
 def ppo(name: str = "1D", max_steps: int = 3000, **env_settings: Any) -> Any:
     """ML-Agents' dummy PPO config (see tests/ppo/test_learning.py)."""
-    return run_settings_from_dict(
-        {
-            "behaviors": {
-                name: {
-                    "trainer_type": "ppo",
-                    "hyperparameters": {
-                        "batch_size": 16,
-                        "buffer_size": 64,
-                        "learning_rate": 5e-3,
-                        "learning_rate_schedule": "constant",
-                    },
-                    "network_settings": {"hidden_units": 32, "num_layers": 1},
-                    "summary_freq": 500,
-                    "max_steps": max_steps,
-                    "time_horizon": 64,
-                    "strict_on_policy": True,
-                }
-            },
-            "env_settings": env_settings,
-        }
+    return make_run_settings(
+        name,
+        hyperparameters={"buffer_size": 64},
+        summary_freq=500,
+        max_steps=max_steps,
+        time_horizon=64,
+        strict_on_policy=True,
+        env_settings=env_settings,
     )
 
 
 @pytest.mark.learning
 async def test_ppo_reaches_mlagents_bar_in_the_editor_and_unity_is_told_to_quit(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_ports()
     standin = UnityStandIn(port, num_agents=4, seed=1337)
     play = asyncio.create_task(standin.run())
     runner = Runner(ppo(max_steps=4000), UnityEnvFactory(port), results_dir=tmp_path, seed=1337, stats_writers=[])
@@ -87,29 +54,9 @@ async def test_ppo_reaches_mlagents_bar_in_the_editor_and_unity_is_told_to_quit(
 
 @pytest.mark.learning
 async def test_sac_reaches_mlagents_bar_in_the_editor(tmp_path: Path) -> None:
-    # ML-Agents' dummy SAC config (tests/sac/test_sac_learning.py), 4 agents sharing the steps.
-    settings = run_settings_from_dict(
-        {
-            "behaviors": {
-                "1D": {
-                    "trainer_type": "sac",
-                    "hyperparameters": {
-                        "batch_size": 8,
-                        "buffer_size": 5000,
-                        "buffer_init_steps": 100,
-                        "learning_rate": 5e-3,
-                        "learning_rate_schedule": "constant",
-                        "tau": 0.01,
-                        "init_entcoef": 0.01,
-                    },
-                    "network_settings": {"hidden_units": 16, "num_layers": 1},
-                    "summary_freq": 500,
-                    "max_steps": 4000,
-                }
-            }
-        }
-    )
-    port = free_port()
+    # ML-Agents' dummy SAC config, 4 agents sharing the steps.
+    settings = dummy_sac_settings("1D", summary_freq=500, max_steps=4000)
+    port = free_ports()
     standin = UnityStandIn(port, num_agents=4, seed=1337)
     play = asyncio.create_task(standin.run())
     runner = Runner(settings, UnityEnvFactory(port), results_dir=tmp_path, seed=1337, stats_writers=[])
@@ -121,7 +68,7 @@ async def test_sac_reaches_mlagents_bar_in_the_editor(tmp_path: Path) -> None:
 
 
 async def test_stop_in_the_editor_ends_the_run_with_its_final_save(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_ports()
     standin = UnityStandIn(port, num_agents=2, max_steps=150)
     play = asyncio.create_task(standin.run())
     runner = Runner(ppo(max_steps=100_000), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
@@ -170,7 +117,7 @@ async def test_players_are_launched_with_mlagents_arguments_and_a_crashed_one_is
 
 
 async def test_a_player_that_keeps_crashing_fails_the_run_when_its_restarts_are_spent(tmp_path: Path) -> None:
-    base = free_port()
+    base = free_ports()
     build = tmp_path / "Game"
     write_player_executable(build, crash_after=5)
     settings = ppo(
@@ -189,7 +136,7 @@ def test_several_envs_without_a_build_are_refused() -> None:
 def test_the_cli_without_env_waits_for_the_editor_and_writes_the_run(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    port = free_port()
+    port = free_ports()
     config = tmp_path / "config.yaml"
     config.write_text(
         "behaviors:\n  1D:\n    trainer_type: ppo\n    max_steps: 200\n    summary_freq: 100\n"
@@ -276,7 +223,7 @@ def test_factories_pickle_for_remote_workers() -> None:
 
 
 async def test_a_camera_observation_is_refused_naming_it_and_unity_is_told_to_quit(tmp_path: Path) -> None:
-    port = free_port()
+    port = free_ports()
     standin = UnityStandIn(port, num_agents=2, visual="chw")
     play = asyncio.create_task(standin.run())
     runner = Runner(ppo(max_steps=100), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
