@@ -75,7 +75,7 @@ def free_ports(n: int = 1) -> int:
             return base
         except OSError:
             continue
-    raise RuntimeError(f"no run of {n} free local ports")
+    raise EnvError(f"Found no run of {n} free local ports after 100 tries: free some ports or pass one.")
 
 
 def encode_png(image: np.ndarray) -> bytes:
@@ -386,11 +386,10 @@ async def _player_main(argv: Sequence[str]) -> int:
     continuous, discrete = (int(v) for v in args.action_sizes.split(","))
     crash = args.crash_after
     if crash is not None and args.crash_once_marker:
-        marker = Path(args.crash_once_marker)
-        if marker.exists():
+        try:  # created atomically: of players started together, exactly one crashes
+            os.close(os.open(args.crash_once_marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
             crash = None
-        else:
-            marker.write_text("crashed once\n", encoding="utf-8")
     standin = UnityStandIn(
         args.mlagents_port,
         num_agents=args.num_agents,
