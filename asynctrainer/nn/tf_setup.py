@@ -10,7 +10,7 @@ import os
 import threading
 from types import ModuleType
 
-from asynctrainer.runtime.scheduling import tf_threads
+from asynctrainer.runtime.scheduling import tf_determinism, tf_threads
 
 __all__ = ["keras", "tf"]
 
@@ -24,9 +24,11 @@ def tf() -> ModuleType:
     Thread pools: ``ASYNCTRAINER_TF_THREADS`` (default 1 intra-op and 1 inter-op thread).
     On a small machine one thread keeps the event loop's lag low while an update runs and
     leaves a core for env stepping; raise it on a big machine with big networks.
-    Op determinism is on, so a seeded run repeats exactly.
+    Op determinism is on, so a seeded run repeats exactly; ``ASYNCTRAINER_TF_DETERMINISM=off``
+    leaves it off (TensorFlow offers no way back once it is on in a process).
 
-    :raises SettingsError: ``ASYNCTRAINER_TF_THREADS`` is not a positive whole number.
+    :raises SettingsError: ``ASYNCTRAINER_TF_THREADS`` is not a positive whole number, or
+        ``ASYNCTRAINER_TF_DETERMINISM`` is neither ``on`` nor ``off``.
     """
     global _configured
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -37,12 +39,14 @@ def tf() -> ModuleType:
     with _lock:
         if not _configured:
             threads = tf_threads()
+            deterministic = tf_determinism()
             try:
                 tensorflow.config.threading.set_intra_op_parallelism_threads(threads)
                 tensorflow.config.threading.set_inter_op_parallelism_threads(threads)
             except RuntimeError:  # TF was already initialised by the host program: keep its pools
                 pass
-            tensorflow.config.experimental.enable_op_determinism()
+            if deterministic:
+                tensorflow.config.experimental.enable_op_determinism()
             tensorflow.get_logger().setLevel("ERROR")
             _configured = True
     return tensorflow

@@ -24,7 +24,14 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError, UnsupportedFeatureError, raise_single_error
+from asynctrainer.errors import (
+    AsyncTrainerError,
+    EnvError,
+    SettingsError,
+    SpecError,
+    UnsupportedFeatureError,
+    raise_single_error,
+)
 from asynctrainer.files import atomic_write_text
 from asynctrainer.runtime.channels import Overflow, TrajectorySender, open_trajectory_channel
 from asynctrainer.runtime.contracts import (
@@ -44,12 +51,14 @@ from asynctrainer.runtime.scheduling import (
     check_switch_interval,
     gil_switch_interval,
     learner_priority,
+    tf_determinism,
+    tf_threads,
 )
 from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
-from asynctrainer.settings import RunSettings, TrainerSettings, split_behavior_id
+from asynctrainer.settings import RunSettings, TrainerSettings, run_id_problem, split_behavior_id
 
 __all__ = ["RunResult", "Runner"]
 
@@ -150,7 +159,10 @@ class Runner:
         self.final_save_timeout = final_save_timeout
         self.freeze_gc = freeze_gc
         check_switch_interval(switch_interval)
-        learner_priority()  # a bad ASYNCTRAINER_LEARNER_PRIORITY fails here, not in the first update
+        # A bad process-wide variable fails here, not when TensorFlow is first used or in the first update.
+        learner_priority()
+        tf_threads()
+        tf_determinism()
         self.switch_interval = switch_interval
         #: While trainers are built and checkpoints written (see SHORT_SWITCH_INTERVAL); None: left alone.
         self._short_interval = None if switch_interval is None else min(switch_interval, SHORT_SWITCH_INTERVAL)
@@ -159,7 +171,10 @@ class Runner:
         self.executor: EnvExecutor = executor or LocalExecutor()
         self._warm_up = warm_up
         self._env_source = env
-        self.run_id = run_id or settings.checkpoint_settings.run_id
+        self.run_id = settings.checkpoint_settings.run_id if run_id is None else run_id
+        problem = run_id_problem(self.run_id)
+        if problem is not None:  # the settings' run id was checked when they were built; an argument was not
+            raise SettingsError(f"Runner(run_id=...): {problem}", key_path="run_id")
         self.run_dir = None if results_dir is None else Path(results_dir) / self.run_id
         self.env_id = env_id
         self.seed = _resolve_seed(seed if seed is not None else settings.env_settings.seed)

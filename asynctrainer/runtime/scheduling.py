@@ -99,6 +99,23 @@ def tf_threads() -> int:
     return int(raw)
 
 
+def tf_determinism() -> bool:
+    """Whether TensorFlow's op determinism is switched on: ``ASYNCTRAINER_TF_DETERMINISM``, ``on`` by default.
+
+    On, a seeded ``strict_on_policy`` run repeats exactly; ``off`` leaves TensorFlow's default
+    (non-deterministic kernels, faster on GPUs, and a host's own TensorFlow code unaffected).
+
+    :raises SettingsError: for any value other than ``on`` or ``off``.
+    """
+    value = os.environ.get("ASYNCTRAINER_TF_DETERMINISM", "on").strip().lower()
+    if value not in ("on", "off"):
+        raise SettingsError(
+            f"The environment variable ASYNCTRAINER_TF_DETERMINISM is {value!r}; allowed: on (the default), off.",
+            key_path="ASYNCTRAINER_TF_DETERMINISM",
+        )
+    return value == "on"
+
+
 def _lowering_enabled() -> bool:
     """Linux (``SCHED_IDLE`` exists) and ``ASYNCTRAINER_LEARNER_PRIORITY`` is not ``normal``."""
     return sys.platform.startswith("linux") and hasattr(os, "SCHED_IDLE") and learner_priority() == "idle"

@@ -21,6 +21,7 @@ from asynctrainer.settings.models import (
     SACHyperparameters,
     TorchSettings,
     TrainerSettings,
+    run_id_problem,
 )
 from asynctrainer.settings.naming import behavior_name_for, split_behavior_id
 
@@ -38,6 +39,7 @@ __all__ = [
     "TrainerSettings",
     "behavior_name_for",
     "load_run_settings",
+    "run_id_problem",
     "run_settings_from_dict",
     "split_behavior_id",
 ]

@@ -46,6 +46,7 @@ __all__ = [
     "SACHyperparameters",
     "TorchSettings",
     "TrainerSettings",
+    "run_id_problem",
 ]
 
 Schedule = Literal["constant", "linear"]
@@ -422,6 +423,20 @@ class EngineSettings(_Settings):
     )
 
 
+def run_id_problem(run_id: str) -> str | None:
+    """What is wrong with ``run_id`` as a run's name, or None when it is a plain name.
+
+    The run id names ``results_dir/<run_id>``, which ``--force`` deletes: it must stay inside
+    ``results_dir``. One rule for the YAML key, the ``--run-id`` flag and ``Runner(run_id=...)``.
+    """
+    if run_id in ("", ".", "..") or any(c in run_id for c in ("/", "\\", "\0")):
+        return (
+            f"{show(run_id)} is not valid: a run id must be a plain name, the name of the run's directory "
+            "in results_dir (no '/' or '\\', not '.', '..' or empty, no NUL character)."
+        )
+    return None
+
+
 class CheckpointSettings(_Settings):
     """``checkpoint_settings``: the run id, where results go and how a run starts."""
 
@@ -437,12 +452,9 @@ class CheckpointSettings(_Settings):
     @field_validator("run_id")
     @classmethod
     def _plain_run_id(cls, value: str) -> str:
-        # The run id names results_dir/<run_id>, which --force deletes: it must stay inside results_dir.
-        if value in ("", ".", "..") or any(c in value for c in ("/", "\\", "\0")):
-            raise invalid(
-                f"{show(value)} is not valid: a run id must be a plain name, the name of the run's directory "
-                "in results_dir (no '/' or '\\', not '.', '..' or empty, no NUL character)."
-            )
+        problem = run_id_problem(value)
+        if problem is not None:
+            raise invalid(problem)
         return value
 
     @property

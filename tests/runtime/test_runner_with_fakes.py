@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.errors import UpdateError
+from asynctrainer.errors import SettingsError, UpdateError
 from asynctrainer.testing import make_run_settings
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory, random_snapshot
 
@@ -215,3 +215,17 @@ async def test_runner_repr_names_its_public_path_and_state() -> None:
     assert "['Counter']" in repr(runner) and "not started" in repr(runner)
     await runner.run()
     assert repr(runner).endswith("done)")
+
+
+@pytest.mark.parametrize("run_id", ["../outside", "/abs", ".", ""])
+def test_runner_run_id_argument_must_be_a_plain_name(run_id: str, tmp_path: Path) -> None:
+    with pytest.raises(SettingsError, match=r"Runner\(run_id=\.\.\.\): .*a run id must be a plain name") as info:
+        Runner(
+            make_run_settings(),
+            CountingEnv(),
+            trainer_factory=fake_trainer_factory(),
+            results_dir=tmp_path,
+            run_id=run_id,
+        )
+    assert info.value.key_path == "run_id"
+    assert list(tmp_path.iterdir()) == []

@@ -83,6 +83,27 @@ def test_bad_learner_priority_names_the_variable_and_the_allowed_values(monkeypa
         Runner(make_run_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
 
 
+@pytest.mark.parametrize("variable", ["ASYNCTRAINER_TF_DETERMINISM", "ASYNCTRAINER_TF_THREADS"])
+def test_a_bad_tensorflow_variable_fails_when_the_runner_is_built(
+    variable: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, "sometimes")
+    with pytest.raises(SettingsError, match=variable) as info:
+        Runner(make_run_settings(), CountingEnv(), trainer_factory=fake_trainer_factory(), stats_writers=[])
+    assert info.value.key_path == variable
+
+
+def test_tf_determinism_is_on_by_default_and_off_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ASYNCTRAINER_TF_DETERMINISM", raising=False)
+    assert scheduling.tf_determinism() is True
+    for value, expected in (("on", True), (" OFF ", False), ("off", False)):
+        monkeypatch.setenv("ASYNCTRAINER_TF_DETERMINISM", value)
+        assert scheduling.tf_determinism() is expected
+    monkeypatch.setenv("ASYNCTRAINER_TF_DETERMINISM", "1")
+    with pytest.raises(SettingsError, match=r"ASYNCTRAINER_TF_DETERMINISM is '1'; allowed: on \(the default\), off"):
+        scheduling.tf_determinism()
+
+
 def test_switch_interval_is_the_shortest_asked_for_and_restored_after_the_last_user() -> None:
     before = sys.getswitchinterval()
     with gil_switch_interval(0.0005):
