@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from asynctrainer.envs.game_session import AgentAction
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.runtime.snapshot import Dense, PolicySnapshot
@@ -158,20 +159,48 @@ async def test_several_behaviors_and_validation_as_in_game_session() -> None:
         assert server.leave(2)
 
 
-async def test_a_failing_forward_pass_fails_the_waiting_decisions_and_stops_the_server() -> None:
+async def test_a_failing_forward_pass_fails_its_batch_and_the_server_goes_on_serving(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One bad batch (a policy that raises on some input) fails only its decisions; the same
+    server answers the next batch, and a run of failures is logged once, not per batch."""
     snapshot = random_snapshot("Walker", DISCRETE)
 
+    class FailsOnLargeInput(SnapshotPolicy):
+        def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
+            if (obs[0] > 100).any():
+                raise RuntimeError("boom")
+            return super().act(obs, allowed, deterministic=deterministic, rng=rng)
+
+    async with PolicyServer(FailsOnLargeInput(snapshot)) as server:
+        for _ in range(3):
+            with pytest.raises(EnvError, match=r"No action for agent 1 of behavior 'Walker': .*RuntimeError: boom"):
+                await asyncio.wait_for(server.decide(1, np.full(4, 1000.0)), 5)
+        assert isinstance(server.error, RuntimeError)
+        assert server.stats.failed_batches == 3
+        action = await asyncio.wait_for(server.decide(1, np.zeros(4)), 5)
+        assert action is not None and action.discrete.shape == (1,)
+        assert 1 in server._session.agent_ids
+    failures = [r for r in caplog.records if "failed on a batch" in r.getMessage()]
+    assert len(failures) == 1 and failures[0].exc_info is not None
+    assert any("acts again, after 3 failed batches" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_failing_behavior_does_not_stop_the_others() -> None:
     class Broken(SnapshotPolicy):
         def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
             raise RuntimeError("boom")
 
-    server = PolicyServer(Broken(snapshot))
-    with pytest.raises(EnvError, match="forward pass failed: RuntimeError: boom"):
-        await asyncio.wait_for(server.decide(1, np.zeros(4)), 5)
-    assert isinstance(server.error, RuntimeError)
-    with pytest.raises(EnvError, match="closed"):
-        await server.decide(1, np.zeros(4))
-    await server.aclose()
+    policies = {"A": Broken(random_snapshot("A", DISCRETE)), "B": random_snapshot("B", HYBRID)}
+    async with PolicyServer(policies, max_wait_ms=50) as server:
+        a, b = await asyncio.gather(
+            server.decide(1, np.zeros(4), behavior="A"),
+            server.decide(2, [np.zeros(3), np.zeros(2)], behavior="B"),
+            return_exceptions=True,
+        )
+        assert isinstance(a, EnvError) and "behavior 'A'" in str(a)
+        assert isinstance(b, AgentAction) and b.continuous.shape == (2,)
+        assert server.stats.failed_batches == 1
 
 
 def test_load_policy_errors_are_clear(tmp_path: Path) -> None:
@@ -250,23 +279,40 @@ async def test_one_bad_call_is_refused_and_the_server_keeps_serving_everyone(bad
         assert again.discrete.shape == (2, 1)
 
 
-async def test_a_policy_returning_actions_of_the_wrong_shape_fails_the_waiting_decisions() -> None:
+@pytest.mark.parametrize(
+    ("actions", "why"),
+    [
+        (lambda n: (np.zeros((n, 0), np.float32), np.zeros((n + 1, 1), np.int32)), r"discrete \(3, 1\); expected"),
+        (lambda n: (np.zeros((n, 0), np.float32), np.full((n, 1), 7, np.int32)), "outside their branches"),
+        (lambda n: (np.zeros((n, 0), np.float32), np.zeros((n, 1), np.float32)), "outside their branches"),
+    ],
+)
+async def test_a_policy_returning_unusable_actions_fails_the_waiting_decisions(actions: Any, why: str) -> None:
     """The batch it answered badly is not stranded: its decides fail with EnvError, none waits forever."""
     snapshot = random_snapshot("Walker", DISCRETE)
 
     class Wrong(SnapshotPolicy):
         def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
-            n = len(obs[0])
-            return np.zeros((n, 0), np.float32), np.zeros((n + 1, 1), np.int32)
+            return actions(len(obs[0]))
 
-    server = PolicyServer(Wrong(snapshot))
-    waiting = [asyncio.ensure_future(server.decide(i, np.zeros(4))) for i in range(2)]
-    done, _ = await asyncio.wait(waiting, timeout=5)
-    assert len(done) == 2, "every decide() of the refused batch was answered"
-    for w in waiting:
-        with pytest.raises(EnvError, match=r"forward pass failed: SpecError: .*do not match its 2 deciding agents"):
-            w.result()
-    await server.aclose()
+    async with PolicyServer(Wrong(snapshot), max_wait_ms=50) as server:
+        waiting = [asyncio.ensure_future(server.decide(i, np.zeros(4))) for i in range(2)]
+        done, _ = await asyncio.wait(waiting, timeout=5)
+        assert len(done) == 2, "every decide() of the refused batch was answered"
+        for w in waiting:
+            with pytest.raises(EnvError, match=f"forward pass failed .*SpecError: .*{why}"):
+                w.result()
+
+
+async def test_a_policy_returning_nan_continuous_actions_fails_its_batch() -> None:
+    class Nan(SnapshotPolicy):
+        def act(self, obs, allowed, *, deterministic, rng):  # type: ignore[no-untyped-def]
+            cont, disc = super().act(obs, allowed, deterministic=deterministic, rng=rng)
+            return np.full_like(cont, np.nan), disc
+
+    async with PolicyServer(Nan(random_snapshot("Walker", HYBRID))) as server:
+        with pytest.raises(EnvError, match="NaN or infinite"):
+            await asyncio.wait_for(server.decide(1, [np.zeros(3), np.zeros(2)]), 5)
 
 
 def _with(snapshot: PolicySnapshot, **fields: Any) -> PolicySnapshot:

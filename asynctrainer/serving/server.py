@@ -466,6 +466,8 @@ class PolicyServer:
         )
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
+        #: behaviors whose policy failed on its last batches, and on how many in a row
+        self._failing: dict[str, int] = {}
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
@@ -515,7 +517,7 @@ class PolicyServer:
 
     @property
     def error(self) -> BaseException | None:
-        """Why serving stopped, when a forward pass failed."""
+        """The last forward-pass failure (its decisions failed, serving went on), or why serving stopped."""
         return self._error
 
     async def decide(
@@ -597,6 +599,9 @@ class PolicyServer:
             await session.aclose(reason=f"the PolicyServer's forward pass failed: {type(exc).__name__}: {exc}")
 
     def _act(self, steps: dict[str, StepBatch]) -> dict[str, ActionBatch]:
+        """One forward pass per behavior. A behavior whose policy fails, or returns actions of the
+        wrong shape or not finite, has its batch's decisions fail with :class:`EnvError`; the
+        other behaviors are answered and serving goes on with the next batch."""
         actions: dict[str, ActionBatch] = {}
         for name, batch in steps.items():
             decision = batch.decision
@@ -606,6 +611,62 @@ class PolicyServer:
             allowed = None
             if decision.action_mask is not None:
                 allowed = (~decision.action_mask).astype(np.float32)
-            cont, disc = policy.act(decision.obs, allowed, deterministic=self.deterministic, rng=self._rng)
+            try:
+                cont, disc = policy.act(decision.obs, allowed, deterministic=self.deterministic, rng=self._rng)
+                cont, disc = _checked_actions(policy.behavior_spec, len(decision), cont, disc)
+            except Exception as exc:
+                self._forward_failed(name, len(decision), exc)
+                continue
+            if name in self._failing:
+                logger.warning(
+                    "PolicyServer: behavior '%s' acts again, after %d failed batches.", name, self._failing.pop(name)
+                )
             actions[name] = ActionBatch(cont, disc, decision.agent_id)
         return actions
+
+    def _forward_failed(self, name: str, size: int, exc: Exception) -> None:
+        self._error = exc
+        reason = (
+            f"the PolicyServer's forward pass failed on this batch of {size} decisions "
+            f"({type(exc).__name__}: {exc}); the server goes on serving, so a later decision may succeed."
+        )
+        self._session.fail_decisions(name, reason)
+        failed = self._failing.get(name, 0)
+        if not failed:  # once per run of failures, not per batch
+            logger.error(
+                "PolicyServer: the policy of behavior '%s' failed on a batch of %d decisions; "
+                "those decisions get an EnvError, serving goes on.",
+                name,
+                size,
+                exc_info=exc,
+            )
+        self._failing[name] = failed + 1
+
+
+def _checked_actions(spec: BehaviorSpec, rows: int, cont: Any, disc: Any) -> tuple[F32, npt.NDArray[np.int32]]:
+    """A policy's actions as the session takes them.
+
+    :raises SpecError: not of shape ``(rows, size)`` for the spec's action sizes, continuous
+        values not finite, or a discrete action outside its branch.
+    """
+    a = spec.action_spec
+    cont = np.asarray(cont, np.float32)
+    disc_arr = np.asarray(disc)
+    if cont.size == 0 and not a.continuous_size:
+        cont = cont.reshape(rows, 0)  # a discrete-only policy may give (rows,) or (0,) for its empty part
+    if disc_arr.size == 0 and not a.discrete_size:
+        disc_arr = disc_arr.astype(np.int32).reshape(rows, 0)
+    if cont.shape != (rows, a.continuous_size) or disc_arr.shape != (rows, a.discrete_size):
+        raise SpecError(
+            f"the policy returned continuous actions of shape {cont.shape} and discrete {disc_arr.shape}; "
+            f"expected {(rows, a.continuous_size)} and {(rows, a.discrete_size)}."
+        )
+    if not np.isfinite(cont).all():
+        raise SpecError("the policy returned continuous actions that are NaN or infinite.")
+    if a.discrete_size:
+        branches = np.asarray(a.discrete_branches)
+        if not np.issubdtype(disc_arr.dtype, np.integer) or ((disc_arr < 0) | (disc_arr >= branches)).any():
+            raise SpecError(
+                f"the policy returned discrete actions outside their branches {tuple(a.discrete_branches)}."
+            )
+    return cont, disc_arr.astype(np.int32, copy=False)

@@ -345,6 +345,26 @@ class MicroBatcher:
                 if not entry.future.done():
                     entry.future.set_result(result)
 
+    def drop_in_flight(self, name: str) -> list[Entry]:
+        """Take behavior ``name``'s batch out of flight unanswered: its entries (now done, their
+        agents no longer waiting) are returned for the caller to fail; other behaviors' batches
+        stay in flight."""
+        flight = self.in_flight.pop(name, None)
+        if flight is None:
+            return []
+        dropped: list[Entry] = []
+        for entry in flight.entries():
+            if entry.state != IN_FLIGHT:
+                continue
+            entry.state = DONE
+            ids = [entry.agent_id] if isinstance(entry, Single) else entry.agent_ids.tolist()
+            for aid in ids:
+                info = self.agents.get(aid)
+                if info is not None and info.waiting is entry:
+                    info.waiting = None
+            dropped.append(entry)
+        return dropped
+
     def close(self) -> list[Entry]:
         """Stop batching: return every entry not answered yet (queued, being collected, or in flight)."""
         self.closed = True

@@ -50,6 +50,7 @@ from asynctrainer.envs.game_session.entries import (
     Agent,
     AgentAction,
     Batch,
+    Entry,
     Leave,
     Single,
     entry_obs,
@@ -70,6 +71,8 @@ class SessionStats:
     :ivar episodes_ended: terminated or truncated episodes reported by the host.
     :ivar leaves: agents that left while in an episode (interrupted trajectories).
     :ivar largest_batch: the most decisions handed out in one step.
+    :ivar failed_batches: batches answered with an error instead of actions
+        (:meth:`GameSession.fail_decisions`: a policy that could not act on them).
     """
 
     steps: int = 0
@@ -78,6 +81,7 @@ class SessionStats:
     episodes_ended: int = 0
     leaves: int = 0
     largest_batch: int = 0
+    failed_batches: int = 0
 
 
 class GameSession:
@@ -292,19 +296,27 @@ class GameSession:
             return
         self._close_reason = reason
         for entry in self._batcher.close():
-            fut = entry.future
-            if fut is not None and not fut.done():
-                fut.set_exception(
-                    EnvError(
-                        f"The GameSession was closed while {entry.who()} of behavior '{entry.behavior}' "
-                        f"waited for a decision ({reason or 'the Runner stopped or aclose() was called'})."
-                    )
-                )
-                # Nobody may be awaiting it any more; do not warn about an unretrieved exception.
-                fut.add_done_callback(_consume_exception)
-            entry.state = DONE
+            _fail(
+                entry,
+                f"The GameSession was closed while {entry.who()} of behavior '{entry.behavior}' "
+                f"waited for a decision ({reason or 'the Runner stopped or aclose() was called'}).",
+            )
         for info in self._agents.values():
             info.waiting = None
+
+    def fail_decisions(self, behavior: str, reason: str) -> int:
+        """Answer the decisions of ``behavior``'s batch in flight with an :class:`EnvError` saying
+        ``reason``, instead of actions; the session stays open and the other behaviors' batches
+        in flight still await ``step()``'s actions. For a policy that could not act on one batch.
+
+        :returns: how many ``decide``/``decide_batch`` calls failed (0 when none was in flight).
+        """
+        dropped = self._batcher.drop_in_flight(behavior)
+        if dropped:
+            self.stats.failed_batches += 1
+        for entry in dropped:
+            _fail(entry, f"No action for {entry.who()} of behavior '{behavior}': {reason}")
+        return len(dropped)
 
     def _collect(self) -> dict[str, StepBatch]:
         out, rows = self._batcher.collect()
@@ -473,6 +485,16 @@ def _add_reward(value: float, carried: float) -> float:
     if not carried:
         return value
     return max(-check.FLOAT32_MAX, min(check.FLOAT32_MAX, value + carried))
+
+
+def _fail(entry: Entry, message: str) -> None:
+    """Fail ``entry``'s call with an :class:`EnvError` saying ``message``; the entry is done."""
+    fut = entry.future
+    if fut is not None and not fut.done():
+        fut.set_exception(EnvError(message))
+        # Nobody may be awaiting it any more; do not warn about an unretrieved exception.
+        fut.add_done_callback(_consume_exception)
+    entry.state = DONE
 
 
 def _consume_exception(fut: asyncio.Future[Any]) -> None:
