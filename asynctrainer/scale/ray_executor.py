@@ -32,7 +32,7 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,6 +96,8 @@ def resolve_worker_env(env_source: Any, env_path: str | None) -> WorkerEnvSource
 
     :raises EnvError: when neither is available.
     """
+    if isinstance(env_source, Sequence) and not isinstance(env_source, str) and len(env_source) == 1:
+        env_source = env_source[0]  # e.g. the one Unity player factory of the CLI
     if callable(env_source) and not isinstance(env_source, AsyncEnv):
         return env_source  # type: ignore[no-any-return]
     if env_path:

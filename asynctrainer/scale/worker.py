@@ -34,7 +34,8 @@ from asynctrainer.scale.codec import snapshot_from_payload, trajectory_to_dict
 __all__ = ["BehaviorConfig", "EnvWorker", "WorkerEnvSource", "build_env_copies"]
 
 #: A gymnasium id or ``package.module:factory`` string, or a picklable callable returning an
-#: AsyncEnv (sync or async) or a gymnasium env.
+#: AsyncEnv (sync or async) or a gymnasium env. A factory with a ``for_worker(number)`` method
+#: (a Unity player's) gives each env copy its own factory (its own port and player).
 WorkerEnvSource = str | Callable[[], Any]
 
 
@@ -54,12 +55,13 @@ class BehaviorConfig:
         return cls(int(data["time_horizon"]), bool(data["deterministic"]), bool(data["training"]))
 
 
-async def build_env_copies(source: WorkerEnvSource, count: int, seed: int) -> list[AsyncEnv]:
+async def build_env_copies(source: WorkerEnvSource, count: int, seed: int, first_number: int = 0) -> list[AsyncEnv]:
     """Build a worker's envs: ``count`` copies of ``source``.
 
     A gymnasium env (by id, or from a factory) becomes one :class:`GymnasiumEnv` stepping
     ``count`` copies together; a factory returning an :class:`AsyncEnv` is called ``count``
-    times (each copy is stepped concurrently with the others).
+    times (each copy is stepped concurrently with the others). A factory with ``for_worker``
+    makes copy ``i`` from ``source.for_worker(first_number + i)``.
 
     :raises EnvError: when the source cannot be built.
     """
@@ -71,8 +73,14 @@ async def build_env_copies(source: WorkerEnvSource, count: int, seed: int) -> li
             return [first]
         return [first, *(load_env(source, seed=seed) for _ in range(count - 1))]
 
+    numbered = getattr(source, "for_worker", None)
+    made_copies = 0
+
     async def call() -> Any:
-        made = source()
+        nonlocal made_copies
+        factory = source if numbered is None else numbered(first_number + made_copies)
+        made_copies += 1
+        made = factory()
         return await made if isinstance(made, Awaitable) else made
 
     try:
@@ -210,7 +218,9 @@ class EnvWorker:
         if self._copies is not None:
             return
         seed = int(self._seeds.generate_state(1)[0] % 2**31)
-        envs = await build_env_copies(self.env_source, self.envs_per_worker, seed)
+        # Copy numbers from 1: number 0 is the driver's env (it gave the specs, e.g. player 0 on base_port).
+        first_number = 1 + self.worker_index * self.envs_per_worker
+        envs = await build_env_copies(self.env_source, self.envs_per_worker, seed, first_number)
         rngs = [np.random.default_rng(s) for s in self._seeds.spawn(len(envs))]
         copies = []
         for i, (env, rng) in enumerate(zip(envs, rngs, strict=True)):

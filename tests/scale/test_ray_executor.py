@@ -7,9 +7,11 @@ the whole module. Skipped only when Ray is not installed (``pip install 'asynctr
 from __future__ import annotations
 
 import functools
+import json
 import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,11 +20,13 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
-from asynctrainer.errors import EnvError
+from asynctrainer.envs.unity.sources import UnityEnvFactory, unity_env_factories
+from asynctrainer.errors import EnvError, SettingsError
 from asynctrainer.scale.ray_executor import RayEnvExecutor, executor_of
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
 from asynctrainer.testing.simple_env import SimpleEnvironment
+from asynctrainer.testing.unity_standin import free_ports, write_player_executable
 
 ray = pytest.importorskip("ray", reason="Ray is not installed: pip install 'asynctrainer[ray]'")
 
@@ -170,3 +174,41 @@ async def test_a_worker_that_cannot_be_built_is_an_env_error_saying_why() -> Non
     runner = Runner(settings, factory_workers_cannot_import, trainer_factory=fake_trainer_factory(), stats_writers=[])
     with anyio.fail_after(60), pytest.raises(EnvError, match=r"could not be started.*test_ray_executor"):
         await runner.run()
+
+
+async def test_ray_workers_launch_their_own_unity_players_on_their_own_ports(tmp_path: Path) -> None:
+    """executor: ray with a Unity build: the driver's player 0 gives the specs, then each worker
+    launches its players (ports base+1, base+2) and trains from them; every player is told to quit."""
+    base = free_ports(3)
+    record_args = tmp_path / "argv.jsonl"
+    build = write_player_executable(tmp_path / "Game", num_agents=2, record_args=record_args)
+    settings = run_settings_from_dict(
+        {
+            "behaviors": {"1D": {"trainer_type": "ppo", "max_steps": 4000, "time_horizon": 32, "summary_freq": 1000}},
+            "env_settings": {"executor": "ray", "num_workers": 2, "env_path": str(build), "base_port": base},
+        }
+    )
+    factories = unity_env_factories(settings, run_dir=tmp_path / "run", seed=7)
+    assert [f.port for f in factories] == [base]
+    trainer_factory = fake_trainer_factory()
+    runner = Runner(settings, factories, trainer_factory=trainer_factory, seed=7, stats_writers=[])
+    with anyio.fail_after(120):
+        result = await runner.run()
+    assert result.steps["1D"] >= 4000
+    assert [w.batches > 0 for w in the_executor(runner).workers] == [True, True]
+    received = trainer_factory.made[0].received  # type: ignore[attr-defined]
+    assert {t.agent_id.split("-")[0] for t in received} == {"agent_0", "agent_1"}
+    launches = [json.loads(line)["argv"] for line in record_args.read_text().splitlines()]
+    ports = sorted(int(a[a.index("--mlagents-port") + 1]) for a in launches)
+    assert ports == [base, base + 1, base + 2]
+    logs = sorted(p.name for p in (tmp_path / "run" / "run_logs").glob("Player-*.log"))
+    assert logs == ["Player-0.log", "Player-1.log", "Player-2.log"]
+
+
+def test_unity_on_ray_needs_a_built_player() -> None:
+    settings = run_settings_from_dict({"env_settings": {"executor": "ray"}})
+    with pytest.raises(SettingsError, match="executor: ray launches Unity players inside the Ray workers") as info:
+        unity_env_factories(settings)
+    assert info.value.key_path == "env_settings.executor"
+    with pytest.raises(EnvError, match="only one Editor can connect"):
+        UnityEnvFactory(5004).for_worker(1)

@@ -3,14 +3,14 @@
 :func:`unity_env_factories` turns ``env_settings``/``engine_settings``/``environment_parameters``
 into one :class:`UnityEnvFactory` per env: the Editor (no ``env_path``) on 5004, or
 ``num_envs`` built players on ``base_port + i``. A factory is a small picklable value, so a Ray
-worker can build its players where it runs.
+worker can build its players where it runs (:meth:`UnityEnvFactory.for_worker`).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ import numpy as np
 from asynctrainer.envs.unity.env import EDITOR_PORT, UnityEnv
 from asynctrainer.envs.unity.launcher import PlayerLauncher, RestartPolicy, resolve_executable
 from asynctrainer.envs.unity.side_channels import EngineConfig
-from asynctrainer.errors import EnvError, SettingsError, UnsupportedFeatureError
+from asynctrainer.errors import EnvError, SettingsError
 from asynctrainer.settings import RunSettings
 
 __all__ = ["UnityEnvFactory", "is_unity_build", "run_seed", "unity_env_factories"]
@@ -63,6 +63,16 @@ class UnityEnvFactory:
     restarts_rate_limit_n: int = 1
     restarts_rate_limit_period_s: float = 60.0
 
+    def for_worker(self, worker_id: int) -> UnityEnvFactory:
+        """This factory for player ``worker_id``: its own port (``base_port + worker_id``),
+        log file and seed; what env workers on Ray call for each of their env copies."""
+        if self.env_path is None:
+            raise EnvError(
+                f"Player {worker_id} cannot be launched: this factory waits for the Unity Editor on port "
+                f"{self.port}, and only one Editor can connect. Give env_settings.env_path (--env) a built player."
+            )
+        return replace(self, worker_id=worker_id, port=self.port - self.worker_id + worker_id)
+
     def make(self) -> UnityEnv:
         """The env, not started (nothing listens yet)."""
         launcher = None
@@ -104,14 +114,18 @@ def unity_env_factories(
     :param seed: the run's seed (default: ``env_settings.seed``, a random one for -1).
     :param editor_port: where to wait for the Editor (default 5004; the CLI passes ``--base-port``
         when it was given, which ML-Agents ignores there).
+    With ``executor: ray`` the list has one factory, the driver's player 0 (its specs); each Ray
+    worker launches its own players from it (:meth:`UnityEnvFactory.for_worker`).
+
     :raises SettingsError: several envs without a build (one Editor can connect, not N), or
-        ``executor: ray`` (not supported with Unity yet).
+        ``executor: ray`` without a build.
     """
     es = settings.env_settings
-    if es.executor == "ray":
-        raise UnsupportedFeatureError(
-            "env_settings.executor: ray with a Unity env is not supported yet: Ray workers cannot launch Unity "
-            "players yet. Use executor: local (the default) and --num-envs N to train several players.",
+    if es.executor == "ray" and es.env_path is None:
+        raise SettingsError(
+            "env_settings.executor: ray launches Unity players inside the Ray workers, so it needs a built "
+            "player in env_settings.env_path (--env); the Unity Editor connects to one trainer only. "
+            "Use executor: local (the default) to train in the Editor.",
             key_path="env_settings.executor",
         )
     engine = settings.engine_settings
@@ -151,5 +165,7 @@ def unity_env_factories(
             restarts_rate_limit_period_s=float(es.restarts_rate_limit_period_s),
             **common,
         )
-        for i in range(es.num_envs)
+        # With Ray this is the driver's player (it gives the behaviors' specs); the workers
+        # launch their own from it with for_worker().
+        for i in range(1 if es.executor == "ray" else es.num_envs)
     ]

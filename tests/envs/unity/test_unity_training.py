@@ -246,9 +246,3 @@ def test_variable_length_observations_are_refused_before_a_trainer_is_built() ->
     with pytest.raises(UnsupportedFeatureError, match=r"'BufferSensor' \(variable-length, shape 20x6\)"):
         check_observations("Sorter", spec)
     check_observations("Sorter", BehaviorSpec(spec.observation_specs[:1], spec.action_spec))  # vectors pass
-
-
-def test_unity_on_ray_is_refused_until_workers_launch_players(tmp_path: Path) -> None:
-    settings = ppo(env_path=str(write_player_executable(tmp_path / "Game")), executor="ray")
-    with pytest.raises(UnsupportedFeatureError, match="executor: ray with a Unity env is not supported yet"):
-        unity_env_factories(settings)
