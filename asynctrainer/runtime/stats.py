@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,8 +74,16 @@ class StatsWriter(Protocol):
     def close(self) -> None: ...
 
 
+#: Summaries a :class:`StatsReporter` keeps in ``history`` (the newest; a run of any length
+#: holds at most this many, so a server that trains for weeks does not grow).
+HISTORY_LIMIT = 10_000
+
+
 class StatsReporter:
-    """Collects one behavior's stats between summaries (not shared between instances)."""
+    """Collects one behavior's stats between summaries (not shared between instances).
+
+    :ivar history: the summaries written so far, oldest first: the newest :data:`HISTORY_LIMIT`.
+    """
 
     def __init__(self, category: str, sink: Callable[[StatsSummaryRecord], None] | None = None) -> None:
         self.category = category
@@ -83,7 +91,7 @@ class StatsReporter:
         self._values: dict[str, list[float]] = defaultdict(list)
         self._aggregation: dict[str, Aggregation] = {}
         self._start = time.monotonic()
-        self.history: list[StatsSummaryRecord] = []
+        self.history: deque[StatsSummaryRecord] = deque(maxlen=HISTORY_LIMIT)
 
     def add_stat(self, key: str, value: float) -> None:
         self._values[key].append(float(value))

@@ -39,6 +39,7 @@ import asyncio
 import contextlib
 import json
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ import numpy as np
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, StepBatch
 
 __all__ = ["CrashingEnv", "GameClient", "SwarmReport", "run_swarm"]
+
+
+#: Episode returns a :class:`SwarmReport` keeps (the newest).
+RETURNS_KEPT = 10_000
 
 
 @dataclass
@@ -61,7 +66,8 @@ class SwarmReport:
     disconnects: int = 0
     states: int = 0
     episodes: int = 0
-    returns: list[float] = field(default_factory=list)
+    #: the newest episode returns (bounded: a swarm may play for hours)
+    returns: deque[float] = field(default_factory=lambda: deque(maxlen=RETURNS_KEPT))
     errors: list[str] = field(default_factory=list)
 
     def merge(self, other: SwarmReport) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from asynctrainer.runtime.stats import (
+    HISTORY_LIMIT,
     ConsoleWriter,
     StatsReporter,
     StatsSummaryRecord,
@@ -23,6 +24,16 @@ def test_reporter_summarises_clears_and_sends_to_the_sink() -> None:
     summary = record.values["Environment/Cumulative Reward"]
     assert (summary.mean, summary.count) == (2.0, 3)
     assert reporter.write_stats(1000).values == {}, "a summary clears what it summarised"
+
+
+def test_history_keeps_only_the_newest_summaries() -> None:
+    reporter = StatsReporter("Server")
+    for step in range(HISTORY_LIMIT + 5):
+        reporter.add_stat("Environment/Cumulative Reward", float(step))
+        reporter.write_stats(step)
+    assert len(reporter.history) == HISTORY_LIMIT
+    assert [r.step for r in list(reporter.history)[:2]] == [5, 6]
+    assert reporter.history[-1].step == HISTORY_LIMIT + 4
 
 
 def test_console_line_is_ml_agents_format() -> None:
