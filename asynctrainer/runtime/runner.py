@@ -366,25 +366,28 @@ class Runner:
                 await anyio.to_thread.run_sync(self._write_configuration)
             trained = writes  # from here on, timers.json is written however the run ends
             rng = np.random.default_rng(children[-1])
-            async with anyio.create_task_group() as outer:
-                outer.start_soon(self._write_stats_forever, receive_records)
-                if self.checkpoints is not None:
-                    await outer.start(self.checkpoints.run)
-                clean = False
-                try:
-                    await self._train(envs, links, rng)
-                    clean = True
-                except anyio.get_cancelled_exc_class():
-                    # Cancelled from outside: still save. Not when a task of this group
-                    # (the checkpoint manager) failed and cancelled it: that error is raised alone.
-                    clean = not outer.cancel_scope.cancel_called
-                    raise
-                finally:
-                    if clean and self.checkpoints is not None:
-                        with anyio.CancelScope(shield=True), anyio.move_on_after(self.final_save_timeout):
-                            self._paths += await self.checkpoints.final_save()
-                    send_records.close()
-                    outer.cancel_scope.cancel()
+            # The stats writer outlives the training group: once the last record is sent it writes
+            # what is queued and closes the writers (their files complete) before the run returns.
+            async with anyio.create_task_group() as stats:
+                stats.start_soon(self._write_stats_forever, receive_records)
+                async with anyio.create_task_group() as outer:
+                    if self.checkpoints is not None:
+                        await outer.start(self.checkpoints.run)
+                    clean = False
+                    try:
+                        await self._train(envs, links, rng)
+                        clean = True
+                    except anyio.get_cancelled_exc_class():
+                        # Cancelled from outside: still save. Not when a task of this group
+                        # (the checkpoint manager) failed and cancelled it: that error is raised alone.
+                        clean = not outer.cancel_scope.cancel_called
+                        raise
+                    finally:
+                        if clean and self.checkpoints is not None:
+                            with anyio.CancelScope(shield=True), anyio.move_on_after(self.final_save_timeout):
+                                self._paths += await self.checkpoints.final_save()
+                        send_records.close()
+                        outer.cancel_scope.cancel()
         except BaseException:
             send_records.close()  # a failure during set-up comes before the stats writer owns them
             receive_records.close()
@@ -531,11 +534,14 @@ class Runner:
 
     async def _write_stats_forever(self, receive: Any) -> None:
         limiter = anyio.CapacityLimiter(1)
-        async with receive:
-            async for record in receive:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(self._write_record, record, limiter=limiter)
-        await anyio.to_thread.run_sync(self._close_writers, limiter=limiter)
+        try:
+            async with receive:
+                async for record in receive:
+                    with anyio.CancelScope(shield=True):
+                        await anyio.to_thread.run_sync(self._write_record, record, limiter=limiter)
+        finally:  # also when the run is cancelled: the writers' files are completed
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self._close_writers, limiter=limiter)
 
     def _write_record(self, record: StatsSummaryRecord) -> None:
         with hierarchical_timer("write_stats"):

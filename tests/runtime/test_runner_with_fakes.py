@@ -229,3 +229,50 @@ def test_runner_run_id_argument_must_be_a_plain_name(run_id: str, tmp_path: Path
         )
     assert info.value.key_path == "run_id"
     assert list(tmp_path.iterdir()) == []
+
+
+class SlowRecordingWriter:
+    """A stats writer that takes its time: records queue up behind it while training ends."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.steps: list[int] = []
+        self.closed_after: int | None = None
+
+    def write_stats(self, record: Any) -> None:
+        import time
+
+        time.sleep(self.seconds)
+        self.steps.append(record.step)
+
+    def close(self) -> None:
+        self.closed_after = len(self.steps)
+
+
+async def test_every_summary_is_written_and_the_writers_closed_before_run_returns() -> None:
+    writer = SlowRecordingWriter(0.05)
+    settings = make_run_settings(max_steps=300)
+    env = CountingEnv(num_agents=2, episode_length=5)
+    await Runner(settings, env, trainer_factory=fake_trainer_factory(), stats_writers=[writer]).run()
+    # Failed before: the run cancelled the stats task with summaries still queued, and never closed the writers.
+    frequency = settings.behaviors["Counter"].summary_freq
+    assert writer.steps[-1] >= 300 - frequency
+    assert len(writer.steps) >= 300 // frequency
+    assert writer.closed_after == len(writer.steps)
+
+
+async def test_a_cancelled_run_still_closes_its_stats_writers() -> None:
+    writer = SlowRecordingWriter(0.0)
+    runner = Runner(
+        make_run_settings(max_steps=10**6),
+        CountingEnv(),
+        trainer_factory=fake_trainer_factory(),
+        stats_writers=[writer],
+    )
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(runner.run)
+            while not writer.steps:
+                await anyio.sleep(0.01)
+            tg.cancel_scope.cancel()
+    assert writer.closed_after == len(writer.steps) >= 1
