@@ -22,6 +22,9 @@ _EXPORTS: dict[str, str] = {
     "CheckpointLoadError": "asynctrainer.errors",
     "CheckpointSaveError": "asynctrainer.errors",
     "DecisionSteps": "asynctrainer.envs.spec",
+    "Demonstration": "asynctrainer.demos.reader",
+    "DemonstrationError": "asynctrainer.errors",
+    "DemonstrationWriter": "asynctrainer.demos.writer",
     "EnvError": "asynctrainer.errors",
     "ExportError": "asynctrainer.errors",
     "GameSession": "asynctrainer.envs.game_session",
@@ -46,6 +49,7 @@ _EXPORTS: dict[str, str] = {
     "UsageError": "asynctrainer.errors",
     "export_onnx": "asynctrainer.export.onnx",
     "export_saved_model": "asynctrainer.export.savedmodel",
+    "load_demonstration": "asynctrainer.demos.reader",
     "load_policy": "asynctrainer.serving.server",
     "load_run_settings": "asynctrainer.settings",
     "open_trajectory_channel": "asynctrainer.runtime.channels",
@@ -61,6 +65,8 @@ __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 if TYPE_CHECKING:
     from asynctrainer.app import Runner
+    from asynctrainer.demos.reader import Demonstration, load_demonstration
+    from asynctrainer.demos.writer import DemonstrationWriter
     from asynctrainer.envs.base import AsyncEnv
     from asynctrainer.envs.game_session import GameSession
     from asynctrainer.envs.gymnasium_env import GymnasiumEnv
@@ -78,6 +84,7 @@ if TYPE_CHECKING:
         CheckpointError,
         CheckpointLoadError,
         CheckpointSaveError,
+        DemonstrationError,
         EnvError,
         ExportError,
         SettingsError,

@@ -13,6 +13,7 @@
     │   ├── CheckpointLoadError  a checkpoint is missing, corrupt or incomplete
     │   └── CheckpointSaveError  a checkpoint could not be committed
     ├── ExportError              a model could not be exported
+    ├── DemonstrationError       a .demo file is unreadable or does not fit the behavior
     ├── RunDirectoryError        the run directory clashes with the flags given
     └── UsageError               an API was called in a state that does not allow it
 """
@@ -28,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointLoadError",
     "CheckpointSaveError",
+    "DemonstrationError",
     "EnvError",
     "EnvStoppedError",
     "ExportError",
@@ -122,6 +124,17 @@ class ExportError(AsyncTrainerError):
     """Raised when a policy cannot be exported to SavedModel or ONNX."""
 
     exit_code = 1
+
+
+class DemonstrationError(AsyncTrainerError):
+    """Raised when a ``.demo`` file cannot be read, or its specs do not fit the behavior it is used for.
+
+    :ivar path: the file (or directory) that was wrong.
+    """
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
 
 
 class RunDirectoryError(AsyncTrainerError):

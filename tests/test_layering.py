@@ -18,13 +18,23 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asynctrainer"
 LAYERS: list[set[str]] = [
     {"errors", "files", "lazy"},
     {"settings"},
-    {"runtime", "envs"},
+    {"runtime", "envs", "demos"},
     {"nn", "ppo", "sac", "checkpoints", "export", "scale", "serving"},
     {"app", "startup", "testing"},
     {"cli"},
 ]
 #: The modules of the runtime layer that may import no TensorFlow, directly or through another module.
-NO_TENSORFLOW = ("runtime", "envs.base", "envs.spec", "envs.game_session", "checkpoints", "serving", "files", "errors")
+NO_TENSORFLOW = (
+    "runtime",
+    "envs.base",
+    "envs.spec",
+    "envs.game_session",
+    "demos",
+    "checkpoints",
+    "serving",
+    "files",
+    "errors",
+)
 MODULE_STRING = re.compile(r"^asynctrainer(\.[A-Za-z_][A-Za-z0-9_]*)+$")
 
 

@@ -42,6 +42,8 @@ __all__ = [
     "add_actions_to_proto",
     "behavior_spec_from_proto",
     "decode_png_observation",
+    "observation_batch",
+    "observation_spec_from_proto",
     "steps_from_proto",
 ]
 
@@ -58,7 +60,7 @@ def _is_channel_first(proto: ObservationProto) -> bool:
     return len(dims) == 3 and dims[0] != te and dims[1] == te and dims[2] == te
 
 
-def _observation_spec(proto: ObservationProto) -> ObservationSpec:
+def observation_spec_from_proto(proto: ObservationProto) -> ObservationSpec:
     shape = tuple(int(d) for d in proto.shape)
     dims = tuple(int(d) for d in proto.dimension_properties)
     if len(shape) == 3:
@@ -80,7 +82,7 @@ def behavior_spec_from_proto(brain: BrainParametersProto, first_info: AgentInfoP
         actions = ActionSpec.create_continuous(int(brain.vector_action_size_deprecated[0]))
     else:
         actions = ActionSpec.create_discrete(tuple(int(b) for b in brain.vector_action_size_deprecated))
-    observations = tuple(_observation_spec(o) for o in first_info.observations)
+    observations = tuple(observation_spec_from_proto(o) for o in first_info.observations)
     return BehaviorSpec(observations, actions)
 
 
@@ -165,8 +167,8 @@ def _wrong_size(spec: ObservationSpec, name: str, got: int) -> SpecError:
     )
 
 
-def _observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: ObservationSpec, name: str) -> F32:
-    """Observation ``index`` of every agent, stacked: ``[n, *spec.shape]``."""
+def observation_batch(infos: Sequence[AgentInfoProto], index: int, spec: ObservationSpec, name: str) -> F32:
+    """Observation ``index`` of every agent, stacked and channel-last: ``[n, *spec.shape]``."""
     n, size = len(infos), spec.size
     protos = _observation_protos(infos, index, name)
     if len(spec.shape) < 3:  # floats only (Unity compresses cameras alone): one copy of every agent's values
@@ -208,7 +210,7 @@ def steps_from_proto(infos: Sequence[AgentInfoProto], spec: BehaviorSpec, name: 
     mask_size = spec.action_spec.mask_size
 
     def common(group: list[AgentInfoProto]) -> tuple[list[F32], F32, npt.NDArray[np.int64], F32, npt.NDArray[np.int64]]:
-        obs = [_observation_batch(group, k, s, name) for k, s in enumerate(spec.observation_specs)]
+        obs = [observation_batch(group, k, s, name) for k, s in enumerate(spec.observation_specs)]
         reward, group_reward = _rewards(group, name)
         agent_id = np.fromiter((info.id for info in group), np.int64, len(group))
         group_id = np.fromiter((info.group_id for info in group), np.int64, len(group))
