@@ -108,7 +108,7 @@ EXAMPLE_CONFIGS = {
     "walker.yaml": None,
     "gridworld_sac.yaml": None,
     "hallway.yaml": "network_settings.memory",
-    "pyramids.yaml": "reward_signals.curiosity",
+    "pyramids.yaml": None,
     "soccer_twos.yaml": "trainer_type",
 }
 

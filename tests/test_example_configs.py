@@ -51,11 +51,11 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "walker.yaml": None,
     "gridworld_sac.yaml": None,
     "mlagents_3dball_randomize_transitional.yaml": None,
-    "pyramids.yaml": "behaviors.Pyramids.reward_signals.curiosity",
+    "pyramids.yaml": None,
     "soccer_twos.yaml": "behaviors.SoccerTwos.trainer_type",
     "hallway.yaml": "behaviors.Hallway.network_settings.memory",
     "mlagents_walljump_curriculum.yaml": "environment_parameters.big_wall_height.curriculum",
-    "mlagents_pre017_trainer_config.yaml": "behaviors.Pyramids.reward_signals.curiosity",
+    "mlagents_pre017_trainer_config.yaml": "behaviors.Tennis.self_play",
 }
 
 
@@ -81,10 +81,11 @@ def test_pre_017_config_without_its_unbuilt_features_loads(caplog: pytest.LogCap
     data = yaml.safe_load((CONFIGS / "mlagents_pre017_trainer_config.yaml").read_text())
     for name, behavior in list(data.items()):
         unbuilt = "self_play" in behavior or behavior.get("use_recurrent")
-        if unbuilt or "curiosity" in behavior.get("reward_signals", {}):
+        if unbuilt:
             del data[name]
     run = run_settings_from_dict(data)
-    assert len(run.behaviors) == 13 and "Hallway" not in run.behaviors
+    assert len(run.behaviors) == 15 and "Hallway" not in run.behaviors
+    assert run.behaviors["Pyramids"].reward_signals["curiosity"].strength == 0.02
     walker = run.behaviors["Walker"]
     assert isinstance(walker.hyperparameters, PPOHyperparameters)
     assert (walker.hyperparameters.batch_size, walker.hyperparameters.beta) == (2048, 5.0e-3)  # own, then default's

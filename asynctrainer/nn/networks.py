@@ -84,12 +84,13 @@ def snapshot_from_layers(
     )
 
 
-def mlp(units: int, layers: int, seed: int, name: str) -> list[Any]:
+def mlp(units: int, layers: int, seed: int, name: str, *, activation: str = "tanh") -> list[Any]:
+    """``layers`` dense layers of ``units`` (orthogonal init, gain √2) named ``<name>_<i>``."""
     keras = tf_keras()
     return [
         keras.layers.Dense(
             units,
-            activation="tanh",
+            activation=activation,
             kernel_initializer=keras.initializers.Orthogonal(gain=math.sqrt(2.0), seed=seed + i),
             name=f"{name}_{i}",
         )
@@ -102,10 +103,19 @@ class ActorCritic:
 
     :param shared_critic: the value head reads the actor's hidden layers (ML-Agents'
         ``network_settings.shared_critic``) instead of a body of its own; one loss trains both.
+    :param value_heads: one value output per reward signal (ML-Agents' value heads on one critic
+        body), in the order of the trainer's signals.
     """
 
     def __init__(
-        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, shared_critic: bool = False
+        self,
+        spec: BehaviorSpec,
+        *,
+        hidden_units: int,
+        num_layers: int,
+        seed: int,
+        shared_critic: bool = False,
+        value_heads: int = 1,
     ) -> None:
         keras = tf_keras()
         tf()
@@ -125,7 +135,9 @@ class ActorCritic:
         )
         self.continuous_head = (
             keras.layers.Dense(
-                a.continuous_size, kernel_initializer=keras.initializers.Orthogonal(0.2, seed=seed + 300)
+                a.continuous_size,
+                kernel_initializer=keras.initializers.Orthogonal(0.2, seed=seed + 300),
+                name="continuous_head",
             )
             if a.is_continuous()
             else None
@@ -134,7 +146,7 @@ class ActorCritic:
             keras.Variable(np.zeros(a.continuous_size, np.float32), name="log_std") if a.is_continuous() else None
         )
         self.value_head = keras.layers.Dense(
-            1, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400), name="value_head"
+            value_heads, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400), name="value_head"
         )
         dummy = np.zeros((1, spec.observation_size), np.float32)
         self.features(dummy)
@@ -155,10 +167,11 @@ class ActorCritic:
         return h
 
     def value(self, obs: Tensor) -> Tensor:
+        """Each value head's estimate, ``[B, value_heads]``."""
         h = obs
         for layer in self.critic_body:
             h = layer(h)
-        return tf().squeeze(self.value_head(h), axis=-1)
+        return self.value_head(h)
 
     def log_prob_entropy(
         self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor

@@ -17,6 +17,8 @@ from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.ppo import loss
 from asynctrainer.ppo.gae import gae_segments
+from asynctrainer.rewards.factory import create_reward_signals
+from asynctrainer.rewards.signals import RewardSignal, SignalBatch
 from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -31,7 +33,12 @@ MAX_GRAD_NORM = 0.5
 
 
 class PPOTrainer(RLTrainer[ActorCritic]):
-    """Proximal Policy Optimisation with ML-Agents' settings (``trainer_type: ppo``)."""
+    """Proximal Policy Optimisation with ML-Agents' settings (``trainer_type: ppo``).
+
+    Each reward signal (``extrinsic``, ``curiosity``, ``rnd``) has a value head of its own and its
+    own GAE with its ``gamma``; the policy follows the mean of their advantages, normalised over
+    the buffer, and the value loss is the mean over the heads, as in ML-Agents.
+    """
 
     def __init__(self, behavior_name: str, trainer_settings: Any, *, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(behavior_name, trainer_settings, **kwargs)
@@ -45,6 +52,9 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         self._train_fn: Any = None
         self._value_fn: Any = None
         self.optimizer: Any = None
+        self.signals: list[RewardSignal] = []
+        #: Per learned signal, each agent's reward so far in its current episode (thread side).
+        self._episode_sums: dict[str, dict[str, float]] = {}
 
     # ----- policy -------------------------------------------------------------------------------
 
@@ -53,12 +63,15 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         t = tf()
         t.random.set_seed(self.seed)
         ns = self.trainer_settings.network_settings
+        self.signals = create_reward_signals(self.trainer_settings.reward_signals, behavior_spec, self.seed)
+        self._episode_sums = {s.key: {} for s in self.signals}
         net = ActorCritic(
             behavior_spec,
             hidden_units=ns.hidden_units,
             num_layers=ns.num_layers,
             seed=self.seed,
             shared_critic=self.hyperparameters.shared_critic,
+            value_heads=len(self._heads()),
         )
         self.net = net
         if ns.normalize:
@@ -76,6 +89,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         variables = net.trainable_variables
         a = spec.action_spec
         f32 = t.float32
+        heads = len(self._heads())
 
         # autograph=False: tracing converts no Python source (nn/graph_loops.py).
         @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)], autograph=False)
@@ -90,7 +104,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([None, a.mask_size], f32),  # masks, 1 = allowed
                 t.TensorSpec([None], f32),  # behavior log-probs
                 t.TensorSpec([None], f32),  # advantages
-                t.TensorSpec([None], f32),  # returns
+                t.TensorSpec([None, None], f32),  # returns, one column per value head
                 t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
@@ -112,7 +126,10 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                     )
                     values = net.value(t.gather(obs, b))
                     policy_loss = loss.clipped_surrogate_loss(logp, mb_old_logp, mb_adv, epsilon)
-                    value_loss = loss.value_loss(values, t.gather(returns, b))
+                    mb_returns = t.gather(returns, b)
+                    value_loss = sum(loss.value_loss(values[:, k], mb_returns[:, k]) for k in range(heads)) / float(
+                        heads
+                    )
                     entropy = t.reduce_mean(ent)
                     total = policy_loss + 0.5 * value_loss - beta * entropy
                 grads = tape.gradient(total, variables)
@@ -147,9 +164,14 @@ class PPOTrainer(RLTrainer[ActorCritic]):
 
     def _learned(self) -> LearnedState:
         assert self.net is not None
-        return LearnedState(
-            self.behavior_name, self.net.named_variables(), {"": self.optimizer}, self.normalizer, self._rng
-        )
+        weights = dict(self.net.named_variables())
+        optimizers = {"": self.optimizer}
+        variables: dict[str, Any] = {}
+        for signal in self.signals:
+            weights.update({f"{signal.key}/{k}": v for k, v in signal.weights().items()})
+            optimizers[signal.key] = signal.optimizer()
+            variables.update(signal.variables())
+        return LearnedState(self.behavior_name, weights, optimizers, self.normalizer, self._rng, variables)
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:
         return self._learned().save()
@@ -176,34 +198,88 @@ class PPOTrainer(RLTrainer[ActorCritic]):
 
     # ----- thread side --------------------------------------------------------------------------
 
-    def _advantages(self, trajs: list[Trajectory], obs: F32) -> tuple[F32, F32, F32]:
-        """Values, advantages and returns over the whole buffer (one critic call)."""
-        hp = self.trainer_settings.reward_signals["extrinsic"]
+    def _heads(self) -> list[tuple[str, float, bool]]:
+        """``(stat name, gamma, ignore_done)`` of each value head: extrinsic (if configured), then the learned signals.
+
+        The stat name is ML-Agents' (``Extrinsic``, ``Curiosity``, ``Rnd``); only the env's reward
+        stops bootstrapping at an episode's end.
+        """
+        signals = self.trainer_settings.reward_signals
+        order = [k for k in signals if k == "extrinsic"] + [k for k in signals if k != "extrinsic"]
+        return [(key.capitalize(), float(signals[key].gamma), key != "extrinsic") for key in order]
+
+    def _signal_rewards(self, trajs: list[Trajectory], obs: F32) -> tuple[list[F32], dict[str, float]]:
+        """Each head's rewards over the buffer (strength applied), and the learned signals' episode rewards."""
+        rewards: list[F32] = []
+        extrinsic = self.trainer_settings.reward_signals.get("extrinsic")
+        if extrinsic is not None:
+            rewards.append(np.concatenate([t.rewards for t in trajs]) * np.float32(extrinsic.strength))
+        stats: dict[str, float] = {}
+        if not self.signals:
+            return rewards, stats
+        batch = self._signal_batch(trajs, obs)
+        lengths = np.cumsum([len(t) for t in trajs])[:-1]
+        for signal in self.signals:
+            reward = signal.evaluate(batch)
+            rewards.append(reward)
+            sums, finished = self._episode_sums[signal.key], []
+            for traj, part in zip(trajs, np.split(reward, lengths), strict=True):
+                total = sums.pop(traj.agent_id, 0.0) + float(part.sum())
+                if traj.episode_return is not None:
+                    finished.append(total)
+                else:
+                    sums[traj.agent_id] = total
+            if finished:
+                stats[f"Policy/{signal.stat_name} Reward"] = float(np.mean(finished))
+        return rewards, stats
+
+    def _signal_batch(self, trajs: list[Trajectory], obs: F32) -> SignalBatch:
+        """The buffer's transitions for the learned signals (unnormalised observations)."""
+        assert self.net is not None
+        next_obs = np.concatenate([np.concatenate([t.obs[1:], t.next_obs[None]]) for t in trajs])
+        return SignalBatch.create(
+            obs,
+            next_obs.astype(np.float32),
+            np.concatenate([t.actions_continuous for t in trajs]),
+            np.concatenate([t.actions_discrete for t in trajs]),
+            self.net.spec.action_spec,
+        )
+
+    def _advantages(self, trajs: list[Trajectory], obs: F32, rewards: list[F32]) -> tuple[F32, F32, F32]:
+        """Values ``[n, K]``, the mean advantage over the heads ``[n]`` and returns ``[n, K]`` (one critic call)."""
         next_obs = np.stack([t.next_obs for t in trajs])
         if self.normalizer is not None:
             next_obs = self.normalizer.apply(next_obs)
         all_values = self._value_fn(np.concatenate([obs, next_obs])).numpy()
         n = obs.shape[0]
         values, bootstrap = all_values[:n], all_values[n:]
-        adv, ret = gae_segments(
-            np.concatenate([t.rewards for t in trajs]) * np.float32(hp.strength),
-            values,
-            bootstrap,
-            np.array([len(t) for t in trajs], np.int64),
-            np.array([t.terminated for t in trajs], bool),
-            hp.gamma,
-            self.hyperparameters.lambd,
-        )
-        return values.astype(np.float32), adv, ret
+        lengths = np.array([len(t) for t in trajs], np.int64)
+        terminated = np.array([t.terminated for t in trajs], bool)
+        advantages, returns = [], []
+        for k, ((_, gamma, ignore_done), reward) in enumerate(zip(self._heads(), rewards, strict=True)):
+            adv, ret = gae_segments(
+                reward,
+                values[:, k],
+                bootstrap[:, k],
+                lengths,
+                np.zeros_like(terminated) if ignore_done else terminated,
+                gamma,
+                self.hyperparameters.lambd,
+            )
+            advantages.append(adv)
+            returns.append(ret)
+        mean_adv = np.mean(advantages, axis=0).astype(np.float32)
+        return values.astype(np.float32), mean_adv, np.stack(returns, axis=1).astype(np.float32)
 
     def _update_policy(self) -> dict[str, float]:
         hp = self.hyperparameters
         trajs = self._take_buffer()
-        obs = np.concatenate([t.obs for t in trajs])
+        raw_obs = obs = np.concatenate([t.obs for t in trajs])
+        rewards, signal_stats = self._signal_rewards(trajs, raw_obs)
         if self.normalizer is not None:
             self.normalizer.update(obs)
             obs = self.normalizer.apply(obs)
-        values, adv, ret = self._advantages(trajs, obs)
+        values, adv, ret = self._advantages(trajs, obs, rewards)
         if not (np.isfinite(adv).all() and np.isfinite(ret).all()):  # e.g. a reward too large for float32
             raise self._non_finite_update()
         # ML-Agents normalises advantages over the whole buffer, once per update.
@@ -244,7 +320,16 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             out = self._train_fn(*inputs).numpy()
         if not (out[5] == 0.0 and np.isfinite(out).all()):
             raise self._non_finite_update()
-        return {
+        if self.signals:  # trained on the same minibatches as the policy, after it
+            batch, minibatches = self._signal_batch(trajs, raw_obs), inputs[7]
+            for signal in self.signals:
+                losses, finite = signal.update(batch, minibatches)
+                if not finite:
+                    raise self._non_finite_update()
+                signal_stats.update(losses)
+        for k, (name, _, _) in enumerate(self._heads()):
+            signal_stats[f"Policy/{name} Value Estimate"] = float(values[:, k].mean())
+        return signal_stats | {
             "Losses/Policy Loss": float(abs(out[0])),
             "Losses/Value Loss": float(out[1]),
             "Policy/Entropy (update)": float(out[2]),
@@ -253,5 +338,4 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             "Policy/Learning Rate": lr,
             "Policy/Beta": beta,
             "Policy/Epsilon": epsilon,
-            "Policy/Extrinsic Value Estimate": float(values.mean()),
         }

@@ -355,16 +355,27 @@ class TrainerSettings(_Settings):
 
     @field_validator("reward_signals")
     @classmethod
-    def _refuse_learned_reward_signals(cls, value: dict[str, RewardSignalSettings]) -> dict[str, RewardSignalSettings]:
-        for name in value:
-            if name != "extrinsic":
+    def _check_reward_signals(
+        cls, value: dict[str, RewardSignalSettings], info: ValidationInfo
+    ) -> dict[str, RewardSignalSettings]:
+        trainer_type = info.data.get("trainer_type", "ppo")
+        for name, signal in value.items():
+            if name == "gail" or (name != "extrinsic" and trainer_type != "ppo"):
+                supported = "extrinsic, curiosity, rnd" if trainer_type == "ppo" else "extrinsic"
                 raise unsupported(
-                    f"the '{name}' reward signal is not supported yet by asynctrainer (supported: extrinsic).",
+                    f"the '{name}' reward signal is not supported yet by asynctrainer's {trainer_type} trainer "
+                    f"(supported: {supported}).",
                     where=name,
                 )
-        if "extrinsic" not in value:
+            if name != "extrinsic" and signal.network_settings is not None and signal.network_settings.normalize:
+                notice(
+                    f"reward_signals.{name}.network_settings.normalize",
+                    f"reward_signals.{name}.network_settings.normalize is accepted but has no effect yet: the "
+                    "signal's networks read the observations unnormalised.",
+                )
+        if not value:
             raise invalid(
-                f"{show(value)} is not valid: reward_signals must include extrinsic (the env's reward), "
+                f"{show(value)} is not valid: reward_signals needs at least one signal, "
                 "e.g. reward_signals: {extrinsic: {gamma: 0.99}}; leave reward_signals out for that default."
             )
         return value

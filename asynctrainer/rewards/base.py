@@ -1,0 +1,148 @@
+"""What curiosity and RND share: settings, an Adam of their own, the traced update over minibatches."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.tf_setup import keras as tf_keras
+from asynctrainer.nn.tf_setup import tf
+from asynctrainer.rewards.signals import SignalBatch, signal_network
+from asynctrainer.runtime.scheduling import idle_while_computing
+from asynctrainer.settings import RewardSignalSettings
+
+__all__ = ["LearnedSignal"]
+
+F32 = npt.NDArray[np.float32]
+Tensor = Any
+
+
+class LearnedSignal(ABC):
+    """A reward signal with networks of its own, trained by one Adam on a loss of its batches.
+
+    A subclass builds its layers in ``__init__`` (before calling :meth:`_compile`) and defines
+    :meth:`_losses` (the total loss first, then each reported loss) and :meth:`_raw_reward`.
+    """
+
+    key: str = ""
+    stat_name: str = ""
+    ignore_done: bool = True
+    #: ML-Agents' default learning rate of this signal.
+    default_learning_rate: float = 3e-4
+    #: Stat names of the losses :meth:`_losses` returns after the total.
+    loss_names: tuple[str, ...] = ()
+
+    def __init__(self, spec: BehaviorSpec, settings: RewardSignalSettings, *, seed: int) -> None:
+        self.spec = spec
+        self.gamma = float(settings.gamma)
+        self.strength = float(settings.strength)
+        self.network = signal_network(settings)
+        self.learning_rate = float(settings.learning_rate or self.default_learning_rate)
+        self.seed = seed
+        self.obs_size = spec.observation_size
+        self._optimizer = tf_keras().optimizers.Adam(learning_rate=self.learning_rate)
+        self._updates = tf_keras().Variable(0.0, trainable=False, name=f"{self.key}_updates")
+        self._train_fn: Any = None
+        self._reward_fn: Any = None
+
+    # ----- subclass hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    def _layers(self) -> Sequence[Any]:
+        """Every layer whose weights are learned, in a stable order."""
+
+    def _trainable(self) -> list[Any]:
+        return [v for layer in self._layers() for v in layer.trainable_weights]
+
+    @abstractmethod
+    def _losses(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> list[Tensor]:
+        """The total loss of a minibatch, then each loss of :attr:`loss_names`."""
+
+    @abstractmethod
+    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> Tensor:
+        """Each transition's reward before ``strength``, ``[B]``."""
+
+    # ----- traced functions ---------------------------------------------------------------------
+
+    def _compile(self) -> None:
+        t = tf()
+        f32 = t.float32
+        a = self.spec.action_spec
+        batch_signature = [
+            t.TensorSpec([None, self.obs_size], f32),
+            t.TensorSpec([None, self.obs_size], f32),
+            t.TensorSpec([None, a.continuous_size], f32),
+            t.TensorSpec([None, a.mask_size], f32),
+        ]
+        dummy = [np.zeros((1, s.shape[1] or 0), np.float32) for s in batch_signature]
+        self._losses(*dummy)  # builds every layer before the optimizer sees its variables
+        variables = self._trainable()
+        optimizer = self._optimizer
+        optimizer.build(variables)
+        reported = len(self.loss_names)
+        updates = self._updates
+
+        @t.function(input_signature=batch_signature, autograph=False)
+        def reward_fn(obs: Any, next_obs: Any, continuous: Any, onehot: Any) -> Any:
+            return self._raw_reward(obs, next_obs, continuous, onehot)
+
+        @t.function(input_signature=[*batch_signature, t.TensorSpec([None, None], t.int32)], autograph=False)
+        def train_fn(obs: Any, next_obs: Any, continuous: Any, onehot: Any, idx: Any) -> Any:
+            n_mb = t.shape(idx)[0]
+
+            def minibatch(i: Any) -> Any:
+                b = idx[i]
+                with t.GradientTape() as tape:
+                    total, *parts = self._losses(
+                        t.gather(obs, b), t.gather(next_obs, b), t.gather(continuous, b), t.gather(onehot, b)
+                    )
+                grads = tape.gradient(total, variables)
+                optimizer.apply(grads, variables)
+                finite = t.cast(t.math.is_finite(total), f32)
+                return t.stack([*parts, 1.0 - finite])
+
+            out = sum_over_range(n_mb, minibatch, reported + 1) / t.cast(t.maximum(n_mb, 1), f32)
+            updates.assign_add(t.cast(n_mb, f32))
+            return out
+
+        self._reward_fn = reward_fn.get_concrete_function()
+        self._train_fn = train_fn.get_concrete_function()
+
+    # ----- the RewardSignal protocol -------------------------------------------------------------
+
+    @property
+    def updates(self) -> int:
+        """Gradient steps taken so far (restored with a checkpoint)."""
+        return int(self._updates.numpy())
+
+    def evaluate(self, batch: SignalBatch) -> F32:
+        with idle_while_computing():
+            raw = self._reward_fn(batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot).numpy()
+        return (raw * np.float32(self.strength)).astype(np.float32)
+
+    def update(self, batch: SignalBatch, minibatches: npt.NDArray[np.int32]) -> tuple[dict[str, float], bool]:
+        with idle_while_computing():
+            out = self._train_fn(
+                batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot, minibatches
+            ).numpy()
+        finite = bool(out[-1] == 0.0 and np.isfinite(out).all())
+        return {name: float(value) for name, value in zip(self.loss_names, out, strict=False)}, finite
+
+    def weights(self) -> Mapping[str, Any]:
+        out: dict[str, Any] = {}
+        for layer in self._layers():
+            out[f"{layer.name}/kernel"] = layer.kernel
+            out[f"{layer.name}/bias"] = layer.bias
+        return out
+
+    def optimizer(self) -> Any:
+        return self._optimizer
+
+    def variables(self) -> Mapping[str, Any]:
+        return {f"{self.key}/updates": self._updates}

@@ -1,0 +1,99 @@
+"""What a learned reward signal is to a trainer.
+
+A trainer keeps the env's reward (``extrinsic``) itself and asks each learned signal, on its
+update thread, for the rewards of a batch of transitions (:meth:`RewardSignal.evaluate`) and to
+learn from the same minibatches its policy update used (:meth:`RewardSignal.update`). Each
+signal has its own value head, discount and GAE in the trainer; its networks are not part of the
+exported policy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from asynctrainer.envs.spec import ActionSpec
+from asynctrainer.settings import NetworkSettings, RewardSignalSettings
+
+__all__ = ["LEARNED_SIGNALS", "RewardSignal", "SignalBatch", "signal_network"]
+
+F32 = npt.NDArray[np.float32]
+
+#: The learned signals a trainer can build, by their ``reward_signals`` key.
+LEARNED_SIGNALS = ("curiosity", "rnd")
+
+
+@dataclass(frozen=True)
+class SignalBatch:
+    """Transitions ``(s, a, s')`` as flat vectors, ``[n, ...]`` each.
+
+    :ivar discrete_onehot: the discrete actions as one one-hot block per branch, ``[n, Σ branches]``.
+    """
+
+    obs: F32
+    next_obs: F32
+    continuous: F32
+    discrete_onehot: F32
+
+    @classmethod
+    def create(
+        cls, obs: F32, next_obs: F32, continuous: F32, discrete: npt.NDArray[np.int32], spec: ActionSpec
+    ) -> SignalBatch:
+        onehot = np.zeros((obs.shape[0], spec.mask_size), np.float32)
+        start = 0
+        for b, size in enumerate(spec.discrete_branches):
+            onehot[np.arange(obs.shape[0]), start + discrete[:, b]] = 1.0
+            start += size
+        return cls(obs, next_obs, continuous.astype(np.float32), onehot)
+
+    def __len__(self) -> int:
+        return int(self.obs.shape[0])
+
+
+class RewardSignal(Protocol):
+    """One learned reward signal (runs on the trainer's update thread)."""
+
+    #: The ``reward_signals`` key (``curiosity``) and ML-Agents' stat name (``Curiosity``).
+    key: str
+    stat_name: str
+    gamma: float
+    strength: float
+    #: Whether the return bootstraps across episode ends (curiosity and RND do, as in ML-Agents).
+    ignore_done: bool
+
+    def evaluate(self, batch: SignalBatch) -> F32:
+        """Each transition's reward, already multiplied by ``strength``, ``[n]``."""
+        ...
+
+    def update(self, batch: SignalBatch, minibatches: npt.NDArray[np.int32]) -> tuple[dict[str, float], bool]:
+        """One gradient step per row of ``minibatches`` (indices into ``batch``).
+
+        Returns the mean losses by stat name, and whether every loss was finite.
+        """
+        ...
+
+    def weights(self) -> Mapping[str, Any]:
+        """Learned variables by stable name (checkpointed under the signal's key)."""
+        ...
+
+    def optimizer(self) -> Any: ...
+
+    def variables(self) -> Mapping[str, Any]:
+        """Other variables a checkpoint keeps (e.g. the update counter)."""
+        ...
+
+
+def signal_network(settings: RewardSignalSettings) -> NetworkSettings:
+    """A signal's own network: its ``network_settings``, else ML-Agents' defaults (128 units × 2).
+
+    The deprecated ``encoding_size`` sets the units when ``network_settings`` is not given.
+    """
+    if settings.network_settings is not None:
+        return settings.network_settings
+    if settings.encoding_size is not None:
+        return NetworkSettings(hidden_units=settings.encoding_size)
+    return NetworkSettings()

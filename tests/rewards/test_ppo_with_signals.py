@@ -1,0 +1,132 @@
+"""PPO with curiosity and RND: value heads per signal, stats, checkpoints, and ML-Agents' bar on SimpleEnvironment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from asynctrainer import Runner
+from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.runtime.stats import StatsSummaryRecord
+from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.simple_env import SimpleEnvironment
+
+SPEC = BehaviorSpec((ObservationSpec((3,)),), ActionSpec(1, (2,)))
+
+
+def settings(signals: dict[str, Any], **extra: Any) -> Any:
+    cfg = {
+        "trainer_type": "ppo",
+        "hyperparameters": {
+            "batch_size": 16,
+            "buffer_size": 64,
+            "learning_rate": 5e-3,
+            "learning_rate_schedule": "constant",
+        },
+        "network_settings": {"hidden_units": 32, "num_layers": 1},
+        "reward_signals": signals,
+        "summary_freq": 500,
+        "max_steps": 3000,
+        "time_horizon": 64,
+        "strict_on_policy": True,
+        **extra,
+    }
+    return run_settings_from_dict({"behaviors": {"1D": cfg}})
+
+
+def make_trainer(signals: dict[str, Any], seed: int = 0) -> Any:
+    from asynctrainer.ppo.trainer import PPOTrainer
+
+    trainer = PPOTrainer("1D", settings(signals).trainer_settings_for("1D"), seed=seed)
+    trainer.add_policy("1D", trainer.create_policy("1D", SPEC))
+    return trainer
+
+
+def trajectory(rng: np.random.Generator, n: int = 16, agent: str = "0", ends: bool = True) -> Trajectory:
+    return Trajectory(
+        behavior_name="1D",
+        agent_id=agent,
+        obs=rng.normal(size=(n, 3)).astype(np.float32),
+        next_obs=rng.normal(size=3).astype(np.float32),
+        actions_continuous=rng.normal(size=(n, 1)).astype(np.float32),
+        actions_discrete=rng.integers(0, 2, (n, 1)).astype(np.int32),
+        log_probs=np.full(n, -1.0, np.float32),
+        entropies=np.zeros(n, np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        action_masks=None,
+        policy_versions=np.zeros(n, np.int64),
+        terminated=ends,
+        episode_return=0.0 if ends else None,
+        episode_length=n if ends else None,
+    )
+
+
+def update(trainer: Any, rng: np.random.Generator) -> dict[str, float]:
+    for i in range(4):
+        trainer._store_trajectory(trajectory(rng, agent=str(i % 2), ends=i >= 2))
+    stats: dict[str, float] = trainer._update_policy()
+    return stats
+
+
+def test_one_value_head_per_signal_and_ml_agents_stat_names() -> None:
+    trainer = make_trainer({"extrinsic": {}, "curiosity": {"strength": 0.02}, "rnd": {}})
+    assert trainer.net.value_head.units == 3
+    stats = update(trainer, np.random.default_rng(0))
+    for name in ("Extrinsic", "Curiosity", "Rnd"):
+        assert np.isfinite(stats[f"Policy/{name} Value Estimate"])
+    for name in ("Losses/Curiosity Forward Loss", "Losses/Curiosity Inverse Loss", "Losses/RND Loss"):
+        assert stats[name] > 0
+    # Episodes of agents 0 and 1 ended in this buffer: their summed signal rewards are reported.
+    assert stats["Policy/Curiosity Reward"] == 0.0  # no curiosity before its first update
+    assert stats["Policy/Rnd Reward"] > 0
+    second = update(trainer, np.random.default_rng(1))
+    assert second["Policy/Curiosity Reward"] > 0
+
+
+def test_signals_without_extrinsic_ignore_the_env_reward() -> None:
+    trainer = make_trainer({"rnd": {}})
+    assert trainer.net.value_head.units == 1
+    stats = update(trainer, np.random.default_rng(0))
+    assert "Policy/Extrinsic Value Estimate" not in stats and "Policy/Rnd Value Estimate" in stats
+
+
+def test_signal_networks_and_optimizers_are_checkpointed_and_restored() -> None:
+    trainer = make_trainer({"extrinsic": {}, "curiosity": {}, "rnd": {}})
+    update(trainer, np.random.default_rng(0))
+    state = trainer.get_state()
+    assert any(k.startswith("algo/weights/curiosity/curiosity_encoder_0") for k in state)
+    assert any(k.startswith("algo/weights/rnd/rnd_target_0") for k in state)
+    assert any(k.startswith("algo/optimizer/rnd/") for k in state)
+    fresh = make_trainer({"extrinsic": {}, "curiosity": {}, "rnd": {}}, seed=5)
+    fresh.set_state(state)
+    restored = fresh.get_state()
+    assert sorted(restored) == sorted(state)
+    for key, value in state.items():
+        np.testing.assert_array_equal(restored[key], value, err_msg=key)
+    assert fresh.signals[0].updates == trainer.signals[0].updates > 0
+    batch = fresh._signal_batch([trajectory(np.random.default_rng(3))], trajectory(np.random.default_rng(3)).obs)
+    np.testing.assert_allclose(fresh.signals[0].evaluate(batch), trainer.signals[0].evaluate(batch), rtol=1e-6)
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize("signal", ["curiosity", "rnd"])
+async def test_ppo_with_a_learned_signal_still_reaches_ml_agents_bar(signal: str) -> None:
+    """ML-Agents has no end-to-end curiosity or RND test; adding one must not stop PPO from solving 1D."""
+    env = SimpleEnvironment("1D", action_sizes=(0, 1), seed=1337)
+    records: list[StatsSummaryRecord] = []
+
+    class Keep:
+        def write_stats(self, record: StatsSummaryRecord) -> None:
+            records.append(record)
+
+        def close(self) -> None:
+            pass
+
+    run = settings({"extrinsic": {}, signal: {"strength": 0.01, "network_settings": {"hidden_units": 32}}})
+    await Runner(run, env, seed=1337, stats_writers=[Keep()]).run()
+    assert env.mean_final_reward("1D") > 0.9
+    name = "Curiosity" if signal == "curiosity" else "Rnd"
+    assert any(f"Policy/{name} Reward" in r.values for r in records)
