@@ -1,7 +1,7 @@
 """``asynctrainer-learn``: ML-Agents' ``mlagents-learn`` on the asyncio runtime.
 
 Bad input is reported as one paragraph on stderr, with exit code 2, before anything is
-written or deleted: the config, the env, ``init_path`` and ``--initialize-from``, and whether
+written or deleted: the config, the env, ``init_path``, demonstrations and ``--initialize-from``, and whether
 the results directory is writable are all checked first. A failure during training exits
 with 1; several errors at once print one paragraph each (the exit code is the highest).
 A run stopped by SIGINT or SIGTERM still saves its final checkpoint, then exits with
@@ -239,6 +239,28 @@ def _check_init_path(name: str, trainer_settings: Any, run_dir: Path, force: boo
         )
 
 
+def _check_demo_paths(name: str, trainer_settings: Any, run_dir: Path, force: bool) -> None:
+    """:raises DemonstrationError: when a behavior's demonstration cannot be read, or --force would delete it."""
+    from asynctrainer.demos.reader import load_demonstration
+    from asynctrainer.errors import DemonstrationError
+
+    bc = trainer_settings.behavioral_cloning
+    for key, value in [("behavioral_cloning.demo_path", bc.demo_path if bc is not None else None)]:
+        if not value:
+            continue
+        where = f"behaviors.{name}.{key}"
+        if force and Path(value).resolve().is_relative_to(run_dir.resolve()):
+            raise DemonstrationError(
+                f"{where} is '{value}', inside the run directory '{run_dir}' that --force would delete. "
+                "Copy the demonstration elsewhere first.",
+                path=value,
+            )
+        try:
+            load_demonstration(value)
+        except DemonstrationError as err:
+            raise DemonstrationError(f"{where}: {err}", path=err.path) from None
+
+
 def _check_initialize_from(ckpt: Any, run_dir: Path) -> None:
     if ckpt.initialize_from is None:
         return
@@ -436,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for name in behavior_names:
             if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
                 _check_init_path(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
+            if not ckpt.inference:
+                _check_demo_paths(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
         if not ckpt.inference:
             made = run_dir if ckpt.force or not run_dir.exists() else None
             _start_run_dir(run_dir, delete_first=ckpt.force)

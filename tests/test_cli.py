@@ -207,6 +207,24 @@ def test_a_bad_init_path_is_refused_naming_it_before_force_deletes_anything(
     assert _survives(results / "r1", files)
 
 
+@pytest.mark.parametrize("where", ["missing", "inside the run"])
+def test_a_bad_demonstration_is_refused_naming_it_before_force_deletes_anything(
+    where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    files = _marked_run(results / "r1")
+    demo = results / "r1" / "expert.demo" if where == "inside the run" else tmp_path / "nowhere.demo"
+    cfg = write(
+        tmp_path,
+        GOOD.replace("    max_steps: 300", f"    max_steps: 300\n    behavioral_cloning: {{demo_path: {demo}}}"),
+    )
+    code = main([cfg, "--env", "CartPole-v1", "--results-dir", str(results), "--run-id", "r1", "--force"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "behaviors.CartPole.behavioral_cloning.demo_path" in err and str(demo) in err and "Traceback" not in err
+    assert _survives(results / "r1", files)
+
+
 def test_initialize_from_the_run_being_forced_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     results = tmp_path / "results"
     files = _marked_run(results / "r1")

@@ -173,24 +173,35 @@ class ActorCritic:
             h = layer(h)
         return self.value_head(h)
 
+    def actor_outputs(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """The policy's parameters: Gaussian mean ``[B, c]`` and log-std ``[c]``, discrete logits ``[B, Σ branches]``.
+
+        Each is None where the action spec has no such part; logits are unmasked.
+        """
+        t = tf()
+        h = obs
+        for layer in self.actor_body:
+            h = layer(h)
+        mean = log_std = logits = None
+        if self.continuous_head is not None and self.log_std is not None:
+            mean, log_std = self.continuous_head(h), t.convert_to_tensor(self.log_std)
+        if self.discrete_head is not None:
+            logits = self.discrete_head(h)
+        return mean, log_std, logits
+
     def log_prob_entropy(
         self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor
     ) -> tuple[Tensor, Tensor]:
         """Log-probability (summed over action parts) and entropy of the given actions, ``[B]`` each."""
         t = tf()
-        h = obs
-        for layer in self.actor_body:
-            h = layer(h)
+        mean, log_std, logits = self.actor_outputs(obs)
         log_prob = t.zeros(t.shape(obs)[:1], t.float32)
         entropy = t.zeros(t.shape(obs)[:1], t.float32)
-        if self.continuous_head is not None and self.log_std is not None:
-            mean = self.continuous_head(h)
-            log_std = t.convert_to_tensor(self.log_std)
+        if mean is not None and log_std is not None:
             z = (continuous - mean) * t.exp(-log_std)
             log_prob += t.reduce_sum(-0.5 * z * z - log_std - 0.5 * LOG_2PI, axis=1)
             entropy += t.reduce_sum(log_std + 0.5 * (1.0 + LOG_2PI))
-        if self.discrete_head is not None:
-            logits = self.discrete_head(h)
+        if logits is not None:
             logits = logits * masks - MASK_PENALTY * (1.0 - masks)
             start = 0
             for b, size in enumerate(self.spec.action_spec.discrete_branches):

@@ -8,7 +8,9 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from asynctrainer.demos.reader import load_demonstration
 from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.imitation.bc import BehavioralCloning
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.networks import ActorCritic
 from asynctrainer.nn.normalizer import Normalizer
@@ -53,6 +55,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         self._value_fn: Any = None
         self.optimizer: Any = None
         self.signals: list[RewardSignal] = []
+        self.bc: BehavioralCloning | None = None
         #: Per learned signal, each agent's reward so far in its current episode (thread side).
         self._episode_sums: dict[str, dict[str, float]] = {}
 
@@ -79,6 +82,18 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         self.optimizer = keras.optimizers.Adam(learning_rate=self.hyperparameters.learning_rate, epsilon=1e-5)
         self.optimizer.build(net.trainable_variables)
         self._compile(behavior_spec)
+        bc = self.trainer_settings.behavioral_cloning
+        if bc is not None:
+            self.bc = BehavioralCloning(
+                bc,
+                load_demonstration(bc.demo_path),
+                net,
+                behavior_spec,
+                behavior_name=self.behavior_name,
+                learning_rate=self.hyperparameters.learning_rate,
+                batch_size=self.hyperparameters.batch_size,
+                rng=self._rng,
+            )
         return net
 
     def _compile(self, spec: BehaviorSpec) -> None:
@@ -171,6 +186,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             weights.update({f"{signal.key}/{k}": v for k, v in signal.weights().items()})
             optimizers[signal.key] = signal.optimizer()
             variables.update(signal.variables())
+        if self.bc is not None:
+            optimizers["bc"] = self.bc.optimizer
         return LearnedState(self.behavior_name, weights, optimizers, self.normalizer, self._rng, variables)
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:
@@ -327,6 +344,11 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 if not finite:
                     raise self._non_finite_update()
                 signal_stats.update(losses)
+        if self.bc is not None:  # once per update, after the policy's epochs (ML-Agents' order)
+            cloned, finite = self.bc.update(self._step, self.normalizer)
+            if not finite:
+                raise self._non_finite_update()
+            signal_stats.update(cloned)
         for k, (name, _, _) in enumerate(self._heads()):
             signal_stats[f"Policy/{name} Value Estimate"] = float(values[:, k].mean())
         return signal_stats | {

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from asynctrainer.settings.loading import load_run_settings, run_settings_from_dict
 from asynctrainer.settings.models import (
+    BehavioralCloningSettings,
     CheckpointSettings,
     EngineSettings,
     EnvSettings,
@@ -26,6 +27,7 @@ from asynctrainer.settings.models import (
 from asynctrainer.settings.naming import behavior_name_for, split_behavior_id
 
 __all__ = [
+    "BehavioralCloningSettings",
     "CheckpointSettings",
     "EngineSettings",
     "EnvSettings",

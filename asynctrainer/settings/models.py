@@ -35,6 +35,7 @@ from asynctrainer.settings.translate import invalid, settings_error, show, unkno
 from asynctrainer.settings.upgrade import upgrade_run, upgrade_trainer
 
 __all__ = [
+    "BehavioralCloningSettings",
     "CheckpointSettings",
     "EngineSettings",
     "EnvSettings",
@@ -257,6 +258,17 @@ _SIGNAL_KEYS: dict[str, frozenset[str]] = {
 }
 
 
+class BehavioralCloningSettings(_Settings):
+    """``behavioral_cloning``: supervised learning of the actor on a demonstration, beside the RL update."""
+
+    demo_path: str = Field(description="A .demo file, or a directory of them.")
+    steps: Count = Field(default=0, ge=0, description="Policy steps over which strength decays to 0 (0: constant).")
+    strength: float = Field(default=1.0, ge=0, description="Scales the learning rate of the cloning updates.")
+    samples_per_update: Count = Field(default=0, ge=0, description="Demonstration rows per update (0: all).")
+    num_epoch: Count | None = Field(default=None, gt=0, description="Passes over the rows per update (null: 3).")
+    batch_size: Count | None = Field(default=None, gt=0, description="Rows per gradient step (null: the trainer's).")
+
+
 def _default_hyperparameters() -> PPOHyperparameters | SACHyperparameters:
     return PPOHyperparameters()
 
@@ -284,7 +296,9 @@ class TrainerSettings(_Settings):
     time_horizon: Count = Field(default=64, gt=0, description="Agent steps per trajectory cut.")
     summary_freq: Count = Field(default=50000, gt=0, description="Trainer steps between two summaries.")
     self_play: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
-    behavioral_cloning: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
+    behavioral_cloning: BehavioralCloningSettings | None = Field(
+        default=None, description="Behavioral cloning from a demonstration (PPO)."
+    )
     strict_on_policy: bool = Field(
         default=False,
         description="The env loop of this behavior waits for the new policy once a buffer is "
@@ -380,12 +394,21 @@ class TrainerSettings(_Settings):
             )
         return value
 
-    @field_validator("self_play", "behavioral_cloning")
+    @field_validator("self_play")
     @classmethod
-    def _refuse_unbuilt(cls, value: dict[str, Any] | None, info: ValidationInfo) -> Any:
+    def _refuse_unbuilt(cls, value: dict[str, Any] | None) -> Any:
         if value is not None:
-            feature = "self-play" if info.field_name == "self_play" else "behavioral cloning"
-            raise unsupported(f"{feature} is not supported yet by asynctrainer; remove the section or set it to null.")
+            raise unsupported("self-play is not supported yet by asynctrainer; remove the section or set it to null.")
+        return value
+
+    @field_validator("behavioral_cloning")
+    @classmethod
+    def _bc_with_ppo(cls, value: BehavioralCloningSettings | None, info: ValidationInfo) -> Any:
+        if value is not None and info.data.get("trainer_type", "ppo") != "ppo":
+            raise unsupported(
+                "behavioral cloning is not supported yet by asynctrainer's sac trainer (supported with ppo); "
+                "remove the section or set it to null."
+            )
         return value
 
     @model_validator(mode="after")

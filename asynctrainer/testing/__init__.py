@@ -6,6 +6,7 @@ package as the pytest plugin ``asynctrainer`` (``asynctrainer.testing.pytest_plu
 
 from __future__ import annotations
 
+from asynctrainer.testing.expert import expert_actions, record_simple_expert
 from asynctrainer.testing.fakes import CountingEnv, FakeTrainer, fake_trainer_factory, random_snapshot
 from asynctrainer.testing.settings import make_run_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
@@ -14,7 +15,9 @@ __all__ = [
     "CountingEnv",
     "FakeTrainer",
     "SimpleEnvironment",
+    "expert_actions",
     "fake_trainer_factory",
     "make_run_settings",
     "random_snapshot",
+    "record_simple_expert",
 ]
