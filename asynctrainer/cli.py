@@ -245,7 +245,11 @@ def _check_demo_paths(name: str, trainer_settings: Any, run_dir: Path, force: bo
     from asynctrainer.errors import DemonstrationError
 
     bc = trainer_settings.behavioral_cloning
-    for key, value in [("behavioral_cloning.demo_path", bc.demo_path if bc is not None else None)]:
+    gail = trainer_settings.reward_signals.get("gail")
+    for key, value in [
+        ("behavioral_cloning.demo_path", bc.demo_path if bc is not None else None),
+        ("reward_signals.gail.demo_path", gail.demo_path if gail is not None else None),
+    ]:
         if not value:
             continue
         where = f"behaviors.{name}.{key}"

@@ -311,7 +311,10 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
             _behavior({"trainer_type": "sac", "reward_signals": {"curiosity": {"strength": 0.02}}}),
             "behaviors.CartPole.reward_signals.curiosity",
         ),
-        (_behavior({"reward_signals": {"gail": {"demo_path": "x.demo"}}}), "behaviors.CartPole.reward_signals.gail"),
+        (
+            _behavior({"trainer_type": "sac", "reward_signals": {"gail": {"demo_path": "x.demo"}}}),
+            "behaviors.CartPole.reward_signals.gail",
+        ),
         (
             _behavior({"trainer_type": "sac", "reward_signals": {"rnd": {"learning_rate": 1e-4}}}),
             "behaviors.CartPole.reward_signals.rnd",
@@ -345,10 +348,10 @@ def test_first_unsupported_feature_is_reported() -> None:
     assert info.value.key_path == "behaviors.CartPole.trainer_type"
 
 
-def test_gail_encoding_size_is_noticed_and_the_signal_refused(caplog: pytest.LogCaptureFixture) -> None:
+def test_gail_encoding_size_is_noticed_and_a_gail_without_demo_refused(caplog: pytest.LogCaptureFixture) -> None:
     data = _behavior({"reward_signals": {"gail": {"encoding_size": 128}}})
-    with pytest.raises(UnsupportedFeatureError):
-        run_settings_from_dict(data)
+    error = _error(data)
+    assert error.key_path == "behaviors.CartPole.reward_signals.gail" and "needs demo_path" in str(error)
     assert [r.getMessage() for r in caplog.records if "encoding_size" in r.getMessage()], caplog.text
 
 

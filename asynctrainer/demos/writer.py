@@ -15,7 +15,7 @@ import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 import numpy.typing as npt
@@ -37,7 +37,7 @@ from asynctrainer.envs.unity.communicator_objects.observation_pb2 import DEFAULT
 from asynctrainer.errors import DemonstrationError, SpecError, UsageError
 from asynctrainer.files import fsync_dir, temp_sibling
 
-__all__ = ["DemonstrationWriter"]
+__all__ = ["DemoEncoder", "DemonstrationWriter", "checked_demo_path"]
 
 _NAME_CHARS = re.compile(r"[^A-Za-z0-9 \-]")
 _NAME_LENGTH = 16  # Unity's limit, so that the meta fits before the brain parameters
@@ -61,39 +61,23 @@ def _observation_proto(spec: ObservationSpec, values: npt.NDArray[np.float32]) -
     return proto
 
 
-class DemonstrationWriter:
-    """Record one behavior's agents to a ``.demo`` file.
+class DemoEncoder:
+    """The bytes of one ``.demo`` file, record by record, with Unity's counts (no file I/O).
 
-    ``with DemonstrationWriter(path, spec, "Walker") as demo: demo.add(agent_id, obs, reward=r, action=a)``;
-    a terminal is ``add(agent_id, obs, reward=r, done=True)``. Writes are synchronous and buffered:
-    call it from a worker thread, or through a host's recorder that does.
-
-    :param name: the demonstration's name in the meta (sanitised to Unity's 16 characters);
-        defaults to the file's stem.
+    :meth:`start` gives the header and brain parameters, :meth:`record` each record, and
+    :meth:`finish` the trailing meta and the final header that overwrites offset 0.
     """
 
-    def __init__(
-        self, path: str | Path, spec: BehaviorSpec, behavior_name: str, *, team: int = 0, name: str | None = None
-    ) -> None:
-        self.path = Path(path)
-        if self.path.suffix != DEMO_SUFFIX:
-            raise DemonstrationError(
-                f"Can't record a demonstration to {self.path}: the name must end in {DEMO_SUFFIX}.", path=str(self.path)
-            )
+    def __init__(self, spec: BehaviorSpec, behavior_name: str, *, team: int = 0, name: str = "") -> None:
         self.spec = spec
         self.brain_name = f"{behavior_name}?team={team}"
-        self.name = _NAME_CHARS.sub("", name if name is not None else self.path.stem)[:_NAME_LENGTH]
+        self.name = _NAME_CHARS.sub("", name)[:_NAME_LENGTH]
         self.number_steps = 0
         self.done_records = 0
         self.reward_sum = 0.0
         self._last_action: dict[int, AgentActionProto] = {}
-        self._tmp = temp_sibling(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] | None = open(self._tmp, "xb")  # noqa: SIM115 - closed by close() or abort()
-        self._file.write(self._header(self._meta()))
-        self._file.write(delimited(self._brain().SerializeToString()))
 
-    def _meta(self) -> DemonstrationMetaProto:
+    def meta(self) -> DemonstrationMetaProto:
         episodes = self.done_records + 1
         return DemonstrationMetaProto(
             api_version=1,
@@ -104,16 +88,18 @@ class DemonstrationWriter:
         )
 
     @staticmethod
-    def _header(meta: DemonstrationMetaProto) -> bytes:
+    def header(meta: DemonstrationMetaProto) -> bytes:
+        """The delimited meta padded to :data:`BRAIN_OFFSET` (a long name is shortened until it fits)."""
         data = delimited(meta.SerializeToString())
-        while len(data) > BRAIN_OFFSET:  # a long name with large counts: shorten the name, as Unity's limit intends
+        while len(data) > BRAIN_OFFSET:
             meta.demonstration_name = meta.demonstration_name[:-1]
             data = delimited(meta.SerializeToString())
         return data.ljust(BRAIN_OFFSET, b"\0")
 
-    def _brain(self) -> BrainParametersProto:
+    def start(self) -> bytes:
+        """The file's first bytes: the meta so far (rewritten by :meth:`finish`) and the brain parameters."""
         actions = self.spec.action_spec
-        return BrainParametersProto(
+        brain = BrainParametersProto(
             brain_name=self.brain_name,
             is_training=False,
             action_spec=ActionSpecProto(
@@ -122,6 +108,7 @@ class DemonstrationWriter:
                 discrete_branch_sizes=list(actions.discrete_branches),
             ),
         )
+        return self.header(self.meta()) + delimited(brain.SerializeToString())
 
     def _zero_action(self) -> AgentActionProto:
         actions = self.spec.action_spec
@@ -149,7 +136,7 @@ class DemonstrationWriter:
             )
         return AgentActionProto(continuous_actions=c.tolist(), discrete_actions=d.tolist())
 
-    def add(
+    def record(
         self,
         agent_id: int,
         obs: Sequence[npt.ArrayLike],
@@ -160,14 +147,14 @@ class DemonstrationWriter:
         continuous: Sequence[float] | npt.NDArray[np.float32] | None = None,
         discrete: Sequence[int] | npt.NDArray[np.int32] | None = None,
         mask: Sequence[bool] | npt.NDArray[np.bool_] | None = None,
-    ) -> None:
-        """Record one agent's observation, the reward that came with it, and the action chosen at it.
+    ) -> bytes:
+        """One record: an agent's observation, the reward that came with it, and the action chosen at it.
 
         ``obs`` holds one array per observation of the spec (visual ones channel-last). At a
         terminal (``done``) no action is given.
+
+        :raises SpecError: the record does not fit the spec; nothing is counted then.
         """
-        if self._file is None:
-            raise UsageError(f"DemonstrationWriter for {self.path} is closed: nothing more can be recorded.")
         specs = self.spec.observation_specs
         if len(obs) != len(specs):
             raise SpecError(f"A recorded decision has {len(obs)} observations where the spec has {len(specs)}.")
@@ -195,10 +182,58 @@ class DemonstrationWriter:
         led_here = self._last_action.pop(int(agent_id), None) or self._zero_action()
         if chosen is not None:
             self._last_action[int(agent_id)] = chosen
-        self._file.write(delimited(AgentInfoActionPairProto(agent_info=info, action_info=led_here).SerializeToString()))
         self.number_steps += 1
         self.done_records += int(done)
         self.reward_sum += float(reward)
+        return delimited(AgentInfoActionPairProto(agent_info=info, action_info=led_here).SerializeToString())
+
+    def finish(self) -> tuple[bytes, bytes]:
+        """The trailing copy of the meta (appended) and the final header (written at offset 0)."""
+        meta = self.meta()
+        return meta.SerializeToString(), self.header(meta)
+
+
+def checked_demo_path(path: str | Path) -> Path:
+    """``path`` as a Path, when its name ends in ``.demo``."""
+    out = Path(path)
+    if out.suffix != DEMO_SUFFIX:
+        raise DemonstrationError(
+            f"Can't record a demonstration to {out}: the name must end in {DEMO_SUFFIX}.", path=str(out)
+        )
+    return out
+
+
+class DemonstrationWriter:
+    """Record one behavior's agents to a ``.demo`` file, synchronously (see :class:`DemoEncoder`).
+
+    ``with DemonstrationWriter(path, spec, "Walker") as demo: demo.add(agent_id, obs, reward=r, continuous=a)``;
+    a terminal is ``add(agent_id, obs, reward=r, done=True)``. Writes are buffered file writes:
+    use it from a worker thread or a script; a server's loop uses
+    :class:`~asynctrainer.demos.recorder.DemoRecorder`.
+
+    :param name: the demonstration's name in the meta (sanitised to Unity's 16 characters);
+        defaults to the file's stem.
+    """
+
+    def __init__(
+        self, path: str | Path, spec: BehaviorSpec, behavior_name: str, *, team: int = 0, name: str | None = None
+    ) -> None:
+        self.path = checked_demo_path(path)
+        self.encoder = DemoEncoder(spec, behavior_name, team=team, name=name if name is not None else self.path.stem)
+        self._tmp = temp_sibling(self.path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file: IO[bytes] | None = open(self._tmp, "xb")  # noqa: SIM115 - closed by close() or abort()
+        self._file.write(self.encoder.start())
+
+    @property
+    def number_steps(self) -> int:
+        return self.encoder.number_steps
+
+    def add(self, agent_id: int, obs: Sequence[npt.ArrayLike], **record: Any) -> None:
+        """Record one agent's observation (:meth:`DemoEncoder.record` takes the same arguments)."""
+        if self._file is None:
+            raise UsageError(f"DemonstrationWriter for {self.path} is closed: nothing more can be recorded.")
+        self._file.write(self.encoder.record(agent_id, obs, **record))
 
     def close(self) -> Path:
         """Finish the file (trailing meta, final counts at offset 0), make it durable, and move it into place."""
@@ -206,10 +241,10 @@ class DemonstrationWriter:
             return self.path
         file, self._file = self._file, None
         try:
-            meta = self._meta()
-            file.write(meta.SerializeToString())
+            trailer, header = self.encoder.finish()
+            file.write(trailer)
             file.seek(0)
-            file.write(self._header(meta))
+            file.write(header)
             file.flush()
             os.fsync(file.fileno())
             file.close()

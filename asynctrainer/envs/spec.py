@@ -100,6 +100,16 @@ class ActionSpec:
     def is_discrete(self) -> bool:
         return self.discrete_size > 0
 
+    def one_hot(self, discrete: npt.NDArray[np.integer]) -> FloatArray:
+        """Discrete actions ``[n, branches]`` as one one-hot block per branch, side by side: ``[n, mask_size]``."""
+        n = int(discrete.shape[0])
+        out = np.zeros((n, self.mask_size), np.float32)
+        start = 0
+        for b, size in enumerate(self.discrete_branches):
+            out[np.arange(n), start + discrete[:, b]] = 1.0
+            start += size
+        return out
+
     def is_continuous(self) -> bool:
         return self.continuous_size > 0
 

@@ -61,11 +61,7 @@ class BehavioralCloning:
         a = spec.action_spec
         self.obs = flatten_obs(rows.obs, len(rows))
         self.continuous = rows.continuous.astype(np.float32)
-        self.onehot = np.zeros((len(rows), a.mask_size), np.float32)
-        start = 0
-        for b, size in enumerate(a.discrete_branches):
-            self.onehot[np.arange(len(rows)), start + rows.discrete[:, b]] = 1.0
-            start += size
+        self.onehot = a.one_hot(rows.discrete)
         self.settings = settings
         self.initial_learning_rate = learning_rate * settings.strength
         self.batch_size = min(settings.batch_size or batch_size, len(rows))

@@ -66,7 +66,13 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         t = tf()
         t.random.set_seed(self.seed)
         ns = self.trainer_settings.network_settings
-        self.signals = create_reward_signals(self.trainer_settings.reward_signals, behavior_spec, self.seed)
+        self.signals = create_reward_signals(
+            self.trainer_settings.reward_signals,
+            behavior_spec,
+            self.seed,
+            behavior_name=self.behavior_name,
+            rng=self._rng,
+        )
         self._episode_sums = {s.key: {} for s in self.signals}
         net = ActorCritic(
             behavior_spec,
@@ -254,12 +260,15 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         """The buffer's transitions for the learned signals (unnormalised observations)."""
         assert self.net is not None
         next_obs = np.concatenate([np.concatenate([t.obs[1:], t.next_obs[None]]) for t in trajs])
+        done = np.zeros(obs.shape[0], bool)
+        done[np.cumsum([len(t) for t in trajs])[[t.terminated for t in trajs]] - 1] = True
         return SignalBatch.create(
             obs,
             next_obs.astype(np.float32),
             np.concatenate([t.actions_continuous for t in trajs]),
             np.concatenate([t.actions_discrete for t in trajs]),
             self.net.spec.action_spec,
+            done,
         )
 
     def _advantages(self, trajs: list[Trajectory], obs: F32, rewards: list[F32]) -> tuple[F32, F32, F32]:

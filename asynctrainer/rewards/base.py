@@ -1,4 +1,4 @@
-"""What curiosity and RND share: settings, an Adam of their own, the traced update over minibatches."""
+"""What the learned reward signals share: settings, an Adam of their own, the traced reward and update."""
 
 from __future__ import annotations
 
@@ -17,17 +17,17 @@ from asynctrainer.rewards.signals import SignalBatch, signal_network
 from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.settings import RewardSignalSettings
 
-__all__ = ["LearnedSignal"]
+__all__ = ["LearnedSignal", "SelfSupervisedSignal"]
 
 F32 = npt.NDArray[np.float32]
 Tensor = Any
 
 
 class LearnedSignal(ABC):
-    """A reward signal with networks of its own, trained by one Adam on a loss of its batches.
+    """A reward signal with networks of its own, trained by one Adam.
 
     A subclass builds its layers in ``__init__`` (before calling :meth:`_compile`) and defines
-    :meth:`_losses` (the total loss first, then each reported loss) and :meth:`_raw_reward`.
+    :meth:`_layers`, :meth:`_raw_reward` and :meth:`_traced_train`.
     """
 
     key: str = ""
@@ -61,38 +61,97 @@ class LearnedSignal(ABC):
         return [v for layer in self._layers() for v in layer.trainable_weights]
 
     @abstractmethod
-    def _losses(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> list[Tensor]:
-        """The total loss of a minibatch, then each loss of :attr:`loss_names`."""
-
-    @abstractmethod
-    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> Tensor:
+    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor, done: Tensor) -> Tensor:
         """Each transition's reward before ``strength``, ``[B]``."""
 
     # ----- traced functions ---------------------------------------------------------------------
 
-    def _compile(self) -> None:
+    def _batch_signature(self) -> list[Any]:
+        """Observation, next observation, continuous actions, one-hot discrete actions, done."""
         t = tf()
         f32 = t.float32
         a = self.spec.action_spec
-        batch_signature = [
+        return [
             t.TensorSpec([None, self.obs_size], f32),
             t.TensorSpec([None, self.obs_size], f32),
             t.TensorSpec([None, a.continuous_size], f32),
             t.TensorSpec([None, a.mask_size], f32),
+            t.TensorSpec([None, 1], f32),
         ]
-        dummy = [np.zeros((1, s.shape[1] or 0), np.float32) for s in batch_signature]
-        self._losses(*dummy)  # builds every layer before the optimizer sees its variables
+
+    def _compile(self) -> None:
+        """Build the layers, the optimizer and the traced reward and train functions."""
+        t = tf()
+        signature = self._batch_signature()
+        dummy = [np.zeros((1, s.shape[1] or 0), np.float32) for s in signature]
+        self._raw_reward(*dummy)  # builds the layers before the optimizer sees their variables
+        self._build_training(dummy)
+        optimizer = self._optimizer
+        optimizer.build(self._trainable())
+
+        @t.function(input_signature=signature, autograph=False)
+        def reward_fn(obs: Any, next_obs: Any, continuous: Any, onehot: Any, done: Any) -> Any:
+            return self._raw_reward(obs, next_obs, continuous, onehot, done)
+
+        self._reward_fn = reward_fn.get_concrete_function()
+        self._train_fn = self._traced_train(signature)
+
+    def _build_training(self, dummy: list[F32]) -> None:  # noqa: B027 - a hook: most signals need none
+        """Build the layers that only training uses (called on one dummy row before the optimizer is built)."""
+
+    @abstractmethod
+    def _traced_train(self, signature: list[Any]) -> Any:
+        """The concrete function of one update, given the batch signature."""
+
+    # ----- the RewardSignal protocol -------------------------------------------------------------
+
+    @property
+    def updates(self) -> int:
+        """Gradient steps taken so far (restored with a checkpoint)."""
+        return int(self._updates.numpy())
+
+    def evaluate(self, batch: SignalBatch) -> F32:
+        with idle_while_computing():
+            raw = self._reward_fn(
+                batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot, batch.done
+            ).numpy()
+        return (raw * np.float32(self.strength)).astype(np.float32)
+
+    def weights(self) -> Mapping[str, Any]:
+        out: dict[str, Any] = {}
+        for layer in self._layers():
+            out[f"{layer.name}/kernel"] = layer.kernel
+            out[f"{layer.name}/bias"] = layer.bias
+        return out
+
+    def optimizer(self) -> Any:
+        return self._optimizer
+
+    def variables(self) -> Mapping[str, Any]:
+        return {f"{self.key}/updates": self._updates}
+
+
+class SelfSupervisedSignal(LearnedSignal):
+    """A signal trained on the policy's own transitions only (curiosity, RND): a loss per minibatch."""
+
+    @abstractmethod
+    def _losses(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> list[Tensor]:
+        """The total loss of a minibatch, then each loss of :attr:`loss_names`."""
+
+    def _build_training(self, dummy: list[F32]) -> None:
+        self._losses(*dummy[:4])
+
+    def _traced_train(self, signature: list[Any]) -> Any:
+        """One gradient step of :meth:`_losses` per row of a minibatch index matrix, traced."""
+        t = tf()
+        f32 = t.float32
+        signature = signature[:4]
         variables = self._trainable()
         optimizer = self._optimizer
-        optimizer.build(variables)
         reported = len(self.loss_names)
         updates = self._updates
 
-        @t.function(input_signature=batch_signature, autograph=False)
-        def reward_fn(obs: Any, next_obs: Any, continuous: Any, onehot: Any) -> Any:
-            return self._raw_reward(obs, next_obs, continuous, onehot)
-
-        @t.function(input_signature=[*batch_signature, t.TensorSpec([None, None], t.int32)], autograph=False)
+        @t.function(input_signature=[*signature, t.TensorSpec([None, None], t.int32)], autograph=False)
         def train_fn(obs: Any, next_obs: Any, continuous: Any, onehot: Any, idx: Any) -> Any:
             n_mb = t.shape(idx)[0]
 
@@ -111,20 +170,7 @@ class LearnedSignal(ABC):
             updates.assign_add(t.cast(n_mb, f32))
             return out
 
-        self._reward_fn = reward_fn.get_concrete_function()
-        self._train_fn = train_fn.get_concrete_function()
-
-    # ----- the RewardSignal protocol -------------------------------------------------------------
-
-    @property
-    def updates(self) -> int:
-        """Gradient steps taken so far (restored with a checkpoint)."""
-        return int(self._updates.numpy())
-
-    def evaluate(self, batch: SignalBatch) -> F32:
-        with idle_while_computing():
-            raw = self._reward_fn(batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot).numpy()
-        return (raw * np.float32(self.strength)).astype(np.float32)
+        return train_fn.get_concrete_function()
 
     def update(self, batch: SignalBatch, minibatches: npt.NDArray[np.int32]) -> tuple[dict[str, float], bool]:
         with idle_while_computing():
@@ -133,16 +179,3 @@ class LearnedSignal(ABC):
             ).numpy()
         finite = bool(out[-1] == 0.0 and np.isfinite(out).all())
         return {name: float(value) for name, value in zip(self.loss_names, out, strict=False)}, finite
-
-    def weights(self) -> Mapping[str, Any]:
-        out: dict[str, Any] = {}
-        for layer in self._layers():
-            out[f"{layer.name}/kernel"] = layer.kernel
-            out[f"{layer.name}/bias"] = layer.bias
-        return out
-
-    def optimizer(self) -> Any:
-        return self._optimizer
-
-    def variables(self) -> Mapping[str, Any]:
-        return {f"{self.key}/updates": self._updates}

@@ -22,7 +22,7 @@ from asynctrainer.nn.networks import mlp
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards import losses
-from asynctrainer.rewards.base import LearnedSignal
+from asynctrainer.rewards.base import SelfSupervisedSignal
 from asynctrainer.settings import RewardSignalSettings
 
 __all__ = ["CuriositySignal"]
@@ -32,7 +32,7 @@ Tensor = Any
 MODEL_UNITS = 256
 
 
-class CuriositySignal(LearnedSignal):
+class CuriositySignal(SelfSupervisedSignal):
     key = "curiosity"
     stat_name = "Curiosity"
     ignore_done = True
@@ -115,7 +115,7 @@ class CuriositySignal(LearnedSignal):
         inverse = losses.curiosity_inverse_loss(continuous, guessed_continuous, onehot, guessed_probs)
         return [losses.curiosity_loss(forward, inverse), forward, inverse]
 
-    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> Tensor:
+    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor, done: Tensor) -> Tensor:
         t = tf()
         _, predicted = self._predict_next(obs, continuous, onehot)
         error = losses.curiosity_forward_error(self._encode(next_obs), predicted)

@@ -15,7 +15,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.networks import mlp
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards import losses
-from asynctrainer.rewards.base import LearnedSignal
+from asynctrainer.rewards.base import SelfSupervisedSignal
 from asynctrainer.settings import RewardSignalSettings
 
 __all__ = ["RNDSignal"]
@@ -23,7 +23,7 @@ __all__ = ["RNDSignal"]
 Tensor = Any
 
 
-class RNDSignal(LearnedSignal):
+class RNDSignal(SelfSupervisedSignal):
     key = "rnd"
     stat_name = "Rnd"
     ignore_done = True
@@ -61,5 +61,5 @@ class RNDSignal(LearnedSignal):
         loss = tf().reduce_mean(self._error(obs))
         return [loss, loss]
 
-    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor) -> Tensor:
+    def _raw_reward(self, obs: Tensor, next_obs: Tensor, continuous: Tensor, onehot: Tensor, done: Tensor) -> Tensor:
         return self._error(obs)

@@ -32,23 +32,28 @@ class SignalBatch:
     """Transitions ``(s, a, s')`` as flat vectors, ``[n, ...]`` each.
 
     :ivar discrete_onehot: the discrete actions as one one-hot block per branch, ``[n, Σ branches]``.
+    :ivar done: 1 where the episode ended after the action (a terminal, not a cut), ``[n, 1]``.
     """
 
     obs: F32
     next_obs: F32
     continuous: F32
     discrete_onehot: F32
+    done: F32
 
     @classmethod
     def create(
-        cls, obs: F32, next_obs: F32, continuous: F32, discrete: npt.NDArray[np.int32], spec: ActionSpec
+        cls,
+        obs: F32,
+        next_obs: F32,
+        continuous: F32,
+        discrete: npt.NDArray[np.int32],
+        spec: ActionSpec,
+        done: npt.NDArray[np.bool_] | None = None,
     ) -> SignalBatch:
-        onehot = np.zeros((obs.shape[0], spec.mask_size), np.float32)
-        start = 0
-        for b, size in enumerate(spec.discrete_branches):
-            onehot[np.arange(obs.shape[0]), start + discrete[:, b]] = 1.0
-            start += size
-        return cls(obs, next_obs, continuous.astype(np.float32), onehot)
+        n = obs.shape[0]
+        ended = np.zeros((n, 1), np.float32) if done is None else done.astype(np.float32).reshape(n, 1)
+        return cls(obs, next_obs, continuous.astype(np.float32), spec.one_hot(discrete), ended)
 
     def __len__(self) -> int:
         return int(self.obs.shape[0])

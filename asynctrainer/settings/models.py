@@ -374,11 +374,17 @@ class TrainerSettings(_Settings):
     ) -> dict[str, RewardSignalSettings]:
         trainer_type = info.data.get("trainer_type", "ppo")
         for name, signal in value.items():
-            if name == "gail" or (name != "extrinsic" and trainer_type != "ppo"):
-                supported = "extrinsic, curiosity, rnd" if trainer_type == "ppo" else "extrinsic"
+            if name != "extrinsic" and trainer_type != "ppo":
+                supported = "extrinsic"
                 raise unsupported(
                     f"the '{name}' reward signal is not supported yet by asynctrainer's {trainer_type} trainer "
                     f"(supported: {supported}).",
+                    where=name,
+                )
+            if name == "gail" and not signal.demo_path:
+                raise invalid(
+                    "the gail reward signal needs demo_path: a .demo file or a directory of them "
+                    "(e.g. reward_signals: {gail: {demo_path: Demos/Expert.demo}}).",
                     where=name,
                 )
             if name != "extrinsic" and signal.network_settings is not None and signal.network_settings.normalize:

@@ -220,9 +220,10 @@ def test_written_demonstrations_read_back_exactly(tmp_path: Path) -> None:
 def test_a_long_name_with_large_counts_still_fits_before_the_brain(tmp_path: Path) -> None:
     spec = BehaviorSpec((ObservationSpec((1,)),), ActionSpec(1, ()))
     writer = DemonstrationWriter(tmp_path / "x.demo", spec, "B", name="A very long demonstration name!")
-    assert writer.name == "A very long demo"  # Unity's 16 characters of [A-Za-z0-9 -]
-    writer.number_steps, writer.done_records = 2**30, 2**30  # the counts of a huge recording
-    assert len(writer._header(writer._meta())) == BRAIN_OFFSET
+    encoder = writer.encoder
+    assert encoder.name == "A very long demo"  # Unity's 16 characters of [A-Za-z0-9 -]
+    encoder.number_steps, encoder.done_records = 2**30, 2**30  # the counts of a huge recording
+    assert len(encoder.header(encoder.meta())) == BRAIN_OFFSET
     writer.abort()
     assert list(tmp_path.iterdir()) == []
 

@@ -38,7 +38,8 @@ def repeated_row(spec: BehaviorSpec, n: int = 64, seed: int = 0) -> SignalBatch:
         a,
     )
     return SignalBatch(
-        *(np.repeat(x, n, axis=0) for x in (batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot))
+        *(np.repeat(x, n, axis=0) for x in (batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot)),
+        np.zeros((n, 1), np.float32),
     )
 
 
@@ -139,6 +140,8 @@ def test_signals_are_built_in_config_order_with_ml_agents_defaults() -> None:
         },
         spec,
         seed=0,
+        behavior_name="b",
+        rng=np.random.default_rng(0),
     )
     assert [s.key for s in signals] == ["rnd", "curiosity"]
     rnd, curiosity = signals
