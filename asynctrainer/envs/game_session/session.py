@@ -36,9 +36,10 @@ blocks, and nothing here imports TensorFlow.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -57,6 +58,9 @@ from asynctrainer.envs.game_session.entries import (
 )
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
+
+if TYPE_CHECKING:
+    from asynctrainer.demos.recorder import DemoRecorder
 
 __all__ = ["AgentAction", "GameSession", "SessionStats"]
 
@@ -119,6 +123,9 @@ class GameSession:
         )
         self._close_reason: str | None = None
         self._carry: dict[int, float] = {}  # rewards of dropped decisions, by agent
+        self._recorders: dict[str, list[DemoRecorder]] = {}
+        self._collected: dict[str, StepBatch] = {}  # the batch in flight, while recording
+        self._players: dict[int, tuple[str, tuple[Any, ...]]] = {}  # player-driven agents: behavior, last obs
 
     # ----- the host's side ----------------------------------------------------------------------
 
@@ -168,6 +175,7 @@ class GameSession:
         *,
         behavior: str | None = None,
         action_mask: Any = None,
+        action: Any = None,
     ) -> AgentAction | None:
         """Report one agent's observation (and the reward since its last action); return its action.
 
@@ -182,6 +190,10 @@ class GameSession:
         :param behavior: the agent's behavior; may be omitted when the session has only one.
         :param action_mask: for discrete actions, booleans ``[sum(branches)]`` where True
             forbids an action (ML-Agents' convention), or None.
+        :param action: the action a player chose (an :class:`AgentAction` or ``(continuous,
+            discrete)``), instead of asking the policy: it is recorded by :meth:`record` and
+            returned at once, and not trained on. The agent is then player-driven until its
+            episode ends or it leaves (its terminal ``decide()`` needs no action).
         :returns: the agent's :class:`AgentAction`, or ``None`` when no action is due: the call
             ended the episode, or the agent left while waiting.
         :raises SpecError: bad input (named by agent and behavior), or this agent already has
@@ -191,6 +203,10 @@ class GameSession:
             and its action discarded.
         :raises EnvError: the session is (or gets) closed.
         """
+        if action is not None or (
+            self._players and isinstance(agent_id, (int, np.integer)) and int(agent_id) in self._players
+        ):
+            return self._player_decision(agent_id, obs, reward, terminated, truncated, behavior, action_mask, action)
         entry = self._submit_single(agent_id, obs, reward, terminated, truncated, behavior, action_mask)
         if entry.future is None:
             return None
@@ -235,6 +251,8 @@ class GameSession:
         :returns: True when the agent was known.
         """
         agent_id = check.check_agent_id(agent_id)
+        if agent_id in self._players:
+            return self._player_leaves(agent_id, obs, reward)
         info = self._agents.get(agent_id)
         if info is None:
             return False
@@ -281,6 +299,8 @@ class GameSession:
     async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
         """Answer the last batch's decisions with ``actions``, then wait for and return the next batch."""
         self.check_open()
+        if self._recorders:
+            self._record_decisions(actions)
         self._batcher.deliver(actions)
         await self._batcher.wait()
         self.check_open()
@@ -320,11 +340,152 @@ class GameSession:
 
     def _collect(self) -> dict[str, StepBatch]:
         out, rows = self._batcher.collect()
+        if self._recorders:
+            self._record_terminals(out)
         if rows:
             self.stats.decisions += rows
             self.stats.batches += 1
             self.stats.largest_batch = max(self.stats.largest_batch, rows)
         return out
+
+    # ----- recording ----------------------------------------------------------------------------
+
+    def record(
+        self,
+        path: str | Path,
+        *,
+        behavior: str | None = None,
+        agents: Sequence[int] | None = None,
+        team: int = 0,
+    ) -> DemoRecorder:
+        """Start recording a behavior's agents (all, or ``agents``) to a ``.demo`` file while the session runs.
+
+        Every decision of a recorded agent is written with the action it got (the policy's, or a
+        player's given to :meth:`decide`), and every episode end. Writes happen in the
+        background, off the loop; ``await recorder.aclose()`` (or leaving its ``async with``)
+        finishes the file and stops the recording. The file is Unity's format: ML-Agents'
+        behavioral cloning and GAIL, and asynctrainer's, read it.
+        """
+        from asynctrainer.demos.recorder import DemoRecorder
+
+        self.check_open()
+        name = self._behavior(behavior)
+        recorder = DemoRecorder(path, self._specs[name], name, agents=agents, team=team)
+        self._recorders.setdefault(name, []).append(recorder)
+        recorder.on_close(self._stop_recording)
+        return recorder
+
+    def _stop_recording(self, recorder: DemoRecorder) -> None:
+        recorders = self._recorders.get(recorder.behavior_name, [])
+        if recorder in recorders:
+            recorders.remove(recorder)
+        if not recorders:
+            self._recorders.pop(recorder.behavior_name, None)
+
+    def _record_terminals(self, collected: dict[str, StepBatch]) -> None:
+        """Write the episode ends of a batch just collected; keep it for its decisions' actions."""
+        self._collected = collected
+        for name, batch in collected.items():
+            terminal = batch.terminal
+            for recorder in self._recorders.get(name, ()):
+                for i, agent in enumerate(terminal.agent_id.tolist()):
+                    if recorder.wants(agent):
+                        recorder.add(
+                            agent,
+                            [o[i] for o in terminal.obs],
+                            reward=float(terminal.reward[i]),
+                            done=True,
+                            interrupted=bool(terminal.interrupted[i]),
+                        )
+
+    def _record_decisions(self, actions: dict[str, ActionBatch]) -> None:
+        """Write the decisions of the batch in flight with the actions the env loop chose for them."""
+        for name, batch in self._collected.items():
+            chosen = actions.get(name)
+            decision = batch.decision
+            if chosen is None or len(chosen.agent_id) != len(decision.agent_id):
+                continue  # the batch fails to act; GameSession.step reports that
+            for recorder in self._recorders.get(name, ()):
+                for i, agent in enumerate(decision.agent_id.tolist()):
+                    if recorder.wants(agent):
+                        recorder.add(
+                            agent,
+                            [o[i] for o in decision.obs],
+                            reward=float(decision.reward[i]),
+                            continuous=chosen.continuous[i],
+                            discrete=chosen.discrete[i],
+                            mask=None if decision.action_mask is None else decision.action_mask[i],
+                        )
+        self._collected = {}
+
+    def _player_decision(
+        self,
+        agent_id: Any,
+        obs: Any,
+        reward: Any,
+        terminated: Any,
+        truncated: Any,
+        behavior: str | None,
+        action_mask: Any,
+        action: Any,
+    ) -> AgentAction | None:
+        """A player-driven agent's decision: recorded with the player's action, never sent to the env loop."""
+        self.check_open()
+        agent_id = check.check_agent_id(agent_id)
+        name = self._behavior(behavior, agent_id)
+        spec = self._specs[name]
+        known = self._players.get(agent_id)
+        if known is not None and known[0] != name:
+            raise SpecError(
+                f"GameSession: agent {agent_id} belongs to behavior '{known[0]}', not '{name}'; "
+                "call leave() before reusing its id for another behavior."
+            )
+        if agent_id in self._agents:
+            raise SpecError(
+                f"GameSession: agent {agent_id} of behavior '{name}' is in an episode the policy plays; "
+                "end it (terminated/truncated) or leave() the agent before a player drives it."
+            )
+        parts = check.single_obs(spec, name, agent_id, obs)
+        value = check.check_reward(name, agent_id, reward)
+        ended = check.check_flag(terminated, "terminated", agent_id, name)
+        trunc = check.check_flag(truncated, "truncated", agent_id, name)
+        mask = check.action_mask(spec, name, action_mask, None, lambda _: f"agent {agent_id} of behavior '{name}'")
+        if not (ended or trunc) and action is None:
+            raise SpecError(
+                f"GameSession: agent {agent_id} of behavior '{name}' is player-driven: its decide() needs "
+                "action=... until its episode ends or it leaves."
+            )
+        chosen = None if ended or trunc else check.player_action(spec, name, agent_id, action)
+        # Every check passed: from here on the call changes state and raises nothing.
+        for recorder in self._recorders.get(name, ()):
+            if recorder.wants(agent_id):
+                recorder.add(
+                    agent_id,
+                    list(parts),
+                    reward=value,
+                    done=chosen is None,
+                    interrupted=trunc and not ended,
+                    continuous=None if chosen is None else chosen.continuous,
+                    discrete=None if chosen is None else chosen.discrete,
+                    mask=None if chosen is None else mask,
+                )
+        if chosen is None:
+            self._players.pop(agent_id, None)
+            self.stats.episodes_ended += 1
+        else:
+            self._players[agent_id] = (name, parts)
+        return chosen
+
+    def _player_leaves(self, agent_id: int, obs: Any, reward: Any) -> bool:
+        name, last = self._players[agent_id]
+        final = last if obs is None else check.single_obs(self._specs[name], name, agent_id, obs)
+        value = check.check_reward(name, agent_id, reward)
+        del self._players[agent_id]
+        for recorder in self._recorders.get(name, ()):
+            if recorder.wants(agent_id):
+                recorder.add(agent_id, list(final), reward=value, done=True, interrupted=True)
+        self.stats.leaves += 1
+        return True
 
     # ----- checks and registration ---------------------------------------------------------------
 

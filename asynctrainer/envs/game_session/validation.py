@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from asynctrainer.envs.game_session.entries import F32, I64, B
+from asynctrainer.envs.game_session.entries import F32, I64, AgentAction, B
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import SpecError
 
@@ -234,3 +234,33 @@ def action_mask(spec: BehaviorSpec, name: str, mask: Any, n: int | None, whom: C
             raise SpecError(f"GameSession: the action mask of {whom(row)} forbids every action of branch {b}.")
         start += size
     return arr
+
+
+def player_action(spec: BehaviorSpec, name: str, agent_id: int, action: Any) -> AgentAction:
+    """A player's own action for ``decide(..., action=...)``: an :class:`AgentAction` or ``(continuous, discrete)``.
+
+    :raises SpecError: naming the agent, when the parts do not fit the action spec, a continuous
+        value is not finite or outside [-1, 1], or a discrete value is outside its branch.
+    """
+    a = spec.action_spec
+    where = f"GameSession: the action given for agent {agent_id} of behavior '{name}'"
+    try:
+        continuous_part, discrete_part = action
+        continuous = np.asarray(continuous_part if continuous_part is not None else [], np.float32).reshape(-1)
+        discrete = np.asarray(discrete_part if discrete_part is not None else [], np.int64).reshape(-1)
+    except (TypeError, ValueError):
+        raise SpecError(
+            f"{where} is {type(action).__name__}; give an AgentAction or a (continuous, discrete) pair."
+        ) from None
+    if continuous.size != a.continuous_size or discrete.size != a.discrete_size:
+        raise SpecError(
+            f"{where} has {continuous.size} continuous and {discrete.size} discrete values; the behavior has "
+            f"{a.continuous_size} continuous and {a.discrete_size} discrete (branches {list(a.discrete_branches)})."
+        )
+    if not (np.isfinite(continuous).all() and (np.abs(continuous) <= 1.0).all()):
+        raise SpecError(f"{where} has continuous values {continuous.tolist()}; each must be finite, in [-1, 1].")
+    if ((discrete < 0) | (discrete >= np.asarray(a.discrete_branches, np.int64))).any():
+        raise SpecError(
+            f"{where} has discrete values {discrete.tolist()} outside the branches {list(a.discrete_branches)}."
+        )
+    return AgentAction(continuous, discrete.astype(np.int32))
