@@ -25,10 +25,18 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 N_ENVS = 8
 WINDOW, SHARE = 20, 0.9
+#: The learned signals read normalised observations (MountainCar's velocity is ~100x smaller than its position).
+SIGNAL_NETWORK = {"hidden_units": 64, "num_layers": 2, "normalize": True}
 VARIANTS: dict[str, dict[str, Any]] = {
     "extrinsic": {"extrinsic": {"gamma": 0.99}},
-    "+ curiosity": {"extrinsic": {"gamma": 0.99}, "curiosity": {"gamma": 0.99, "strength": 0.1}},
-    "+ rnd": {"extrinsic": {"gamma": 0.99}, "rnd": {"gamma": 0.99, "strength": 0.1}},
+    "+ curiosity": {
+        "extrinsic": {"gamma": 0.99},
+        "curiosity": {"gamma": 0.99, "strength": 0.1, "network_settings": SIGNAL_NETWORK},
+    },
+    "+ rnd": {
+        "extrinsic": {"gamma": 0.99},
+        "rnd": {"gamma": 0.99, "strength": 0.1, "network_settings": SIGNAL_NETWORK},
+    },
 }
 
 

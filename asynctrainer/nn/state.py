@@ -38,6 +38,7 @@ class LearnedState:
     :ivar optimizers: Keras optimizers by name, their slots stored as ``optimizer/<name>/<i>``
         (``optimizer/<i>`` for the name ``""``).
     :ivar normalizer: the observation normaliser, stored as ``normalizer/*``, or None.
+    :ivar normalizers: other normalisers by name (e.g. a reward signal's), stored as ``normalizer/<name>/*``.
     :ivar rng: the algorithm's numpy generator (minibatch order, noise), stored as ``rng`` (JSON).
     """
 
@@ -47,6 +48,14 @@ class LearnedState:
     normalizer: Normalizer | None
     rng: np.random.Generator
     variables: Mapping[str, Any] = field(default_factory=dict)
+    normalizers: Mapping[str, Normalizer] = field(default_factory=dict)
+
+    def _all_normalizers(self) -> dict[str, Normalizer]:
+        """Every normaliser by its key prefix."""
+        out = {f"{NORMALIZER}/{name}/": n for name, n in self.normalizers.items()}
+        if self.normalizer is not None:
+            out[f"{NORMALIZER}/"] = self.normalizer
+        return out
 
     def _optimizer_variables(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -60,8 +69,8 @@ class LearnedState:
         state = {f"{WEIGHTS}/{k}": np.array(v.numpy()) for k, v in self.weights.items()}
         state.update({k: np.array(v.numpy()) for k, v in self.variables.items()})
         state.update({k: np.array(v.numpy()) for k, v in self._optimizer_variables().items()})
-        if self.normalizer is not None:
-            state.update({f"{NORMALIZER}/{k}": v for k, v in self.normalizer.state().items()})
+        for prefix, normalizer in self._all_normalizers().items():
+            state.update({f"{prefix}{k}": v for k, v in normalizer.state().items()})
         state[RNG] = np.frombuffer(json.dumps(self.rng.bit_generator.state).encode(), np.uint8).copy()
         return state
 
@@ -88,12 +97,13 @@ class LearnedState:
                 "other settings."
             )
         assignments += [(var, self._checked(state, name, var)) for name, var in slots.items()]
-        normalizer = self._normalizer_state(state)
+        loads = [(n, self._normalizer_state(state, prefix, n)) for prefix, n in self._all_normalizers().items()]
         rng_state = self._rng_state(state)
         for var, value in assignments:
             var.assign(value)
-        if self.normalizer is not None and normalizer is not None:
-            self.normalizer.load_state(normalizer)
+        for normalizer, loaded in loads:
+            if loaded is not None:
+                normalizer.load_state(loaded)
         self.rng.bit_generator.state = rng_state
 
     def _checked(self, state: Mapping[str, np.ndarray], key: str, var: Any, *, layer: str | None = None) -> np.ndarray:
@@ -122,13 +132,15 @@ class LearnedState:
             )
         return value
 
-    def _normalizer_state(self, state: Mapping[str, np.ndarray]) -> dict[str, np.ndarray] | None:
-        if self.normalizer is None or f"{NORMALIZER}/mean" not in state:
+    def _normalizer_state(
+        self, state: Mapping[str, np.ndarray], prefix: str, normalizer: Normalizer
+    ) -> dict[str, np.ndarray] | None:
+        if f"{prefix}mean" not in state:
             return None
-        current = self.normalizer.state()
+        current = normalizer.state()
         out: dict[str, np.ndarray] = {}
         for name, value in current.items():
-            key = f"{NORMALIZER}/{name}"
+            key = f"{prefix}{name}"
             if key not in state:
                 raise CheckpointLoadError(f"Behavior '{self.behavior}': the checkpoint has no field '{key}'.")
             stored = state[key]
@@ -140,7 +152,7 @@ class LearnedState:
             out[name] = stored
         if out["count"][0] < 0 or (out["m2"] < 0).any():
             raise CheckpointLoadError(
-                f"Behavior '{self.behavior}': fields '{NORMALIZER}/count' and '{NORMALIZER}/m2' may not be negative."
+                f"Behavior '{self.behavior}': fields '{prefix}count' and '{prefix}m2' may not be negative."
             )
         return out
 

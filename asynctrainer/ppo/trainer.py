@@ -194,7 +194,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             variables.update(signal.variables())
         if self.bc is not None:
             optimizers["bc"] = self.bc.optimizer
-        return LearnedState(self.behavior_name, weights, optimizers, self.normalizer, self._rng, variables)
+        normalizers = {s.key: s.normalizer for s in self.signals if s.normalizer is not None}
+        return LearnedState(self.behavior_name, weights, optimizers, self.normalizer, self._rng, variables, normalizers)
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:
         return self._learned().save()

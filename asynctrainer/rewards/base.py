@@ -11,6 +11,7 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards.signals import SignalBatch, signal_network
@@ -37,6 +38,8 @@ class LearnedSignal(ABC):
     default_learning_rate: float = 3e-4
     #: Stat names of the losses :meth:`_losses` returns after the total.
     loss_names: tuple[str, ...] = ()
+    #: Whether the normaliser (with ``normalize``) learns from the observations evaluated.
+    statistics_from_policy: bool = True
 
     def __init__(self, spec: BehaviorSpec, settings: RewardSignalSettings, *, seed: int) -> None:
         self.spec = spec
@@ -50,6 +53,18 @@ class LearnedSignal(ABC):
         self._updates = tf_keras().Variable(0.0, trainable=False, name=f"{self.key}_updates")
         self._train_fn: Any = None
         self._reward_fn: Any = None
+        #: With the signal's ``network_settings.normalize``: running statistics of the
+        #: observations it evaluates, applied to every observation its networks read.
+        self.normalizer = Normalizer(self.obs_size) if self.network.normalize else None
+
+    def _normalized(self, batch: SignalBatch, *, learn: bool = False) -> SignalBatch:
+        """``batch`` with normalised observations (updating the statistics first with ``learn``)."""
+        if self.normalizer is None:
+            return batch
+        if learn:
+            self.normalizer.update(batch.obs)
+        apply = self.normalizer.apply
+        return SignalBatch(apply(batch.obs), apply(batch.next_obs), batch.continuous, batch.discrete_onehot, batch.done)
 
     # ----- subclass hooks ------------------------------------------------------------------------
 
@@ -111,6 +126,7 @@ class LearnedSignal(ABC):
         return int(self._updates.numpy())
 
     def evaluate(self, batch: SignalBatch) -> F32:
+        batch = self._normalized(batch, learn=self.statistics_from_policy)
         with idle_while_computing():
             raw = self._reward_fn(
                 batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot, batch.done
@@ -173,6 +189,7 @@ class SelfSupervisedSignal(LearnedSignal):
         return train_fn.get_concrete_function()
 
     def update(self, batch: SignalBatch, minibatches: npt.NDArray[np.int32]) -> tuple[dict[str, float], bool]:
+        batch = self._normalized(batch)
         with idle_while_computing():
             out = self._train_fn(
                 batch.obs, batch.next_obs, batch.continuous, batch.discrete_onehot, minibatches

@@ -48,6 +48,7 @@ class GAILSignal(LearnedSignal):
     stat_name = "Gail"
     ignore_done = False
     default_learning_rate = 3e-4
+    statistics_from_policy = False  # its normaliser holds the expert's statistics
 
     def __init__(
         self,
@@ -77,6 +78,9 @@ class GAILSignal(LearnedSignal):
             expert.done.astype(np.float32).reshape(-1, 1),
         )
         self._rng = rng  # the trainer's: checkpointed with it
+        if self.normalizer is not None:  # the expert's statistics (ML-Agents updates GAIL's from expert rows only)
+            self.normalizer.update(self.expert.obs)
+            self.expert = self._normalized(self.expert)
         self.body = mlp(self.network.hidden_units, self.network.num_layers, seed, "gail_body", activation="swish")
         self.mu = (
             keras.layers.Dense(
@@ -213,6 +217,7 @@ class GAILSignal(LearnedSignal):
         return train_fn.get_concrete_function()
 
     def update(self, batch: SignalBatch, minibatches: npt.NDArray[np.int32]) -> tuple[dict[str, float], bool]:
+        batch = self._normalized(batch)
         expert_idx = self._rng.integers(len(self.expert), size=minibatches.shape).astype(np.int32)
         seed = np.int64(self._rng.integers(2**62))
         e = self.expert

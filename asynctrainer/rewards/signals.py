@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import ActionSpec
+from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.settings import NetworkSettings, RewardSignalSettings
 
 __all__ = ["LEARNED_SIGNALS", "RewardSignal", "SignalBatch", "signal_network"]
@@ -69,6 +70,8 @@ class RewardSignal(Protocol):
     strength: float
     #: Whether the return bootstraps across episode ends (curiosity and RND do, as in ML-Agents).
     ignore_done: bool
+    #: The signal's own observation statistics (``network_settings.normalize``), or None.
+    normalizer: Normalizer | None
 
     def evaluate(self, batch: SignalBatch) -> F32:
         """Each transition's reward, already multiplied by ``strength``, ``[n]``."""

@@ -387,12 +387,6 @@ class TrainerSettings(_Settings):
                     "(e.g. reward_signals: {gail: {demo_path: Demos/Expert.demo}}).",
                     where=name,
                 )
-            if name != "extrinsic" and signal.network_settings is not None and signal.network_settings.normalize:
-                notice(
-                    f"reward_signals.{name}.network_settings.normalize",
-                    f"reward_signals.{name}.network_settings.normalize is accepted but has no effect yet: the "
-                    "signal's networks read the observations unnormalised.",
-                )
         if not value:
             raise invalid(
                 f"{show(value)} is not valid: reward_signals needs at least one signal, "

@@ -130,3 +130,17 @@ async def test_ppo_with_a_learned_signal_still_reaches_ml_agents_bar(signal: str
     assert env.mean_final_reward("1D") > 0.9
     name = "Curiosity" if signal == "curiosity" else "Rnd"
     assert any(f"Policy/{name} Reward" in r.values for r in records)
+
+
+def test_a_signal_with_normalize_keeps_and_checkpoints_its_own_statistics() -> None:
+    signals = {"extrinsic": {}, "rnd": {"network_settings": {"normalize": True, "hidden_units": 16}}}
+    trainer = make_trainer(signals)
+    rnd = trainer.signals[0]
+    assert rnd.normalizer is not None and trainer.normalizer is None  # the policy's own setting is apart
+    update(trainer, np.random.default_rng(0))
+    assert rnd.normalizer.count == 64  # the buffer's observations, evaluated once
+    state = trainer.get_state()
+    assert {"algo/normalizer/rnd/count", "algo/normalizer/rnd/mean", "algo/normalizer/rnd/m2"} <= set(state)
+    fresh = make_trainer(signals, seed=3)
+    fresh.set_state(state)
+    np.testing.assert_array_equal(fresh.signals[0].normalizer.mean, rnd.normalizer.mean)
