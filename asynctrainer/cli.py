@@ -90,6 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--inference", action="store_true", help="Run the trained policy without training.")
     p.add_argument("--deterministic", action="store_true", help="Act with the distribution's mode.")
+    p.add_argument(
+        "--record-demo",
+        default=None,
+        metavar="PATH",
+        help="Record the policy playing to Unity's .demo format: PATH.demo, or a directory (one file per behavior).",
+    )
     p.add_argument("--debug", action="store_true", help="Show tracebacks and debug logs.")
     return p
 
@@ -263,6 +269,31 @@ def _check_demo_paths(name: str, trainer_settings: Any, run_dir: Path, force: bo
             load_demonstration(value)
         except DemonstrationError as err:
             raise DemonstrationError(f"{where}: {err}", path=err.path) from None
+
+
+def _recording(env: Any, names: list[str], target: Path) -> Any:
+    """Wrap the run's env for ``--record-demo``: one ``.demo`` file per behavior, none existing yet.
+
+    :raises SettingsError: for a Unity game (record there with Unity's Demonstration Recorder), a
+        single-behavior path not ending in ``.demo``, or a file that exists already.
+    """
+    from asynctrainer.demos.reader import DEMO_SUFFIX
+    from asynctrainer.demos.recording_env import RecordingEnv
+
+    if isinstance(env, list):
+        raise SettingsError(
+            "--record-demo records gymnasium and Python envs; in a Unity game add Unity's Demonstration "
+            "Recorder component to the agent instead."
+        )
+    keys = list(env.behavior_specs)
+    if len(keys) == 1 and target.suffix != DEMO_SUFFIX:
+        raise SettingsError(f"--record-demo is '{target}': for one behavior give a file name ending in {DEMO_SUFFIX}.")
+    named = dict(zip(keys, names, strict=True))
+    paths = {key: target if len(keys) == 1 else target / f"{name}{DEMO_SUFFIX}" for key, name in named.items()}
+    for path in paths.values():
+        if path.exists():
+            raise SettingsError(f"--record-demo would overwrite '{path}', which exists: give a new path.")
+    return RecordingEnv(env, paths, named)
 
 
 def _check_initialize_from(ckpt: Any, run_dir: Path) -> None:
@@ -464,6 +495,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 _check_init_path(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
             if not ckpt.inference:
                 _check_demo_paths(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
+        if args.record_demo is not None:
+            env = _recording(env, behavior_names, Path(args.record_demo))
         if not ckpt.inference:
             made = run_dir if ckpt.force or not run_dir.exists() else None
             _start_run_dir(run_dir, delete_first=ckpt.force)

@@ -363,3 +363,22 @@ def test_force_never_deletes_outside_the_results_directory_nor_the_results_direc
     err = " ".join(capsys.readouterr().err.split())
     assert code == 2, err  # refused by the run-id check of the settings, or by --force's own
     assert _survives(target, outside) and _survives(results / "other", other_run)
+
+
+def test_record_demo_records_the_policy_playing_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asynctrainer import load_demonstration
+
+    results, demo = tmp_path / "results", tmp_path / "demos" / "cartpole.demo"
+    args = [write(tmp_path, GOOD), "--env", "CartPole-v1", "--results-dir", str(results), "--record-demo", str(demo)]
+    assert main(args) == 0, capsys.readouterr().err
+    recorded = load_demonstration(demo)
+    assert recorded.brain_name == "CartPole?team=0" and recorded.number_steps >= 300
+    rows = recorded.transitions()
+    assert set(rows.discrete[:, 0].tolist()) == {0, 1} and rows.done.sum() >= 1  # it played, episodes ended
+    again = main([*args[:-2], "--run-id", "second", "--record-demo", str(demo)])
+    err = " ".join(capsys.readouterr().err.split())
+    assert again == 2 and "would overwrite" in err and not (results / "second").exists()
+    wrong = main([*args[:-2], "--run-id", "third", "--record-demo", str(tmp_path / "x.txt")])
+    assert wrong == 2 and "ending in .demo" in " ".join(capsys.readouterr().err.split())

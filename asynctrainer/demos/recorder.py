@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,11 @@ import anyio
 import numpy.typing as npt
 
 from asynctrainer.demos.writer import DemoEncoder, checked_demo_path
-from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, StepBatch
 from asynctrainer.errors import UsageError
 from asynctrainer.files import fsync_dir, temp_sibling
 
-__all__ = ["DemoRecorder"]
+__all__ = ["DemoRecorder", "record_decisions", "record_terminals"]
 
 
 class DemoRecorder:
@@ -126,3 +126,43 @@ class DemoRecorder:
 
     async def __aexit__(self, *_: object) -> None:
         await self.aclose()
+
+
+def record_terminals(recorders: Mapping[str, Sequence[DemoRecorder]], batches: Mapping[str, StepBatch]) -> None:
+    """Write the episode ends of ``batches`` (one per behavior) to the recorders of each behavior."""
+    for name, batch in batches.items():
+        terminal = batch.terminal
+        for recorder in recorders.get(name, ()):
+            for i, agent in enumerate(terminal.agent_id.tolist()):
+                if recorder.wants(agent):
+                    recorder.add(
+                        agent,
+                        [o[i] for o in terminal.obs],
+                        reward=float(terminal.reward[i]),
+                        done=True,
+                        interrupted=bool(terminal.interrupted[i]),
+                    )
+
+
+def record_decisions(
+    recorders: Mapping[str, Sequence[DemoRecorder]],
+    batches: Mapping[str, StepBatch],
+    actions: Mapping[str, ActionBatch],
+) -> None:
+    """Write the decisions of ``batches`` with the ``actions`` chosen for them (a behavior without actions: none)."""
+    for name, batch in batches.items():
+        chosen = actions.get(name)
+        decision = batch.decision
+        if chosen is None or len(chosen.agent_id) != len(decision.agent_id):
+            continue
+        for recorder in recorders.get(name, ()):
+            for i, agent in enumerate(decision.agent_id.tolist()):
+                if recorder.wants(agent):
+                    recorder.add(
+                        agent,
+                        [o[i] for o in decision.obs],
+                        reward=float(decision.reward[i]),
+                        continuous=chosen.continuous[i],
+                        discrete=chosen.discrete[i],
+                        mask=None if decision.action_mask is None else decision.action_mask[i],
+                    )

@@ -384,38 +384,16 @@ class GameSession:
 
     def _record_terminals(self, collected: dict[str, StepBatch]) -> None:
         """Write the episode ends of a batch just collected; keep it for its decisions' actions."""
+        from asynctrainer.demos.recorder import record_terminals
+
         self._collected = collected
-        for name, batch in collected.items():
-            terminal = batch.terminal
-            for recorder in self._recorders.get(name, ()):
-                for i, agent in enumerate(terminal.agent_id.tolist()):
-                    if recorder.wants(agent):
-                        recorder.add(
-                            agent,
-                            [o[i] for o in terminal.obs],
-                            reward=float(terminal.reward[i]),
-                            done=True,
-                            interrupted=bool(terminal.interrupted[i]),
-                        )
+        record_terminals(self._recorders, collected)
 
     def _record_decisions(self, actions: dict[str, ActionBatch]) -> None:
         """Write the decisions of the batch in flight with the actions the env loop chose for them."""
-        for name, batch in self._collected.items():
-            chosen = actions.get(name)
-            decision = batch.decision
-            if chosen is None or len(chosen.agent_id) != len(decision.agent_id):
-                continue  # the batch fails to act; GameSession.step reports that
-            for recorder in self._recorders.get(name, ()):
-                for i, agent in enumerate(decision.agent_id.tolist()):
-                    if recorder.wants(agent):
-                        recorder.add(
-                            agent,
-                            [o[i] for o in decision.obs],
-                            reward=float(decision.reward[i]),
-                            continuous=chosen.continuous[i],
-                            discrete=chosen.discrete[i],
-                            mask=None if decision.action_mask is None else decision.action_mask[i],
-                        )
+        from asynctrainer.demos.recorder import record_decisions
+
+        record_decisions(self._recorders, self._collected, actions)
         self._collected = {}
 
     def _player_decision(
