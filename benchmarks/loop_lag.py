@@ -7,6 +7,8 @@ CartPole-v1 on the same loop, and for 10 s with nothing else running (the baseli
 2. after ``asynctrainer.preload()`` (what docs/embedding.md tells a host to do at start-up):
    the whole run, and its steady state (after the first update);
 3. the same with a checkpoint (and ONNX export) every ``--checkpoint-interval`` steps;
+4. the same while every decision is recorded to a ``.demo`` file (``RecordingEnv``, whose
+   ``DemoRecorder`` is what ``GameSession.record`` uses: encoding on the loop, writes off it);
 
 Two settings are compared by running the script twice, since their effect on a process lasts
 (threads once lowered stay lowered):
@@ -38,7 +40,8 @@ from typing import Any
 import numpy as np
 from stall_trace import StallTrace, steal_ms
 
-from asynctrainer import Runner
+from asynctrainer import Runner, load_demonstration
+from asynctrainer.demos.recording_env import RecordingEnv
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv
 from asynctrainer.runtime.scheduling import SHORT_SWITCH_INTERVAL
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
@@ -91,6 +94,7 @@ async def training(
     checkpoint_interval: int | None = None,
     results_dir: str | None = None,
     switch_interval: float | None = SHORT_SWITCH_INTERVAL,
+    record_to: Path | None = None,
 ) -> dict[str, Any]:
     data = load_run_settings(CONFIG).to_yaml_dict()
     behavior = data["behaviors"]["CartPole"]
@@ -98,7 +102,9 @@ async def training(
     if checkpoint_interval:
         behavior["checkpoint_interval"] = checkpoint_interval
     settings = run_settings_from_dict(data)
-    env = GymnasiumEnv("CartPole-v1", 8, seed=0)
+    env: Any = GymnasiumEnv("CartPole-v1", 8, seed=0)
+    if record_to is not None:
+        env = RecordingEnv(env, {"CartPole": record_to})
     lags: list[float] = []
     stamps: list[float] = []
     stop = asyncio.Event()
@@ -123,7 +129,9 @@ async def training(
     updated_at = await first_update
     steady = [lag for lag, t in zip(lags, stamps, strict=True) if t > updated_at]
     saves = [seconds for _, _, seconds in runner.checkpoints.saves] if runner.checkpoints else []
+    recorded = load_demonstration(record_to).number_steps if record_to is not None else None
     return {
+        "recorded": recorded,
         "whole_run": summary(lags) | stolen,
         "steady_state": summary(steady) | stolen,
         "wall_s": wall,
@@ -163,12 +171,15 @@ async def main() -> None:
         ckpt = await training(
             args.steps, checkpoint_interval=args.checkpoint_interval, results_dir=tmp, switch_interval=interval
         )
+    with tempfile.TemporaryDirectory() as tmp:
+        record = await training(args.steps, switch_interval=interval, record_to=Path(tmp) / "lag.demo")
     rows = {
         "idle loop": await idle(10.0),
         "cold start, whole run": cold["whole_run"],
         "preloaded, whole run": train["whole_run"],
         "preloaded, steady state": train["steady_state"],
         f"+ checkpoint every {args.checkpoint_interval}": ckpt["whole_run"],
+        "+ recording a .demo": record["whole_run"],
     }
     print(f"{'scenario':<34}{'samples':>9}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>10}{'steal ms/s':>12}")
     for name, r in rows.items():
@@ -190,7 +201,8 @@ async def main() -> None:
         f"with checkpoints: {ckpt['saves']} saves (checkpoint + ONNX), median {ckpt['save_s_median']:.3f} s, "
         f"max {ckpt['save_s_max']:.3f} s, each off the loop"
     )
-    runs = {"cold": cold, "preloaded": train, "checkpoints": ckpt}
+    print(f"recording: {record['recorded']} records written to the .demo while training")
+    runs = {"cold": cold, "preloaded": train, "checkpoints": ckpt, "recording": record}
     out.write_text(json.dumps({"meta": meta, "results": rows, "runs": runs}, indent=2))
     print(f"wrote {out}")
 
