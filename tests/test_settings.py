@@ -320,10 +320,6 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
             "behaviors.CartPole.reward_signals.rnd",
         ),
         (_behavior({"self_play": {"window": 10}}), "behaviors.CartPole.self_play"),
-        (
-            _behavior({"trainer_type": "sac", "behavioral_cloning": {"demo_path": "x.demo"}}),
-            "behaviors.CartPole.behavioral_cloning",
-        ),
         (_behavior({"trainer_type": "poca"}), "behaviors.CartPole.trainer_type"),
         (
             {"environment_parameters": {"wall_height": {"curriculum": [{"name": "L0", "value": 1.0}]}}},

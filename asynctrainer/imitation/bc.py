@@ -10,7 +10,7 @@ loss reported is 0.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -19,7 +19,6 @@ from asynctrainer.demos.reader import Demonstration
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.imitation.losses import bc_loss
 from asynctrainer.nn.graph_loops import sum_over_range
-from asynctrainer.nn.networks import ActorCritic
 from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
@@ -28,13 +27,25 @@ from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.snapshot import flatten_obs
 from asynctrainer.settings import BehavioralCloningSettings
 
-__all__ = ["DEFAULT_NUM_EPOCH", "MIN_LEARNING_RATE", "BehavioralCloning"]
+__all__ = ["DEFAULT_NUM_EPOCH", "MIN_LEARNING_RATE", "BehavioralCloning", "ClonablePolicy"]
 
 F32 = npt.NDArray[np.float32]
 #: ML-Agents' passes over the demonstration per update when ``num_epoch`` is not set.
 DEFAULT_NUM_EPOCH = 3
 #: The learning rate at which cloning stops.
 MIN_LEARNING_RATE = 1e-10
+
+
+class ClonablePolicy(Protocol):
+    """What cloning needs of an actor: its distribution's parameters and its variables."""
+
+    #: Whether an action is ``tanh`` of the Gaussian sample (SAC) or the sample itself (PPO).
+    squashed: bool
+
+    def actor_outputs(self, obs: Any) -> tuple[Any, Any, Any]: ...
+
+    @property
+    def actor_variables(self) -> list[Any]: ...
 
 
 class BehavioralCloning:
@@ -48,7 +59,7 @@ class BehavioralCloning:
         self,
         settings: BehavioralCloningSettings,
         demonstration: Demonstration,
-        net: ActorCritic,
+        net: ClonablePolicy,
         spec: BehaviorSpec,
         *,
         behavior_name: str,
@@ -73,7 +84,7 @@ class BehavioralCloning:
     def __len__(self) -> int:
         return int(self.obs.shape[0])
 
-    def _compile(self, net: ActorCritic, spec: BehaviorSpec) -> None:
+    def _compile(self, net: ClonablePolicy, spec: BehaviorSpec) -> None:
         t = tf()
         f32 = t.float32
         a = spec.action_spec
@@ -105,6 +116,8 @@ class BehavioralCloning:
                     if mean is not None and log_std is not None:
                         noise = t.random.stateless_normal(t.shape(mean), t.stack([seed, t.cast(i, t.int64)]))
                         sampled = mean + t.exp(log_std) * noise
+                        if net.squashed:
+                            sampled = t.tanh(sampled)
                     loss = bc_loss(sampled, t.gather(continuous, b), logits, t.gather(onehot, b), branches)
                 grads = tape.gradient(loss, variables)
                 optimizer.apply(grads, variables)

@@ -173,6 +173,9 @@ class ActorCritic:
             h = layer(h)
         return self.value_head(h)
 
+    #: Actions are the Gaussian sample itself (clipped to [-1, 1] by the env side), not squashed.
+    squashed = False
+
     def actor_outputs(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The policy's parameters: Gaussian mean ``[B, c]`` and log-std ``[c]``, discrete logits ``[B, Σ branches]``.
 

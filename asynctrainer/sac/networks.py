@@ -97,6 +97,18 @@ class SACActor:
         assert self.log_std is not None
         return tf().clip_by_value(tf().convert_to_tensor(self.log_std), LOG_STD_MIN, LOG_STD_MAX)
 
+    #: Actions are ``tanh`` of the Gaussian sample (behavioral cloning compares the squashed action).
+    squashed = True
+
+    def actor_outputs(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """Gaussian mean ``[B, c]`` and log-std ``[c]`` (before the squash), unmasked logits ``[B, Σ branches]``."""
+        mean, logits = self.heads_of(obs)
+        return mean, self.clipped_log_std() if mean is not None else None, logits
+
+    @property
+    def actor_variables(self) -> list[Any]:
+        return self.variables
+
     def distribution(self, obs: Tensor, masks: Tensor) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
         """(mean ``[B, C]``, log_std ``[C]``, masked log-probabilities ``[B, n_b]`` per branch)."""
         t = tf()

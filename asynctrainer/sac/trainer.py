@@ -23,8 +23,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from asynctrainer.demos.reader import load_demonstration
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
+from asynctrainer.imitation.bc import BehavioralCloning
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.nn.state import LearnedState
@@ -76,6 +78,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
         self.entropy_optimizer: Any = None
         self._train_fn: Any = None
         self._log_prob_fn: Any = None
+        self.bc: BehavioralCloning | None = None
 
     # ----- policy -------------------------------------------------------------------------------
 
@@ -104,6 +107,18 @@ class SACTrainer(RLTrainer[SACNetworks]):
         self.value_optimizer.build(nets.critic_variables)
         self.entropy_optimizer.build([nets.log_alpha])
         self._compile(behavior_spec)
+        bc = self.trainer_settings.behavioral_cloning
+        if bc is not None:
+            self.bc = BehavioralCloning(
+                bc,
+                load_demonstration(bc.demo_path),
+                nets.actor,
+                behavior_spec,
+                behavior_name=self.behavior_name,
+                learning_rate=hp.learning_rate,
+                batch_size=hp.batch_size,
+                rng=self._rng,
+            )
         return nets
 
     def _compile(self, spec: BehaviorSpec) -> None:
@@ -348,6 +363,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 stats["Policy/Continuous Entropy Coeff"] = float(alpha[0])
             if a.is_discrete():
                 stats["Policy/Discrete Entropy Coeff"] = float(alpha[-a.discrete_size :].mean())
+            if self.bc is not None:  # once per update, after its gradient steps
+                cloned, finite = self.bc.update(self._step, self.normalizer)
+                if not finite:
+                    raise self._non_finite_update()
+                stats.update(cloned)
         # ML-Agents counts owed steps whether or not a batch was there.
         self.update_steps += n_steps
         if len(self.replay) > hp.buffer_size:
@@ -358,10 +378,13 @@ class SACTrainer(RLTrainer[SACNetworks]):
 
     def _learned(self) -> LearnedState:
         assert self.nets is not None
+        optimizers = {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer}
+        if self.bc is not None:
+            optimizers["bc"] = self.bc.optimizer
         return LearnedState(
             self.behavior_name,
             self.nets.named_variables(),
-            {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer},
+            optimizers,
             self.normalizer,
             self._rng,
             variables={"log_alpha": self.nets.log_alpha},

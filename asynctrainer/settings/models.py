@@ -297,7 +297,7 @@ class TrainerSettings(_Settings):
     summary_freq: Count = Field(default=50000, gt=0, description="Trainer steps between two summaries.")
     self_play: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
     behavioral_cloning: BehavioralCloningSettings | None = Field(
-        default=None, description="Behavioral cloning from a demonstration (PPO)."
+        default=None, description="Behavioral cloning from a demonstration."
     )
     strict_on_policy: bool = Field(
         default=False,
@@ -399,16 +399,6 @@ class TrainerSettings(_Settings):
     def _refuse_unbuilt(cls, value: dict[str, Any] | None) -> Any:
         if value is not None:
             raise unsupported("self-play is not supported yet by asynctrainer; remove the section or set it to null.")
-        return value
-
-    @field_validator("behavioral_cloning")
-    @classmethod
-    def _bc_with_ppo(cls, value: BehavioralCloningSettings | None, info: ValidationInfo) -> Any:
-        if value is not None and info.data.get("trainer_type", "ppo") != "ppo":
-            raise unsupported(
-                "behavioral cloning is not supported yet by asynctrainer's sac trainer (supported with ppo); "
-                "remove the section or set it to null."
-            )
         return value
 
     @model_validator(mode="after")

@@ -95,3 +95,35 @@ async def test_ppo_learns_from_the_expert_alone(tmp_path: Path, action_sizes: tu
     settings = ppo(demo, reward_signals={"extrinsic": {"strength": 0.0}})
     await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("1D") > 0.9
+
+
+def sac(demo: Path, **extra: Any) -> Any:
+    """ML-Agents' dummy SAC config, with behavioral cloning for 1000 steps."""
+    cfg = {
+        "trainer_type": "sac",
+        "hyperparameters": {
+            "learning_rate": 5e-3,
+            "batch_size": 8,
+            "buffer_init_steps": 100,
+            "buffer_size": 5000,
+            "tau": 0.01,
+            "init_entcoef": 0.01,
+        },
+        "network_settings": {"hidden_units": 16, "num_layers": 1},
+        "behavioral_cloning": {"demo_path": str(demo), "steps": 1000},
+        "summary_freq": 500,
+        "max_steps": 1000,
+        **extra,
+    }
+    return run_settings_from_dict({"behaviors": {"1D": cfg}})
+
+
+@pytest.mark.learning
+@pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0)], ids=["discrete", "continuous"])
+async def test_sac_learns_from_the_expert_alone(tmp_path: Path, action_sizes: tuple[int, int]) -> None:
+    demo = await record_simple_expert(SimpleEnvironment("1D", action_sizes=action_sizes, seed=7), tmp_path / "e.demo")
+    env = SimpleEnvironment("1D", action_sizes=action_sizes, seed=1337)
+    settings = sac(demo, reward_signals={"extrinsic": {"strength": 0.0}})
+    result = await Runner(settings, env, seed=1337, stats_writers=[]).run()
+    assert result.updates["1D"] > 0
+    assert env.mean_final_reward("1D") > 0.9
