@@ -307,18 +307,6 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
             _behavior({"network_settings": {"memory": {"memory_size": 64}}}),
             "behaviors.CartPole.network_settings.memory",
         ),
-        (
-            _behavior({"trainer_type": "sac", "reward_signals": {"curiosity": {"strength": 0.02}}}),
-            "behaviors.CartPole.reward_signals.curiosity",
-        ),
-        (
-            _behavior({"trainer_type": "sac", "reward_signals": {"gail": {"demo_path": "x.demo"}}}),
-            "behaviors.CartPole.reward_signals.gail",
-        ),
-        (
-            _behavior({"trainer_type": "sac", "reward_signals": {"rnd": {"learning_rate": 1e-4}}}),
-            "behaviors.CartPole.reward_signals.rnd",
-        ),
         (_behavior({"self_play": {"window": 10}}), "behaviors.CartPole.self_play"),
         (_behavior({"trainer_type": "poca"}), "behaviors.CartPole.trainer_type"),
         (

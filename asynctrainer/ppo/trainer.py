@@ -20,7 +20,7 @@ from asynctrainer.nn.tf_setup import tf
 from asynctrainer.ppo import loss
 from asynctrainer.ppo.gae import gae_segments
 from asynctrainer.rewards.factory import create_reward_signals
-from asynctrainer.rewards.signals import RewardSignal, SignalBatch
+from asynctrainer.rewards.signals import RewardSignal, RewardStream, SignalBatch, reward_streams, signal_state
 from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -185,17 +185,19 @@ class PPOTrainer(RLTrainer[ActorCritic]):
 
     def _learned(self) -> LearnedState:
         assert self.net is not None
-        weights = dict(self.net.named_variables())
-        optimizers = {"": self.optimizer}
-        variables: dict[str, Any] = {}
-        for signal in self.signals:
-            weights.update({f"{signal.key}/{k}": v for k, v in signal.weights().items()})
-            optimizers[signal.key] = signal.optimizer()
-            variables.update(signal.variables())
+        weights, optimizers, variables, normalizers = signal_state(self.signals)
+        optimizers[""] = self.optimizer
         if self.bc is not None:
             optimizers["bc"] = self.bc.optimizer
-        normalizers = {s.key: s.normalizer for s in self.signals if s.normalizer is not None}
-        return LearnedState(self.behavior_name, weights, optimizers, self.normalizer, self._rng, variables, normalizers)
+        return LearnedState(
+            self.behavior_name,
+            {**self.net.named_variables(), **weights},
+            optimizers,
+            self.normalizer,
+            self._rng,
+            variables,
+            normalizers,
+        )
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:
         return self._learned().save()
@@ -222,15 +224,9 @@ class PPOTrainer(RLTrainer[ActorCritic]):
 
     # ----- thread side --------------------------------------------------------------------------
 
-    def _heads(self) -> list[tuple[str, float, bool]]:
-        """``(stat name, gamma, ignore_done)`` of each value head: extrinsic (if configured), then the learned signals.
-
-        The stat name is ML-Agents' (``Extrinsic``, ``Curiosity``, ``Rnd``); only the env's reward
-        stops bootstrapping at an episode's end.
-        """
-        signals = self.trainer_settings.reward_signals
-        order = [k for k in signals if k == "extrinsic"] + [k for k in signals if k != "extrinsic"]
-        return [(key.capitalize(), float(signals[key].gamma), key != "extrinsic") for key in order]
+    def _heads(self) -> list[RewardStream]:
+        """One value head per reward stream: extrinsic (if configured), then the learned signals."""
+        return reward_streams(self.trainer_settings.reward_signals)
 
     def _signal_rewards(self, trajs: list[Trajectory], obs: F32) -> tuple[list[F32], dict[str, float]]:
         """Each head's rewards over the buffer (strength applied), and the learned signals' episode rewards."""
@@ -283,14 +279,14 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         lengths = np.array([len(t) for t in trajs], np.int64)
         terminated = np.array([t.terminated for t in trajs], bool)
         advantages, returns = [], []
-        for k, ((_, gamma, ignore_done), reward) in enumerate(zip(self._heads(), rewards, strict=True)):
+        for k, (stream, reward) in enumerate(zip(self._heads(), rewards, strict=True)):
             adv, ret = gae_segments(
                 reward,
                 values[:, k],
                 bootstrap[:, k],
                 lengths,
-                np.zeros_like(terminated) if ignore_done else terminated,
-                gamma,
+                np.zeros_like(terminated) if stream.ignore_done else terminated,
+                stream.gamma,
                 self.hyperparameters.lambd,
             )
             advantages.append(adv)
@@ -359,8 +355,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             if not finite:
                 raise self._non_finite_update()
             signal_stats.update(cloned)
-        for k, (name, _, _) in enumerate(self._heads()):
-            signal_stats[f"Policy/{name} Value Estimate"] = float(values[:, k].mean())
+        for k, stream in enumerate(self._heads()):
+            signal_stats[f"Policy/{stream.stat_name} Value Estimate"] = float(values[:, k].mean())
         return signal_stats | {
             "Losses/Policy Loss": float(abs(out[0])),
             "Losses/Value Loss": float(out[1]),

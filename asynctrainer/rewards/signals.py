@@ -9,7 +9,7 @@ exported policy.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +20,15 @@ from asynctrainer.envs.spec import ActionSpec
 from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.settings import NetworkSettings, RewardSignalSettings
 
-__all__ = ["LEARNED_SIGNALS", "RewardSignal", "SignalBatch", "signal_network"]
+__all__ = [
+    "LEARNED_SIGNALS",
+    "RewardSignal",
+    "RewardStream",
+    "SignalBatch",
+    "reward_streams",
+    "signal_network",
+    "signal_state",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -105,3 +113,40 @@ def signal_network(settings: RewardSignalSettings) -> NetworkSettings:
     if settings.encoding_size is not None:
         return NetworkSettings(hidden_units=settings.encoding_size)
     return NetworkSettings()
+
+
+@dataclass(frozen=True)
+class RewardStream:
+    """One reward stream of a trainer: a value head, a discount, whether it stops at terminals."""
+
+    key: str
+    #: ML-Agents' stat name: ``Extrinsic``, ``Curiosity``, ``Rnd``, ``Gail``.
+    stat_name: str
+    gamma: float
+    ignore_done: bool
+
+
+def reward_streams(signals: Mapping[str, RewardSignalSettings]) -> list[RewardStream]:
+    """The streams of ``reward_signals``: ``extrinsic`` first when configured, then the learned ones in order.
+
+    Only the env's reward and GAIL's stop bootstrapping at an episode's end (ML-Agents' ``ignore_done``).
+    """
+    order = [k for k in signals if k == "extrinsic"] + [k for k in signals if k != "extrinsic"]
+    return [RewardStream(k, k.capitalize(), float(signals[k].gamma), k not in ("extrinsic", "gail")) for k in order]
+
+
+def signal_state(
+    signals: Sequence[RewardSignal],
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Normalizer]]:
+    """What a trainer checkpoints of its signals: weights (under ``<key>/``), optimizers, variables, normalisers."""
+    weights: dict[str, Any] = {}
+    optimizers: dict[str, Any] = {}
+    variables: dict[str, Any] = {}
+    normalizers: dict[str, Normalizer] = {}
+    for signal in signals:
+        weights.update({f"{signal.key}/{k}": v for k, v in signal.weights().items()})
+        optimizers[signal.key] = signal.optimizer()
+        variables.update(signal.variables())
+        if signal.normalizer is not None:
+            normalizers[signal.key] = signal.normalizer
+    return weights, optimizers, variables, normalizers

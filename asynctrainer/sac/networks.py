@@ -181,15 +181,22 @@ class SACActor:
 
 
 class QNetwork:
-    """``Q(s, tanh u) → [B, M]`` (one value per discrete action), or ``[B, 1]`` without branches."""
+    """``Q(s, tanh u) → [B, streams · M]``: per reward stream, one value per discrete action (or 1 without branches).
 
-    def __init__(self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, name: str) -> None:
+    Stream ``k`` is ``values[:, k·M : (k+1)·M]`` (:meth:`stream`), one per reward signal, as
+    ML-Agents' critics have one head per signal.
+    """
+
+    def __init__(
+        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, name: str, streams: int = 1
+    ) -> None:
         keras = tf_keras()
         a = spec.action_spec
         self.continuous_size = a.continuous_size
+        self.per_stream = a.mask_size if a.is_discrete() else 1
         self.body = mlp(hidden_units, num_layers, seed, name)
         self.head = keras.layers.Dense(
-            a.mask_size if a.is_discrete() else 1,
+            streams * self.per_stream,
             kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 50),
             name=f"{name}_head",
         )
@@ -200,6 +207,10 @@ class QNetwork:
         for layer in self.body:
             h = layer(h)
         return self.head(h)
+
+    def stream(self, values: Tensor, k: int) -> Tensor:
+        """Stream ``k`` of :meth:`__call__`'s output, ``[B, M]``."""
+        return values[:, k * self.per_stream : (k + 1) * self.per_stream]
 
     @property
     def variables(self) -> list[Any]:
@@ -220,17 +231,24 @@ class SACNetworks:
     """
 
     def __init__(
-        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, init_entcoef: float
+        self,
+        spec: BehaviorSpec,
+        *,
+        hidden_units: int,
+        num_layers: int,
+        seed: int,
+        init_entcoef: float,
+        streams: int = 1,
     ) -> None:
         keras = tf_keras()
         self.spec = spec
         a = spec.action_spec
         kw = {"hidden_units": hidden_units, "num_layers": num_layers}
         self.actor = SACActor(spec, seed=seed, **kw)
-        self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", **kw)
-        self.q2 = QNetwork(spec, seed=seed + 2000, name="q2", **kw)
-        self.q1_target = QNetwork(spec, seed=seed + 1000, name="q1_target", **kw)
-        self.q2_target = QNetwork(spec, seed=seed + 2000, name="q2_target", **kw)
+        self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", streams=streams, **kw)
+        self.q2 = QNetwork(spec, seed=seed + 2000, name="q2", streams=streams, **kw)
+        self.q1_target = QNetwork(spec, seed=seed + 1000, name="q1_target", streams=streams, **kw)
+        self.q2_target = QNetwork(spec, seed=seed + 2000, name="q2_target", streams=streams, **kw)
         for target, source in zip(self.target_variables, self.critic_variables, strict=True):
             target.assign(source)
         components = (1 if a.is_continuous() else 0) + a.discrete_size

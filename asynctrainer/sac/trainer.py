@@ -10,8 +10,11 @@ moves the targets by ``tau`` → a new numpy snapshot (``tanh_squash=True``) is 
 Threads: ``_store_trajectory`` (loop) only queues converted transitions; the update thread
 moves them into the buffer, so a checkpoint taken in the thread never races the loop.
 
-Only the extrinsic reward signal exists, so ``reward_signal_steps_per_update`` (how often
-ML-Agents updates learned reward signals) is accepted and has nothing to update.
+Reward signals: the critics have one stream per signal (``extrinsic`` first, then the learned
+ones), each with its own soft TD target, ``gamma`` and terminal rule; the value loss is the
+mean over streams and the actor follows their mean. Learned signals score each sampled
+minibatch and then learn on the same minibatches, once per gradient step: as ML-Agents with
+``reward_signal_steps_per_update`` equal to ``steps_per_update``, its default.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from asynctrainer.nn.normalizer import Normalizer
 from asynctrainer.nn.state import LearnedState
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
+from asynctrainer.rewards.factory import create_reward_signals
+from asynctrainer.rewards.signals import RewardSignal, SignalBatch, reward_streams, signal_state
 from asynctrainer.runtime.schedules import decayed_value
 from asynctrainer.runtime.scheduling import idle_while_computing
 from asynctrainer.runtime.snapshot import PolicySnapshot
@@ -79,6 +84,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
         self._train_fn: Any = None
         self._log_prob_fn: Any = None
         self.bc: BehavioralCloning | None = None
+        self.signals: list[RewardSignal] = []
+        self.streams = reward_streams(trainer_settings.reward_signals)
 
     # ----- policy -------------------------------------------------------------------------------
 
@@ -93,6 +100,14 @@ class SACTrainer(RLTrainer[SACNetworks]):
             num_layers=ns.num_layers,
             seed=self.seed,
             init_entcoef=hp.init_entcoef,
+            streams=len(self.streams),
+        )
+        self.signals = create_reward_signals(
+            self.trainer_settings.reward_signals,
+            behavior_spec,
+            self.seed,
+            behavior_name=self.behavior_name,
+            rng=self._rng,
         )
         self.nets = nets
         a = behavior_spec.action_spec
@@ -136,6 +151,9 @@ class SACTrainer(RLTrainer[SACNetworks]):
         pairs = list(zip(nets.target_variables, critic_vars, strict=True))
         policy_opt, value_opt, entropy_opt = self.policy_optimizer, self.value_optimizer, self.entropy_optimizer
         o_size, c_size, n_branches, m_size = spec.observation_size, a.continuous_size, a.discrete_size, a.mask_size
+        # Per stream: 1 where a terminal stops its bootstrap (the env's reward, GAIL), 0 where it does not.
+        stops = [0.0 if stream.ignore_done else 1.0 for stream in self.streams]
+        k_streams = len(stops)
 
         def sample_policy(obs: Any, masks: Any, noise: Any) -> tuple[Any, Any, Any]:
             """Reparameterised continuous sample (squashed), log-prob terms ``[B, K]``, probs ``[B, M]``."""
@@ -158,11 +176,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([None, None, n_branches], t.int32),  # discrete actions
             t.TensorSpec([None, None, m_size], f32),  # masks, 1 = allowed
             t.TensorSpec([None, None, m_size], f32),  # next masks
-            t.TensorSpec([None, None], f32),  # rewards (strength applied)
+            t.TensorSpec([None, None, None], f32),  # rewards [S, B, K], one per stream (strength applied)
             t.TensorSpec([None, None], f32),  # terminated (true terminals only)
             t.TensorSpec([None, None, c_size], f32),  # noise for the actor's sample at obs
             t.TensorSpec([None, None, c_size], f32),  # noise for the sample at next obs
-            t.TensorSpec([], f32),  # gamma
+            t.TensorSpec([None], f32),  # gamma per stream [K]
             t.TensorSpec([], f32),  # tau
             t.TensorSpec([], f32),  # learning rate (all three optimizers)
         ]
@@ -182,22 +200,34 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 # Soft TD target from the target critics and the current policy at s'.
                 a_next, terms_next, probs_next = sample_policy(o_next, next_masks[i], next_noise[i])
                 q_next = t.minimum(q1_target(o_next, a_next), q2_target(o_next, a_next))
-                v_next = loss.soft_value(loss.expected_branch_value(probs_next, q_next, branches), terms_next, alpha)
-                y = t.stop_gradient(loss.td_target(rewards[i], terminated[i], v_next, gamma))
-                # Twin critics on the stored actions (the env saw tanh(u)).
+                targets = []
+                for k in range(k_streams):  # one soft TD target per reward stream, as ML-Agents
+                    q_next_k = q1.stream(q_next, k)
+                    v_next = loss.soft_value(
+                        loss.expected_branch_value(probs_next, q_next_k, branches), terms_next, alpha
+                    )
+                    y_k = loss.td_target(rewards[i][:, k], terminated[i] * stops[k], v_next, gamma[k])
+                    targets.append(t.stop_gradient(y_k))
+                # Twin critics on the stored actions (the env saw tanh(u)); the loss is the mean over streams.
                 taken = t.tanh(cont[i])
                 with t.GradientTape() as tape:
-                    q1_taken = loss.taken_branch_value(q1(o, taken), disc[i], branches)
-                    q2_taken = loss.taken_branch_value(q2(o, taken), disc[i], branches)
-                    q1_loss = loss.q_loss(q1_taken, y)
-                    q2_loss = loss.q_loss(q2_taken, y)
+                    q1_out, q2_out = q1(o, taken), q2(o, taken)
+                    q1_taken = [
+                        loss.taken_branch_value(q1.stream(q1_out, k), disc[i], branches) for k in range(k_streams)
+                    ]
+                    q2_taken = [
+                        loss.taken_branch_value(q2.stream(q2_out, k), disc[i], branches) for k in range(k_streams)
+                    ]
+                    q1_loss = t.add_n([loss.q_loss(q, y) for q, y in zip(q1_taken, targets, strict=True)]) / k_streams
+                    q2_loss = t.add_n([loss.q_loss(q, y) for q, y in zip(q2_taken, targets, strict=True)]) / k_streams
                     value_loss = q1_loss + q2_loss
                 value_grads = tape.gradient(value_loss, critic_vars)
                 value_opt.apply(value_grads, critic_vars)
                 # Actor toward the soft value of the (just updated) critics' minimum.
                 with t.GradientTape() as tape:
                     a_pi, terms, probs = sample_policy(o, masks[i], noise[i])
-                    q_pi = t.minimum(q1(o, a_pi), q2(o, a_pi))
+                    q_min = t.minimum(q1(o, a_pi), q2(o, a_pi))
+                    q_pi = t.add_n([q1.stream(q_min, k) for k in range(k_streams)]) / k_streams  # mean over streams
                     pi_loss = loss.policy_loss(loss.expected_branch_value(probs, q_pi, branches), terms, alpha)
                 policy_grads = tape.gradient(pi_loss, actor_vars)
                 policy_opt.apply(policy_grads, actor_vars)
@@ -212,9 +242,10 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 norms = [t.linalg.global_norm(g) for g in (value_grads, policy_grads, entropy_grads)]
                 finite = t.math.is_finite(value_loss + pi_loss + ent_loss + t.add_n(norms))
                 bad = 1.0 - t.cast(finite, f32)  # > 0: a NaN or inf loss or gradient
-                return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, t.reduce_mean(q1_taken), bad])
+                estimates = [t.reduce_mean(q) for q in q1_taken]
+                return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, bad, *estimates])
 
-            sums = sum_over_range(n_steps, step, 7)
+            sums = sum_over_range(n_steps, step, 6 + k_streams)
             return sums / t.cast(t.maximum(n_steps, 1), f32), t.exp(t.convert_to_tensor(log_alpha))
 
         @t.function(
@@ -322,11 +353,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
         lr = decayed_value(hp.learning_rate_schedule, hp.learning_rate, 1e-10, self._step, self.get_max_steps)
         stats: dict[str, float] = {"Policy/Learning Rate": lr}
         if n_steps > 0 and len(self.replay) >= hp.batch_size:
-            signal = self.trainer_settings.reward_signals["extrinsic"]
             idx = self.replay.sample_indices(self._rng, n_steps, hp.batch_size)
             batch = self.replay.gather(idx)
             c = self.nets.spec.action_spec.continuous_size
             noise = self._rng.standard_normal((2, n_steps, hp.batch_size, c), dtype=np.float32)
+            rewards, signals_batch = self._stream_rewards(batch)
             inputs = (
                 self._normalize(batch.obs),
                 self._normalize(batch.next_obs),
@@ -334,11 +365,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 batch.actions_discrete,
                 batch.masks,
                 batch.next_masks,
-                (batch.rewards * signal.strength).astype(np.float32),
+                rewards,
                 batch.terminated,
                 noise[0],
                 noise[1],
-                np.float32(signal.gamma),
+                np.array([stream.gamma for stream in self.streams], np.float32),
                 np.float32(hp.tau),
                 np.float32(lr),
             )
@@ -346,7 +377,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             with idle_while_computing():
                 means, alpha = self._train_fn(*inputs)
             means, alpha = means.numpy(), alpha.numpy()
-            if not (means[6] == 0.0 and np.isfinite(means).all() and np.isfinite(alpha).all()):
+            if not (means[5] == 0.0 and np.isfinite(means).all() and np.isfinite(alpha).all()):
                 raise self._non_finite_update()
             stats.update(
                 {
@@ -355,9 +386,20 @@ class SACTrainer(RLTrainer[SACNetworks]):
                     "Losses/Q1 Loss": float(means[2]),
                     "Losses/Q2 Loss": float(means[3]),
                     "Losses/Entropy Coeff Loss": float(means[4]),
-                    "Policy/Extrinsic Value Estimate": float(means[5]),
                 }
             )
+            for k, stream in enumerate(self.streams):
+                stats[f"Policy/{stream.stat_name} Value Estimate"] = float(means[6 + k])
+            if signals_batch is not None:  # the signals learn on the same minibatches
+                steps = np.arange(n_steps * hp.batch_size, dtype=np.int32).reshape(n_steps, hp.batch_size)
+                for signal in self.signals:
+                    losses, finite = signal.update(signals_batch, steps)
+                    if not finite:
+                        raise self._non_finite_update()
+                    stats.update(losses)
+                    stats[f"Policy/{signal.stat_name} Reward"] = float(
+                        rewards[:, :, self._stream_of(signal.key)].mean()
+                    )
             a = self.nets.spec.action_spec
             if a.is_continuous():
                 stats["Policy/Continuous Entropy Coeff"] = float(alpha[0])
@@ -374,20 +416,52 @@ class SACTrainer(RLTrainer[SACNetworks]):
             self.replay.truncate(int(hp.buffer_size * BUFFER_TRUNCATE_PERCENT))
         return stats
 
+    def _stream_of(self, key: str) -> int:
+        return next(k for k, stream in enumerate(self.streams) if stream.key == key)
+
+    def _stream_rewards(self, batch: Any) -> tuple[F32, SignalBatch | None]:
+        """Rewards ``[S, B, K]`` of the sampled minibatches, one column per stream (ML-Agents evaluates
+        SAC's learned signals on each sampled minibatch), and the minibatches flattened for the signals."""
+        assert self.nets is not None
+        s_steps, size = batch.rewards.shape
+        out = np.zeros((s_steps, size, len(self.streams)), np.float32)
+        extrinsic = self.trainer_settings.reward_signals.get("extrinsic")
+        if extrinsic is not None:
+            out[:, :, self._stream_of("extrinsic")] = batch.rewards * np.float32(extrinsic.strength)
+        if not self.signals:
+            return out, None
+        flat = SignalBatch.create(
+            batch.obs.reshape(s_steps * size, -1),
+            batch.next_obs.reshape(s_steps * size, -1),
+            batch.actions_continuous.reshape(s_steps * size, -1),
+            batch.actions_discrete.reshape(s_steps * size, -1),
+            self.nets.spec.action_spec,
+            batch.terminated.reshape(-1) > 0,
+        )
+        for signal in self.signals:
+            out[:, :, self._stream_of(signal.key)] = signal.evaluate(flat).reshape(s_steps, size)
+        return out, flat
+
     # ----- checkpoint state (thread side) -------------------------------------------------------
 
     def _learned(self) -> LearnedState:
         assert self.nets is not None
-        optimizers = {"policy": self.policy_optimizer, "value": self.value_optimizer, "entropy": self.entropy_optimizer}
+        weights, optimizers, variables, normalizers = signal_state(self.signals)
+        optimizers |= {
+            "policy": self.policy_optimizer,
+            "value": self.value_optimizer,
+            "entropy": self.entropy_optimizer,
+        }
         if self.bc is not None:
             optimizers["bc"] = self.bc.optimizer
         return LearnedState(
             self.behavior_name,
-            self.nets.named_variables(),
+            {**self.nets.named_variables(), **weights},
             optimizers,
             self.normalizer,
             self._rng,
-            variables={"log_alpha": self.nets.log_alpha},
+            variables={"log_alpha": self.nets.log_alpha, **variables},
+            normalizers=normalizers,
         )
 
     def _algorithm_state(self) -> dict[str, np.ndarray]:

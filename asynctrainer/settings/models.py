@@ -216,6 +216,13 @@ class SACHyperparameters(_Settings):
     def _resolve(self) -> Self:
         if self.reward_signal_steps_per_update is None:
             self.reward_signal_steps_per_update = self.steps_per_update
+        elif self.reward_signal_steps_per_update != self.steps_per_update:
+            notice(
+                "hyperparameters.reward_signal_steps_per_update",
+                f"hyperparameters.reward_signal_steps_per_update ({self.reward_signal_steps_per_update}) is accepted "
+                f"but has no effect yet: learned reward signals update once per gradient step (steps_per_update, "
+                f"{self.steps_per_update}).",
+            )
         return self
 
 
@@ -369,18 +376,8 @@ class TrainerSettings(_Settings):
 
     @field_validator("reward_signals")
     @classmethod
-    def _check_reward_signals(
-        cls, value: dict[str, RewardSignalSettings], info: ValidationInfo
-    ) -> dict[str, RewardSignalSettings]:
-        trainer_type = info.data.get("trainer_type", "ppo")
+    def _check_reward_signals(cls, value: dict[str, RewardSignalSettings]) -> dict[str, RewardSignalSettings]:
         for name, signal in value.items():
-            if name != "extrinsic" and trainer_type != "ppo":
-                supported = "extrinsic"
-                raise unsupported(
-                    f"the '{name}' reward signal is not supported yet by asynctrainer's {trainer_type} trainer "
-                    f"(supported: {supported}).",
-                    where=name,
-                )
             if name == "gail" and not signal.demo_path:
                 raise invalid(
                     "the gail reward signal needs demo_path: a .demo file or a directory of them "
