@@ -12,6 +12,7 @@ from asynctrainer import Runner, load_demonstration
 from asynctrainer.errors import DemonstrationError
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing import SimpleEnvironment, record_simple_expert
+from tests.ppo.test_learning import dummy_ppo
 
 
 @pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0), (1, 1)], ids=["discrete", "continuous", "hybrid"])
@@ -35,23 +36,9 @@ async def test_the_expert_recording_holds_the_optimal_action_at_each_observation
 
 
 def ppo(demo: Path, *, bc: dict[str, Any] | None = None, **extra: Any) -> Any:
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": {
-            "batch_size": 16,
-            "buffer_size": 64,
-            "learning_rate": 5e-3,
-            "learning_rate_schedule": "constant",
-        },
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "behavioral_cloning": {"demo_path": str(demo), "steps": 1000, **(bc or {})},
-        "summary_freq": 500,
-        "max_steps": 500,
-        "time_horizon": 64,
-        "strict_on_policy": True,
-        **extra,
-    }
-    return run_settings_from_dict({"behaviors": {"1D": cfg}})
+    return dummy_ppo(
+        "1D", behavioral_cloning={"demo_path": str(demo), "steps": 1000, **(bc or {})}, max_steps=500, **extra
+    )
 
 
 def make_trainer(settings: Any, spec: Any) -> Any:

@@ -15,8 +15,9 @@ from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards import losses
 from asynctrainer.rewards.gail import GAILSignal
 from asynctrainer.rewards.signals import SignalBatch
-from asynctrainer.settings import RewardSignalSettings, run_settings_from_dict
+from asynctrainer.settings import RewardSignalSettings
 from asynctrainer.testing import SimpleEnvironment, record_simple_expert
+from tests.ppo.test_learning import dummy_ppo
 
 #: ML-Agents' GAIL provider specs, with vector observations only (visual ones come with the observations issue).
 SPECS = {
@@ -127,23 +128,12 @@ def test_gail_losses_by_hand() -> None:
 
 def gail_ppo(demo: Path, **extra: Any) -> Any:
     """ML-Agents' test_gail: signals = {gail} only, behavioral cloning for 1000 steps, 500 steps in all."""
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": {
-            "batch_size": 16,
-            "buffer_size": 64,
-            "learning_rate": 5e-3,
-            "learning_rate_schedule": "constant",
-        },
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "reward_signals": {"gail": {"demo_path": str(demo), "encoding_size": 32, **extra}},
-        "behavioral_cloning": {"demo_path": str(demo), "steps": 1000},
-        "summary_freq": 500,
-        "max_steps": 500,
-        "time_horizon": 64,
-        "strict_on_policy": True,
-    }
-    return run_settings_from_dict({"behaviors": {"1D": cfg}})
+    return dummy_ppo(
+        "1D",
+        reward_signals={"gail": {"demo_path": str(demo), "encoding_size": 32, **extra}},
+        behavioral_cloning={"demo_path": str(demo), "steps": 1000},
+        max_steps=500,
+    )
 
 
 @pytest.mark.learning

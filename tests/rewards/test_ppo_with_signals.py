@@ -11,30 +11,14 @@ from asynctrainer import Runner
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.runtime.stats import StatsSummaryRecord
 from asynctrainer.runtime.trajectory import Trajectory
-from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.simple_env import SimpleEnvironment
+from tests.ppo.test_learning import dummy_ppo
 
 SPEC = BehaviorSpec((ObservationSpec((3,)),), ActionSpec(1, (2,)))
 
 
 def settings(signals: dict[str, Any], **extra: Any) -> Any:
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": {
-            "batch_size": 16,
-            "buffer_size": 64,
-            "learning_rate": 5e-3,
-            "learning_rate_schedule": "constant",
-        },
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "reward_signals": signals,
-        "summary_freq": 500,
-        "max_steps": 3000,
-        "time_horizon": 64,
-        "strict_on_policy": True,
-        **extra,
-    }
-    return run_settings_from_dict({"behaviors": {"1D": cfg}})
+    return dummy_ppo("1D", reward_signals=signals, **extra)
 
 
 def make_trainer(signals: dict[str, Any], seed: int = 0) -> Any:

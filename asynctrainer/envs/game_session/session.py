@@ -408,10 +408,9 @@ class GameSession:
         action: Any,
     ) -> AgentAction | None:
         """A player-driven agent's decision: recorded with the player's action, never sent to the env loop."""
-        self.check_open()
-        agent_id = check.check_agent_id(agent_id)
-        name = self._behavior(behavior, agent_id)
-        spec = self._specs[name]
+        agent_id, name, parts, value, ended, trunc, mask = self._checked_single(
+            agent_id, obs, reward, terminated, truncated, behavior, action_mask
+        )
         known = self._players.get(agent_id)
         if known is not None and known[0] != name:
             raise SpecError(
@@ -423,17 +422,12 @@ class GameSession:
                 f"GameSession: agent {agent_id} of behavior '{name}' is in an episode the policy plays; "
                 "end it (terminated/truncated) or leave() the agent before a player drives it."
             )
-        parts = check.single_obs(spec, name, agent_id, obs)
-        value = check.check_reward(name, agent_id, reward)
-        ended = check.check_flag(terminated, "terminated", agent_id, name)
-        trunc = check.check_flag(truncated, "truncated", agent_id, name)
-        mask = check.action_mask(spec, name, action_mask, None, lambda _: f"agent {agent_id} of behavior '{name}'")
         if not (ended or trunc) and action is None:
             raise SpecError(
                 f"GameSession: agent {agent_id} of behavior '{name}' is player-driven: its decide() needs "
                 "action=... until its episode ends or it leaves."
             )
-        chosen = None if ended or trunc else check.player_action(spec, name, agent_id, action)
+        chosen = None if ended or trunc else check.player_action(self._specs[name], name, agent_id, action)
         # Every check passed: from here on the call changes state and raises nothing.
         for recorder in self._recorders.get(name, ()):
             if recorder.wants(agent_id):
@@ -532,6 +526,28 @@ class GameSession:
 
     # ----- queueing ----------------------------------------------------------------------------
 
+    def _checked_single(
+        self,
+        agent_id: Any,
+        obs: Any,
+        reward: Any,
+        terminated: Any,
+        truncated: Any,
+        behavior: str | None,
+        action_mask: Any,
+    ) -> tuple[int, str, tuple[Any, ...], float, bool, bool, Any]:
+        """One ``decide()``'s arguments checked: agent id, behavior, observations, reward, the two flags, mask."""
+        self.check_open()
+        agent_id = check.check_agent_id(agent_id)
+        name = self._behavior(behavior, agent_id)
+        spec = self._specs[name]
+        parts = check.single_obs(spec, name, agent_id, obs)
+        value = check.check_reward(name, agent_id, reward)
+        term = check.check_flag(terminated, "terminated", agent_id, name)
+        trunc = check.check_flag(truncated, "truncated", agent_id, name)
+        mask = check.action_mask(spec, name, action_mask, None, lambda _: f"agent {agent_id} of behavior '{name}'")
+        return agent_id, name, parts, value, term, trunc, mask
+
     def _submit_single(
         self,
         agent_id: Any,
@@ -542,15 +558,9 @@ class GameSession:
         behavior: str | None,
         action_mask: Any,
     ) -> Single:
-        self.check_open()
-        agent_id = check.check_agent_id(agent_id)
-        name = self._behavior(behavior, agent_id)
-        spec = self._specs[name]
-        parts = check.single_obs(spec, name, agent_id, obs)
-        value = check.check_reward(name, agent_id, reward)
-        term = check.check_flag(terminated, "terminated", agent_id, name)
-        trunc = check.check_flag(truncated, "truncated", agent_id, name)
-        mask = check.action_mask(spec, name, action_mask, None, lambda _: f"agent {agent_id} of behavior '{name}'")
+        agent_id, name, parts, value, term, trunc, mask = self._checked_single(
+            agent_id, obs, reward, terminated, truncated, behavior, action_mask
+        )
         self._check_joinable(name, agent_id)
         # Every check passed: from here on the call changes state and raises nothing.
         info = self._join(name, agent_id)
