@@ -389,7 +389,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 }
             )
             for k, stream in enumerate(self.streams):
-                stats[f"Policy/{stream.stat_name} Value Estimate"] = float(means[6 + k])
+                stats[f"Policy/{stream.stat_name} Value"] = float(means[6 + k])  # ML-Agents SAC's name
             if signals_batch is not None:  # the signals learn on the same minibatches
                 steps = np.arange(n_steps * hp.batch_size, dtype=np.int32).reshape(n_steps, hp.batch_size)
                 for signal in self.signals:

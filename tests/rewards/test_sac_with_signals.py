@@ -57,7 +57,7 @@ def test_one_critic_stream_per_signal_with_ml_agents_stat_names() -> None:
     assert trainer.nets.q1.head.units == 3 * 2  # three streams of the two discrete actions
     stats = update(trainer, np.random.default_rng(0))
     for name in ("Extrinsic", "Curiosity", "Rnd"):
-        assert np.isfinite(stats[f"Policy/{name} Value Estimate"])
+        assert np.isfinite(stats[f"Policy/{name} Value"])
     for name in ("Losses/Curiosity Forward Loss", "Losses/RND Loss", "Policy/Rnd Reward", "Losses/Value Loss"):
         assert np.isfinite(stats[name])
     assert stats["Policy/Curiosity Reward"] == 0.0  # no curiosity before its first update
