@@ -16,6 +16,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import SettingsError, UnsupportedFeatureError
 from asynctrainer.runtime import runner as runtime_runner
 from asynctrainer.runtime.contracts import CheckpointBackend, EnvExecutor, TrainerContext, TrainerFactory
+from asynctrainer.runtime.encoders import check_resolution
 from asynctrainer.runtime.local_executor import LocalExecutor
 from asynctrainer.runtime.runner import EnvSource
 from asynctrainer.runtime.trainer import RLTrainer
@@ -41,7 +42,7 @@ def create_trainer(
             f"(supported: {', '.join(TRAINERS)}).",
             key_path=f"behaviors.{behavior_name}.trainer_type",
         )
-    check_observations(behavior_name, behavior_spec)
+    check_observations(behavior_name, behavior_spec, trainer_settings.network_settings.vis_encode_type)
     module, cls = TRAINERS[kind]
     trainer_class = getattr(importlib.import_module(module), cls)
     trainer: RLTrainer[Any] = trainer_class(
@@ -55,24 +56,24 @@ def create_trainer(
     return trainer
 
 
-def check_observations(behavior_name: str, behavior_spec: BehaviorSpec) -> None:
-    """Refuse a behavior whose observations the trainers cannot learn from yet: visual and variable-length ones.
+def check_observations(behavior_name: str, behavior_spec: BehaviorSpec, vis_encode_type: str = "simple") -> None:
+    """Refuse a behavior whose observations the trainers cannot learn from: variable-length ones (not built
+    yet), and visual ones smaller than ``vis_encode_type`` accepts.
 
-    The vector trainers flatten every observation into one input; a camera or a buffer sensor
-    would train, but on a network that cannot use it, so it is refused, naming the observation.
+    Runs before TensorFlow loads, naming the observation.
     """
     for index, obs in enumerate(behavior_spec.observation_specs):
-        kind = "visual" if obs.is_visual else "variable-length" if obs.is_variable_length else None
-        if kind is None:
+        if not obs.is_variable_length:
             continue
         name = f"'{obs.name}'" if obs.name else f"#{index}"
         shape = "x".join(str(d) for d in obs.shape)
         raise UnsupportedFeatureError(
-            f"Behavior '{behavior_name}': observation {name} ({kind}, shape {shape}) is not supported yet; "
-            "asynctrainer trains on vector observations (float observations without camera or buffer "
-            "dimension properties). Remove the sensor from the agent, or train it with mlagents-learn.",
+            f"Behavior '{behavior_name}': observation {name} (variable-length, shape {shape}) is not supported yet; "
+            "asynctrainer trains on vector and visual observations. Remove the buffer sensor from the agent, "
+            "or train it with mlagents-learn.",
             key_path=f"behaviors.{behavior_name}",
         )
+    check_resolution(behavior_name, behavior_spec, vis_encode_type)
 
 
 def executor_for(settings: RunSettings) -> EnvExecutor:

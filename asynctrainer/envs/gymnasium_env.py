@@ -17,6 +17,8 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import (
+    DIM_NONE,
+    DIM_TRANSLATIONAL_EQUIVARIANCE,
     ActionBatch,
     ActionSpec,
     BehaviorSpec,
@@ -62,7 +64,12 @@ def _obs_spec(space: Any) -> ObservationSpec:
     from gymnasium import spaces
 
     if isinstance(space, spaces.Box):
-        return ObservationSpec(tuple(int(d) for d in space.shape) or (1,), "obs_0")
+        shape = tuple(int(d) for d in space.shape) or (1,)
+        if len(shape) == 3:  # an image, channel-last (H, W, C): a visual observation
+            return ObservationSpec(
+                shape, "obs_0", (DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_NONE)
+            )
+        return ObservationSpec(shape, "obs_0")
     if isinstance(space, spaces.Discrete):
         return ObservationSpec((int(space.n),), "obs_0")
     raise SpecError(f"Gymnasium observation space {space} is not supported; supported: Box and Discrete.")
@@ -145,6 +152,8 @@ class GymnasiumEnv:
             out[np.arange(len(raw)), np.asarray(raw, np.int64) - int(self._obs_space.start)] = 1.0
             return out
         obs = np.asarray(raw, np.float32).reshape(len(raw), *self._spec.observation_specs[0].shape)
+        if self._spec.observation_specs[0].is_visual and self._obs_space.dtype == np.uint8:
+            obs *= 1.0 / 255.0  # pixels in [0, 1], as Unity's cameras send them
         if not np.isfinite(obs).all():
             raise SpecError(f"Env '{self.behavior_name}' returned a NaN or infinite observation.")
         return obs

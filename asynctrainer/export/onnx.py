@@ -8,9 +8,12 @@ it like a model trained by ``mlagents-learn``.
 
 Inputs, in order (all float32, axis 0 is the dynamic axis ``batch``):
 
-* ``obs_0``, ``obs_1``, ... ``[batch, size_i]``, one per observation spec; the graph
-  concatenates them and, when the snapshot carries ``obs_mean``/``obs_std``, normalises them
-  as the snapshot does: ``clip((x - mean) / std, -5, 5)``;
+* ``obs_0``, ``obs_1``, ... one per observation spec: a vector one ``[batch, size_i]``, which the
+  graph normalises as the snapshot does (``clip((x - mean) / std, -5, 5)``) when the snapshot
+  carries ``obs_mean``/``obs_std``; a visual one channel-first, ``[batch, C, H, W]``, as Unity
+  feeds it, through its encoder's ONNX ops (``Conv``, ``LeakyRelu``, ``MaxPool``, ...; the
+  feature map goes channel-last before the ``Flatten``, where the snapshot's encoder flattens).
+  The encoded observations are concatenated in spec order;
 * ``action_masks`` ``[batch, sum(branches)]``, 1 = allowed, 0 = forbidden, only when the
   policy has discrete actions (a continuous policy does not read a mask);
 * no ``recurrent_in``: ML-Agents lists it only for a policy with memory (Hallway's
@@ -37,9 +40,8 @@ torch exporter writes, and there ``discrete_actions`` comes from ``torch.multino
 indices. "Branch indices as floats" describes the
 deprecated ``action`` output of older (version 2, TF-era) models, which is not exported.
 
-Only vector observations (rank-1 shapes) are exported: ML-Agents exports 3-D observations
-channel-first through a visual encoder, and rank-2 ones through attention, neither of
-which a snapshot has; such a policy raises :class:`~asynctrainer.errors.ExportError`.
+Vector and visual observations are exported; variable-length ones (rank 2, ML-Agents' attention)
+are not, and such a policy raises :class:`~asynctrainer.errors.ExportError`.
 Opsets 9 (ML-Agents' own) to :data:`MAX_OPSET` are supported; the IR version is set to the
 lowest one that opset needs (onnx 1.23 would otherwise stamp IR 14, which older runtimes
 refuse).
@@ -57,6 +59,7 @@ import numpy.typing as npt
 
 from asynctrainer.errors import ExportError, SpecError
 from asynctrainer.files import atomic_write_bytes
+from asynctrainer.runtime import encoders as ops
 from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = [
@@ -111,7 +114,8 @@ def onnx_feed(
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Build the input dict for an exported model, e.g. ``session.run(None, onnx_feed(...))``.
 
-    :param obs: one array ``[n, *shape]`` per observation spec.
+    :param obs: one array ``[n, *shape]`` per observation spec (visual ones channel-last, as the
+        envs give them; the feed has them channel-first, as Unity feeds the model).
     :param action_mask: ``[n, sum(branches)]`` with 1 = allowed, or None for all allowed
         (ignored for a policy without discrete actions).
     :raises SpecError: the number of observations does not match the spec.
@@ -121,7 +125,12 @@ def onnx_feed(
         raise SpecError(f"Behavior '{snapshot.behavior_name}' has {len(specs)} observations, got {len(obs)}.")
     arrays = [np.asarray(o, dtype=np.float32) for o in obs]
     n = arrays[0].shape[0]
-    feed = {f"obs_{i}": np.ascontiguousarray(a.reshape(n, -1)) for i, a in enumerate(arrays)}
+    feed = {
+        f"obs_{i}": np.ascontiguousarray(
+            a.reshape(n, *spec.shape).transpose(0, 3, 1, 2) if spec.is_visual else a.reshape(n, -1)
+        )
+        for i, (a, spec) in enumerate(zip(arrays, specs, strict=True))
+    }
     a_spec = snapshot.action_spec
     if a_spec.is_discrete():
         mask = np.ones((n, a_spec.mask_size), np.float32) if action_mask is None else action_mask
@@ -165,18 +174,34 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
     a = spec.action_spec
     if not spec.observation_specs:
         raise ExportError(f"Cannot export behavior '{name}': it has no observations.")
-    for i, o in enumerate(spec.observation_specs):
-        if len(o.shape) != 1 or o.shape[0] < 1:
+    encoders = snapshot.encoders or (None,) * len(spec.observation_specs)
+    if len(encoders) != len(spec.observation_specs):
+        raise ExportError(
+            f"Cannot export behavior '{name}': {len(encoders)} encoders for {len(spec.observation_specs)} observations."
+        )
+    width = 0
+    for i, (o, encoder) in enumerate(zip(spec.observation_specs, encoders, strict=True)):
+        if o.is_visual and encoder is not None:
+            try:
+                (encoded,) = ops.output_shape(encoder, o.shape)
+            except ValueError as exc:  # a kernel that does not fit the image or its channels
+                raise ExportError(
+                    f"Cannot export behavior '{name}': the encoder of observation {i} fails: {exc}"
+                ) from exc
+            width += int(encoded)
+        elif len(o.shape) == 1 and o.shape[0] >= 1 and encoder is None:
+            width += o.shape[0]
+        else:
             raise ExportError(
-                f"Cannot export behavior '{name}': observation {i} has shape {tuple(o.shape)}, but only "
-                "vector observations (shape (n,)) are supported; visual and variable-length observations "
-                "need an encoder that is not built yet."
+                f"Cannot export behavior '{name}': observation {i} has shape {tuple(o.shape)}"
+                f"{' and an encoder' if encoder is not None else ''}; supported are vector observations (shape (n,)) "
+                "and visual ones (H, W, C) with an encoder; variable-length observations need attention, which "
+                "is not built yet."
             )
 
     def bad(what: str) -> ExportError:
         return ExportError(f"Cannot export behavior '{name}': {what}.")
 
-    width = spec.observation_size
     for i, layer in enumerate(snapshot.hidden):
         if layer.kernel.ndim != 2 or layer.kernel.shape[0] != width or layer.bias.shape != (layer.kernel.shape[1],):
             raise bad(
@@ -242,6 +267,45 @@ class _GraphBuilder:
         kernel = self.const(f"{prefix}/kernel", layer.kernel)
         return self.node("Gemm", [x, kernel, self.const(f"{prefix}/bias", layer.bias)], output)
 
+    def encoder(self, x: str, encoder: Sequence[ops.Op], prefix: str) -> str:
+        """A visual encoder on the channel-first ``x``; its output is ``[batch, features]``.
+
+        Convolutions run channel-first (kernels stored as ONNX's ``[C_out, C_in, kh, kw]``); the
+        feature map is transposed channel-last before the flatten, so the following Dense sees the
+        order the snapshot's (and Keras') flatten gives.
+        """
+        for k, op in enumerate(encoder):
+            name = f"{prefix}/{k}"
+            if isinstance(op, ops.Conv):
+                kernel = self.const(f"{name}/kernel", op.kernel.transpose(3, 2, 0, 1))
+                x = self.node(
+                    "Conv",
+                    [x, kernel, self.const(f"{name}/bias", op.bias)],
+                    f"{name}/out",
+                    strides=[op.stride, op.stride],
+                    pads=[op.padding] * 4,
+                    kernel_shape=list(op.kernel.shape[:2]),
+                )
+            elif isinstance(op, ops.Linear):
+                x = self.dense(x, op, name, f"{name}/out")
+            elif isinstance(op, ops.Activation):
+                if op.name == "relu":
+                    x = self.node("Relu", [x], f"{name}/out")
+                elif op.name == "leaky_relu":
+                    x = self.node("LeakyRelu", [x], f"{name}/out", alpha=ops.LEAKY_SLOPE)
+                else:
+                    x = self.node("Mul", [x, self.node("Sigmoid", [x], f"{name}/sigmoid")], f"{name}/out")
+            elif isinstance(op, ops.MaxPool):
+                x = self.node(
+                    "MaxPool", [x], f"{name}/out", kernel_shape=[op.size, op.size], strides=[op.stride, op.stride]
+                )
+            elif isinstance(op, ops.Flatten):
+                channel_last = self.node("Transpose", [x], f"{name}/channel_last", perm=[0, 2, 3, 1])
+                x = self.node("Flatten", [channel_last], f"{name}/out", axis=1)
+            else:
+                x = self.node("Add", [x, self.encoder(x, op.ops, name)], f"{name}/out")
+        return x
+
     def clip(self, x: str, low: float, high: float, output: str) -> str:
         if self.opset < 11:  # Clip-6: the bounds are attributes
             return self.node("Clip", [x], output, min=low, max=high)
@@ -258,19 +322,29 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     g = _GraphBuilder(onnx, opset)
 
     inputs = [
-        helper.make_tensor_value_info(f"obs_{i}", FLOAT, ["batch", o.shape[0]])
+        helper.make_tensor_value_info(
+            f"obs_{i}", FLOAT, ["batch", o.shape[2], o.shape[0], o.shape[1]] if o.is_visual else ["batch", o.shape[0]]
+        )
         for i, o in enumerate(spec.observation_specs)
     ]
     if a.is_discrete():
         inputs.append(helper.make_tensor_value_info("action_masks", FLOAT, ["batch", a.mask_size]))
 
-    # Observations -> features (the snapshot's flatten_obs, normalize, tanh MLP).
-    obs_names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
-    h = obs_names[0] if len(obs_names) == 1 else g.node("Concat", obs_names, "observations", axis=1)
-    if snapshot.obs_mean is not None and snapshot.obs_std is not None:
-        centred = g.node("Sub", [h, g.const("obs_mean", snapshot.obs_mean)], "obs_centred")
-        scaled = g.node("Div", [centred, g.const("obs_std", snapshot.obs_std)], "obs_scaled")
-        h = g.clip(scaled, -OBS_CLIP, OBS_CLIP, "obs_normalized")
+    # Observations -> features (the snapshot's encode: vector ones normalised, visual ones encoded; a tanh MLP).
+    encoded: list[str] = []
+    start = 0
+    encoders = snapshot.encoders or (None,) * len(spec.observation_specs)
+    for i, (o, encoder) in enumerate(zip(spec.observation_specs, encoders, strict=True)):
+        x, end = f"obs_{i}", start + o.size
+        if encoder is not None:
+            x = g.encoder(x, encoder, f"encoder_{i}")
+        elif snapshot.obs_mean is not None and snapshot.obs_std is not None:
+            centred = g.node("Sub", [x, g.const(f"obs_{i}/mean", snapshot.obs_mean[start:end])], f"obs_{i}/centred")
+            scaled = g.node("Div", [centred, g.const(f"obs_{i}/std", snapshot.obs_std[start:end])], f"obs_{i}/scaled")
+            x = g.clip(scaled, -OBS_CLIP, OBS_CLIP, f"obs_{i}/normalized")
+        encoded.append(x)
+        start = end
+    h = encoded[0] if len(encoded) == 1 else g.node("Concat", encoded, "observations", axis=1)
     for i, layer in enumerate(snapshot.hidden):
         pre = g.dense(h, layer, f"hidden_{i}", f"hidden_{i}/pre")
         h = g.node("Tanh", [pre], f"hidden_{i}/out")

@@ -133,6 +133,11 @@ def export_saved_model(snapshot: PolicySnapshot, path: str | os.PathLike[str]) -
         the SavedModel cannot be written.
     """
     check_exportable(snapshot)
+    if snapshot.encoders:
+        raise ExportError(
+            f"Cannot export behavior '{snapshot.behavior_name}' as a SavedModel: it has visual observations, "
+            "which export to ONNX only (export_onnx)."
+        )
     from asynctrainer.nn.tf_setup import tf as get_tf
 
     tf = get_tf()

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.nn.encoders import ObservationEncoder
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
@@ -61,12 +62,15 @@ def snapshot_from_layers(
     obs_mean: np.ndarray | None = None,
     obs_std: np.ndarray | None = None,
     tanh_squash: bool = False,
+    encoder: ObservationEncoder | None = None,
 ) -> PolicySnapshot:
     """A frozen :class:`PolicySnapshot` from the values of :func:`layer_variables`.
 
-    ``values`` holds kernel and bias of ``n_hidden`` hidden layers, then of the discrete head
-    and the continuous head where they exist.
+    ``values`` holds the ``encoder``'s variables (:attr:`ObservationEncoder.variables`), then
+    kernel and bias of ``n_hidden`` hidden layers, then of the discrete head and the continuous
+    head where they exist.
     """
+    encoders = () if encoder is None else encoder.snapshot_ops(values)
     pairs = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
     hidden, heads = pairs[:n_hidden], iter(pairs[n_hidden:])
     return PolicySnapshot.create(
@@ -81,6 +85,7 @@ def snapshot_from_layers(
         obs_mean=obs_mean,
         obs_std=obs_std,
         tanh_squash=tanh_squash,
+        encoders=encoders,
     )
 
 
@@ -105,6 +110,8 @@ class ActorCritic:
         ``network_settings.shared_critic``) instead of a body of its own; one loss trains both.
     :param value_heads: one value output per reward signal (ML-Agents' value heads on one critic
         body), in the order of the trainer's signals.
+    :param vis_encode_type: the encoder of visual observations (actor and critic have one each,
+        or share the actor's with ``shared_critic``).
     """
 
     def __init__(
@@ -116,11 +123,19 @@ class ActorCritic:
         seed: int,
         shared_critic: bool = False,
         value_heads: int = 1,
+        vis_encode_type: str = "simple",
     ) -> None:
         keras = tf_keras()
         tf()
         self.spec = spec
         a = spec.action_spec
+        encoder: dict[str, Any] = {"vis_encode_type": vis_encode_type, "hidden_units": hidden_units}
+        self.actor_encoder = ObservationEncoder(spec, seed=seed + 500, name="actor_encoder", **encoder)
+        self.critic_encoder = (
+            self.actor_encoder
+            if shared_critic
+            else ObservationEncoder(spec, seed=seed + 600, name="critic_encoder", **encoder)
+        )
         self.actor_body = mlp(hidden_units, num_layers, seed, "actor")
         self.shared_critic = shared_critic
         self.critic_body = self.actor_body if shared_critic else mlp(hidden_units, num_layers, seed + 100, "critic")
@@ -151,13 +166,15 @@ class ActorCritic:
         dummy = np.zeros((1, spec.observation_size), np.float32)
         self.features(dummy)
         self.value(dummy)
-        actor = layer_variables([*self.actor_body, self.discrete_head, self.continuous_head])
+        actor = self.actor_encoder.variables + layer_variables(
+            [*self.actor_body, self.discrete_head, self.continuous_head]
+        )
         self._read_actor = VariableReader(actor if self.log_std is None else [*actor, self.log_std])
 
     # ----- forward ------------------------------------------------------------------------------
 
     def features(self, obs: Tensor) -> Tensor:
-        h = obs
+        h = self.actor_encoder(obs)
         for layer in self.actor_body:
             h = layer(h)
         if self.discrete_head is not None:
@@ -168,7 +185,7 @@ class ActorCritic:
 
     def value(self, obs: Tensor) -> Tensor:
         """Each value head's estimate, ``[B, value_heads]``."""
-        h = obs
+        h = self.critic_encoder(obs)
         for layer in self.critic_body:
             h = layer(h)
         return self.value_head(h)
@@ -182,7 +199,7 @@ class ActorCritic:
         Each is None where the action spec has no such part; logits are unmasked.
         """
         t = tf()
-        h = obs
+        h = self.actor_encoder(obs)
         for layer in self.actor_body:
             h = layer(h)
         mean = log_std = logits = None
@@ -219,7 +236,7 @@ class ActorCritic:
 
     @property
     def actor_variables(self) -> list[Any]:
-        out: list[Any] = []
+        out: list[Any] = list(self.actor_encoder.variables)
         for layer in self.actor_body:
             out += layer.trainable_weights
         for head in (self.discrete_head, self.continuous_head):
@@ -232,7 +249,7 @@ class ActorCritic:
     @property
     def critic_variables(self) -> list[Any]:
         """The critic's own variables (with ``shared_critic``, the value head only: the body is the actor's)."""
-        out: list[Any] = []
+        out: list[Any] = [] if self.shared_critic else list(self.critic_encoder.variables)
         for layer in [] if self.shared_critic else self.critic_body:
             out += layer.trainable_weights
         return out + self.value_head.trainable_weights
@@ -243,7 +260,9 @@ class ActorCritic:
 
     def named_variables(self) -> dict[str, Any]:
         """Variables by a stable name (``actor_0/kernel``, ``value_head/bias``, ``log_std``)."""
-        out: dict[str, Any] = {}
+        out: dict[str, Any] = self.actor_encoder.named_variables()
+        if not self.shared_critic:
+            out.update(self.critic_encoder.named_variables())
         critic_body = [] if self.shared_critic else self.critic_body
         for layer in [*self.actor_body, self.discrete_head, self.continuous_head, *critic_body, self.value_head]:
             if layer is not None:
@@ -276,4 +295,5 @@ class ActorCritic:
             log_std,
             obs_mean=obs_mean,
             obs_std=obs_std,
+            encoder=self.actor_encoder,
         )

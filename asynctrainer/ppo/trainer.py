@@ -81,10 +81,11 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             seed=self.seed,
             shared_critic=self.hyperparameters.shared_critic,
             value_heads=len(self._heads()),
+            vis_encode_type=ns.vis_encode_type,
         )
         self.net = net
         if ns.normalize:
-            self.normalizer = Normalizer(behavior_spec.observation_size)
+            self.normalizer = Normalizer.for_spec(behavior_spec)
         self.optimizer = keras.optimizers.Adam(learning_rate=self.hyperparameters.learning_rate, epsilon=1e-5)
         self.optimizer.build(net.trainable_variables)
         self._compile(behavior_spec)

@@ -16,8 +16,9 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from asynctrainer.envs.spec import ActionSpec, BehaviorSpec
+from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
+from asynctrainer.runtime.encoders import Op, encoder_from_payload, encoder_to_payload, readonly_ops, run_encoder
 
 __all__ = ["ActOutput", "Dense", "PolicySnapshot", "flatten_obs"]
 
@@ -96,6 +97,10 @@ class PolicySnapshot:
     obs_std: F32 | None = None
     #: SAC's policy: continuous actions are ``tanh(sample)`` (log-prob corrected), not clipped.
     tanh_squash: bool = False
+    #: Per observation, the encoder of a visual one (:mod:`asynctrainer.runtime.encoders`) or None
+    #: for a vector one, whose (normalised) values enter the hidden layers as they are. Empty when
+    #: every observation is a vector.
+    encoders: tuple[tuple[Op, ...] | None, ...] = ()
 
     @classmethod
     def create(
@@ -112,8 +117,14 @@ class PolicySnapshot:
         obs_mean: npt.ArrayLike | None = None,
         obs_std: npt.ArrayLike | None = None,
         tanh_squash: bool = False,
+        encoders: Sequence[Sequence[Op] | None] = (),
     ) -> PolicySnapshot:
         """Copy the given arrays into read-only float32 arrays and build a snapshot."""
+        if encoders and len(encoders) != len(behavior_spec.observation_specs):
+            raise SpecError(
+                f"A snapshot of behavior '{behavior_name}' has {len(encoders)} encoders for "
+                f"{len(behavior_spec.observation_specs)} observations."
+            )
 
         def dense(pair: tuple[npt.ArrayLike, npt.ArrayLike] | None) -> Dense | None:
             return None if pair is None else Dense(_readonly(pair[0]), _readonly(pair[1]))
@@ -130,6 +141,7 @@ class PolicySnapshot:
             obs_mean=None if obs_mean is None else _readonly(obs_mean),
             obs_std=None if obs_std is None else _readonly(obs_std),
             tanh_squash=tanh_squash,
+            encoders=tuple(None if e is None else readonly_ops(e) for e in encoders),
         )
 
     @property
@@ -149,6 +161,9 @@ class PolicySnapshot:
             out["log_std"] = self.log_std
         if self.obs_mean is not None and self.obs_std is not None:
             out["obs_mean"], out["obs_std"] = self.obs_mean, self.obs_std
+        for i, ops in enumerate(self.encoders):
+            if ops is not None:
+                out.update(encoder_to_payload(ops, f"encoder_{i}")[1])
         return out
 
     def to_payload(self) -> dict[str, Any]:
@@ -164,6 +179,19 @@ class PolicySnapshot:
             "version": self.version,
             "step": self.step,
             "observation_shapes": [list(o.shape) for o in self.behavior_spec.observation_specs],
+            "observation_specs": [
+                {
+                    "shape": list(o.shape),
+                    "name": o.name,
+                    "dimension_properties": list(o.dimension_properties),
+                    "observation_type": o.observation_type,
+                }
+                for o in self.behavior_spec.observation_specs
+            ],
+            "encoders": [
+                None if ops is None else encoder_to_payload(ops, f"encoder_{i}")[0]
+                for i, ops in enumerate(self.encoders)
+            ],
             "continuous_size": a.continuous_size,
             "discrete_branches": list(a.discrete_branches),
             "num_hidden": len(self.hidden),
@@ -179,17 +207,27 @@ class PolicySnapshot:
             rebuilt from the header's shapes.
         :raises SpecError: for a payload of another format.
         """
-        from asynctrainer.envs.spec import ObservationSpec
-
         header = payload["header"]
         if header.get("format") != SNAPSHOT_FORMAT:
             raise SpecError(f"A policy snapshot of format {header.get('format')!r}; expected {SNAPSHOT_FORMAT!r}.")
         w = payload["arrays"]
         if spec is None:
-            spec = BehaviorSpec(
-                tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"]),
-                ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])),
+            described = header.get("observation_specs")
+            observations = (
+                tuple(
+                    ObservationSpec(
+                        tuple(o["shape"]), o["name"], tuple(o["dimension_properties"]), o["observation_type"]
+                    )
+                    for o in described
+                )
+                if described is not None
+                else tuple(ObservationSpec(tuple(s)) for s in header["observation_shapes"])
             )
+            spec = BehaviorSpec(observations, ActionSpec(header["continuous_size"], tuple(header["discrete_branches"])))
+        encoders = [
+            None if layout is None else encoder_from_payload(layout, w, f"encoder_{i}")
+            for i, layout in enumerate(header.get("encoders", []))
+        ]
 
         def pair(name: str) -> tuple[F32, F32] | None:
             return (w[f"{name}/kernel"], w[f"{name}/bias"]) if f"{name}/kernel" in w else None
@@ -206,6 +244,7 @@ class PolicySnapshot:
             obs_mean=w.get("obs_mean"),
             obs_std=w.get("obs_std"),
             tanh_squash=bool(header["tanh_squash"]),
+            encoders=encoders,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -224,13 +263,29 @@ class PolicySnapshot:
             arrays = {k.replace("__", "/"): data[k] for k in data.files if k != "__header__"}
         return cls.from_payload({"header": header, "arrays": arrays})
 
-    def normalize(self, x: F32) -> F32:
+    def normalize(self, x: F32, columns: slice = slice(None)) -> F32:
+        """``clip((x − mean) / std, ±5)`` with the statistics of ``columns`` of the flat row (all by default)."""
         if self.obs_mean is None or self.obs_std is None:
             return x
-        return np.clip((x - self.obs_mean) / self.obs_std, -5.0, 5.0).astype(np.float32)
+        return np.clip((x - self.obs_mean[columns]) / self.obs_std[columns], -5.0, 5.0).astype(np.float32)
+
+    def encode(self, x: F32) -> F32:
+        """Flat observation rows → the hidden layers' input: vector parts normalised, visual ones encoded."""
+        if not self.encoders:
+            return self.normalize(x)
+        parts = []
+        start = 0
+        for o, ops in zip(self.behavior_spec.observation_specs, self.encoders, strict=True):
+            part, end = x[:, start : start + o.size], start + o.size
+            if ops is None:
+                parts.append(self.normalize(part, slice(start, end)))
+            else:
+                parts.append(run_encoder(ops, part.reshape(-1, *o.shape)))
+            start = end
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
     def _features(self, x: F32) -> F32:
-        h = self.normalize(x)
+        h = self.encode(x)
         for layer in self.hidden:
             h = h @ layer.kernel
             h += layer.bias

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.nn.encoders import ObservationEncoder
 from asynctrainer.nn.networks import VariableReader, layer_variables, mlp, snapshot_from_layers
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
@@ -55,10 +56,15 @@ def _named(layers: list[Any]) -> dict[str, Any]:
 class SACActor:
     """The policy: ``obs → (mean, log_std)`` and masked per-branch log-probabilities."""
 
-    def __init__(self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int) -> None:
+    def __init__(
+        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, vis_encode_type: str = "simple"
+    ) -> None:
         keras = tf_keras()
         self.spec = spec
         a = spec.action_spec
+        self.encoder = ObservationEncoder(
+            spec, vis_encode_type=vis_encode_type, hidden_units=hidden_units, seed=seed + 500, name="actor_encoder"
+        )
         self.body = mlp(hidden_units, num_layers, seed, "actor")
         self._reader: VariableReader | None = None
         self.discrete_head = (
@@ -86,7 +92,7 @@ class SACActor:
 
     def heads_of(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """(continuous mean, raw logits) of ``obs``; None for a missing part."""
-        h = obs
+        h = self.encoder(obs)
         for layer in self.body:
             h = layer(h)
         mean = self.continuous_head(h) if self.continuous_head is not None else None
@@ -137,7 +143,7 @@ class SACActor:
 
     @property
     def variables(self) -> list[Any]:
-        out: list[Any] = []
+        out: list[Any] = list(self.encoder.variables)
         for layer in [*self.body, self.discrete_head, self.continuous_head]:
             if layer is not None:
                 out += layer.trainable_weights
@@ -146,7 +152,8 @@ class SACActor:
         return out
 
     def named_variables(self) -> dict[str, Any]:
-        out = _named([layer for layer in [*self.body, self.discrete_head, self.continuous_head] if layer is not None])
+        out = self.encoder.named_variables()
+        out.update(_named([layer for layer in [*self.body, self.discrete_head, self.continuous_head] if layer]))
         if self.log_std is not None:
             out["log_std"] = self.log_std
         return out
@@ -163,7 +170,9 @@ class SACActor:
         # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
         log_std = None if self.log_std is None else self.clipped_log_std().numpy()
         if self._reader is None:
-            self._reader = VariableReader(layer_variables([*self.body, self.discrete_head, self.continuous_head]))
+            self._reader = VariableReader(
+                self.encoder.variables + layer_variables([*self.body, self.discrete_head, self.continuous_head])
+            )
         return snapshot_from_layers(
             behavior_name,
             version,
@@ -177,6 +186,7 @@ class SACActor:
             obs_mean=obs_mean,
             obs_std=obs_std,
             tanh_squash=True,
+            encoder=self.encoder,
         )
 
 
@@ -188,10 +198,21 @@ class QNetwork:
     """
 
     def __init__(
-        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, name: str, streams: int = 1
+        self,
+        spec: BehaviorSpec,
+        *,
+        hidden_units: int,
+        num_layers: int,
+        seed: int,
+        name: str,
+        streams: int = 1,
+        vis_encode_type: str = "simple",
     ) -> None:
         keras = tf_keras()
         a = spec.action_spec
+        self.encoder = ObservationEncoder(
+            spec, vis_encode_type=vis_encode_type, hidden_units=hidden_units, seed=seed + 500, name=f"{name}_encoder"
+        )
         self.continuous_size = a.continuous_size
         self.per_stream = a.mask_size if a.is_discrete() else 1
         self.body = mlp(hidden_units, num_layers, seed, name)
@@ -203,7 +224,8 @@ class QNetwork:
         self(np.zeros((1, spec.observation_size), np.float32), np.zeros((1, a.continuous_size), np.float32))
 
     def __call__(self, obs: Tensor, squashed_action: Tensor) -> Tensor:
-        h = tf().concat([obs, squashed_action], axis=1) if self.continuous_size else obs
+        h = self.encoder(obs)
+        h = tf().concat([h, squashed_action], axis=1) if self.continuous_size else h
         for layer in self.body:
             h = layer(h)
         return self.head(h)
@@ -214,13 +236,13 @@ class QNetwork:
 
     @property
     def variables(self) -> list[Any]:
-        out: list[Any] = []
+        out: list[Any] = list(self.encoder.variables)
         for layer in [*self.body, self.head]:
             out += layer.trainable_weights
         return out
 
     def named_variables(self) -> dict[str, Any]:
-        return _named([*self.body, self.head])
+        return {**self.encoder.named_variables(), **_named([*self.body, self.head])}
 
 
 class SACNetworks:
@@ -239,11 +261,16 @@ class SACNetworks:
         seed: int,
         init_entcoef: float,
         streams: int = 1,
+        vis_encode_type: str = "simple",
     ) -> None:
         keras = tf_keras()
         self.spec = spec
         a = spec.action_spec
-        kw = {"hidden_units": hidden_units, "num_layers": num_layers}
+        kw: dict[str, Any] = {
+            "hidden_units": hidden_units,
+            "num_layers": num_layers,
+            "vis_encode_type": vis_encode_type,
+        }
         self.actor = SACActor(spec, seed=seed, **kw)
         self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", streams=streams, **kw)
         self.q2 = QNetwork(spec, seed=seed + 2000, name="q2", streams=streams, **kw)

@@ -101,6 +101,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             seed=self.seed,
             init_entcoef=hp.init_entcoef,
             streams=len(self.streams),
+            vis_encode_type=ns.vis_encode_type,
         )
         self.signals = create_reward_signals(
             self.trainer_settings.reward_signals,
@@ -113,7 +114,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
         a = behavior_spec.action_spec
         self.replay = ReplayBuffer(behavior_spec.observation_size, a.continuous_size, a.discrete_size, a.mask_size)
         if ns.normalize:
-            self.normalizer = Normalizer(behavior_spec.observation_size)
+            self.normalizer = Normalizer.for_spec(behavior_spec)
         # ML-Agents: one Adam each for the policy, the critics and the temperatures, same lr.
         self.policy_optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)
         self.value_optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)

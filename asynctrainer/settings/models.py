@@ -133,25 +133,23 @@ class NetworkSettings(_Settings):
     normalize: bool = Field(default=False, description="Normalise vector observations (running stats).")
     hidden_units: Count = Field(default=128, gt=0, description="Units in each hidden dense layer.")
     num_layers: Count = Field(default=2, gt=0, description="Number of hidden dense layers.")
-    vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations (accepted).")
+    vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations.")
     memory: MemorySettings | None = Field(default=None, description="Recurrent memory; not supported yet.")
     goal_conditioning_type: Literal["hyper", "none"] = Field(
         default="hyper", description="How goal observations condition the network."
     )
     deterministic: bool = Field(default=False, description="Act with the distribution's mode.")
 
-    @field_validator("vis_encode_type", "goal_conditioning_type")
+    @field_validator("goal_conditioning_type")
     @classmethod
     def _notice_inert(cls, value: str, info: ValidationInfo) -> str:
         key = info.field_name
         assert key is not None
         if value != cls.model_fields[key].default:
-            observations = "visual" if key == "vis_encode_type" else "goal"
             notice(
                 f"network_settings.{key}",
-                f"network_settings.{key}: {show(value)} is accepted but has no effect yet: it takes effect "
-                f"when {observations} observations are supported (asynctrainer's networks take vector "
-                "observations only).",
+                f"network_settings.{key}: {show(value)} is accepted but has no effect yet: goal observations "
+                "are read as ordinary observations (goal conditioning is not built yet).",
             )
         return value
 

@@ -1,7 +1,9 @@
 """ML-Agents' SimpleEnvironment as an :class:`AsyncEnv` (the env of ML-Agents' own trainer tests).
 
 Each agent has one position per action dimension, starting at 0; every episode draws a
-goal of −1 or +1, shown as the observation. Discrete branches (size 2) move a position by
+goal of −1 or +1, shown as every observation (each filled with the goal: ``num_vector``
+vectors of length 1 and ``num_visual`` images of ``vis_obs_size``, as ML-Agents' variants).
+Discrete branches (size 2) move a position by
 ±``step_size``; continuous actions move it by the action clamped to ±``step_size``. The
 episode ends when every position reaches ±1: the last reward is
 ``SUCCESS_REWARD · mean(position · goal)``, every other step costs ``TIME_PENALTY``.
@@ -15,6 +17,8 @@ from collections.abc import Mapping
 import numpy as np
 
 from asynctrainer.envs.spec import (
+    DIM_NONE,
+    DIM_TRANSLATIONAL_EQUIVARIANCE,
     ActionBatch,
     ActionSpec,
     BehaviorSpec,
@@ -31,6 +35,8 @@ STEP_SIZE = 0.2
 TIME_PENALTY = 0.01
 MIN_STEPS = int(1.0 / STEP_SIZE) + 1
 SUCCESS_REWARD = 1.0 + MIN_STEPS * TIME_PENALTY
+#: ML-Agents' visual observation size (channel-last here: height, width, channels).
+VIS_OBS_SIZE = (20, 20, 3)
 
 
 class SimpleEnvironment:
@@ -40,6 +46,8 @@ class SimpleEnvironment:
     :param max_episode_steps: interrupt (truncate) episodes longer than this.
     :param masked_actions: per behavior, ``{branch: [forbidden indices]}`` applied on every step
         (for mask tests; a forbidden move is never needed to reach the goal when the goal matches).
+    :param num_vector: vector observations (``obs_<i>``, shape ``(1,)``), then ``num_visual``
+        visual ones (``visual_<i>``, ``vis_obs_size`` channel-last) per agent.
     :ivar final_rewards: episode returns per behavior, in completion order (ML-Agents' name).
     """
 
@@ -54,12 +62,21 @@ class SimpleEnvironment:
         max_episode_steps: int = 100,
         discrete_branch_size: int = 2,
         masked_actions: Mapping[int, list[int]] | None = None,
+        num_vector: int = 1,
+        num_visual: int = 0,
+        vis_obs_size: tuple[int, int, int] = VIS_OBS_SIZE,
     ) -> None:
         names = [behavior_names] if isinstance(behavior_names, str) else list(behavior_names)
         continuous, discrete = action_sizes
         self.action_spec = ActionSpec(continuous, (discrete_branch_size,) * discrete)
         self.num_positions = continuous + discrete
-        self._specs = {n: BehaviorSpec((ObservationSpec((1,), "obs_0"),), self.action_spec) for n in names}
+        visual = (DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_NONE)
+        observations = tuple(ObservationSpec((1,), f"obs_{i}") for i in range(num_vector)) + tuple(
+            ObservationSpec(tuple(vis_obs_size), f"visual_{i}", visual) for i in range(num_visual)
+        )
+        if not observations:
+            raise SpecError("SimpleEnvironment needs at least one observation (num_vector + num_visual > 0).")
+        self._specs = {n: BehaviorSpec(observations, self.action_spec) for n in names}
         self.step_size = step_size
         self.num_agents = num_agents
         self.max_episode_steps = max_episode_steps
@@ -94,8 +111,12 @@ class SimpleEnvironment:
         self.episode_steps[name][which] = 0
         self.returns[name][which] = 0.0
 
-    def _obs(self, name: str) -> list[np.ndarray]:
-        return [self.goals[name][:, None].copy()]
+    def _obs(self, name: str, which: np.ndarray | slice = slice(None)) -> list[np.ndarray]:
+        goal = self.goals[name][which]
+        return [
+            np.broadcast_to(goal.reshape(-1, *(1,) * len(o.shape)), (len(goal), *o.shape)).astype(np.float32)
+            for o in self._specs[name].observation_specs
+        ]
 
     async def reset(self) -> dict[str, StepBatch]:
         out = {}
@@ -131,7 +152,7 @@ class SimpleEnvironment:
             ended = done | truncated
             if ended.any():
                 idx = np.flatnonzero(ended)
-                terminal = TerminalSteps([self._obs(name)[0][idx]], reward[idx], self._ids[idx], truncated[idx])
+                terminal = TerminalSteps(self._obs(name, idx), reward[idx], self._ids[idx], truncated[idx])
                 self.final_rewards[name].extend(float(r) for r in self.returns[name][ended])
                 self._reset_agents(name, ended)
             else:

@@ -128,3 +128,40 @@ def test_a_gymnasium_env_given_a_raising_factory_is_an_env_error_naming_it() -> 
 
     with pytest.raises(EnvError, match=r"no_env.*ValueError: bad map"):
         GymnasiumEnv(no_env, 2)
+
+
+class ImageEnv:
+    """A gymnasium env whose observation is an 8x6 RGB uint8 image (every pixel the step count)."""
+
+    def __init__(self) -> None:
+        import gymnasium
+
+        self.observation_space = gymnasium.spaces.Box(0, 255, (8, 6, 3), np.uint8)
+        self.action_space = gymnasium.spaces.Discrete(2)
+        self.metadata: dict[str, object] = {}
+        self.render_mode = None
+        self.spec = None
+        self.t = 0
+
+    def reset(self, *, seed: int | None = None, options: object = None) -> tuple[np.ndarray, dict[str, object]]:
+        self.t = 0
+        return np.zeros((8, 6, 3), np.uint8), {}
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool, bool, dict[str, object]]:
+        self.t += 51
+        return np.full((8, 6, 3), self.t, np.uint8), 1.0, self.t >= 255, False, {}
+
+    def close(self) -> None:
+        pass
+
+
+async def test_an_image_box_is_a_visual_observation_in_zero_to_one() -> None:
+    env = GymnasiumEnv(ImageEnv, num_envs=2)
+    spec = env.behavior_specs["ImageEnv"].observation_specs[0]
+    assert spec.shape == (8, 6, 3) and spec.is_visual
+    await env.reset()
+    out = await env.step(
+        {"ImageEnv": ActionBatch(np.zeros((2, 0), np.float32), np.zeros((2, 1), np.int32), np.arange(2))}
+    )
+    np.testing.assert_allclose(out["ImageEnv"].decision.obs[0], 0.2, atol=1e-6)  # 51 / 255
+    await env.aclose()

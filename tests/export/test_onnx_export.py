@@ -261,10 +261,11 @@ def test_continuous_actions_are_clipped_to_three_std_units(tmp_path: Path) -> No
 
 
 @pytest.mark.parametrize("shape", [(8, 8, 3), (4, 2), ()])
-def test_non_vector_observations_are_refused(shape: tuple[int, ...], tmp_path: Path) -> None:
+def test_observations_without_an_encoder_are_refused(shape: tuple[int, ...], tmp_path: Path) -> None:
+    """A 3-D observation without an encoder (not visual, or a snapshot built without one), a 2-D one or a scalar."""
     spec = BehaviorSpec((ObservationSpec((3,)), ObservationSpec(shape)), ActionSpec.create_discrete((2,)))
     snap = random_snapshot("Visual", spec)
-    with pytest.raises(ExportError, match=r"observation 1 has shape .* only vector observations"):
+    with pytest.raises(ExportError, match=r"observation 1 has shape .*; supported are vector observations"):
         export_onnx(snap, tmp_path / "m.onnx")
     assert list(tmp_path.iterdir()) == []
 

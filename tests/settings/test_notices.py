@@ -13,9 +13,9 @@ from asynctrainer.settings import run_settings_from_dict
 CONFIG = """
 behaviors:
   A:
-    network_settings: {vis_encode_type: nature_cnn}
+    network_settings: {goal_conditioning_type: none}
   B:
-    network_settings: {vis_encode_type: resnet}
+    network_settings: {goal_conditioning_type: none}
 """
 
 
@@ -28,7 +28,7 @@ def test_the_cli_reports_a_notice_once(tmp_path: Path, caplog: pytest.LogCapture
     config.write_text(CONFIG)
     # An unknown env stops the run after the config (and its overrides) loaded, before anything is written.
     assert main([str(config), "--env", "Nope-v0", "--results-dir", str(tmp_path / "r"), "--run-id", "x"]) == 2
-    assert len([m for m in _notices(caplog) if "vis_encode_type" in m]) == 1, caplog.text
+    assert len([m for m in _notices(caplog) if "goal_conditioning_type" in m]) == 1, caplog.text
 
 
 def test_notices_false_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -222,20 +222,21 @@ def test_factories_pickle_for_remote_workers() -> None:
     assert np.isfinite(again.seed)
 
 
-async def test_a_camera_observation_is_refused_naming_it_and_unity_is_told_to_quit(tmp_path: Path) -> None:
+async def test_a_camera_observation_trains_and_exports_channel_first(tmp_path: Path) -> None:
+    """A Unity camera (PNG, channel-first from com.unity.ml-agents 3.x) goes through the visual encoder."""
     port = free_ports()
     standin = UnityStandIn(port, num_agents=2, visual="chw")
     play = asyncio.create_task(standin.run())
-    runner = Runner(ppo(max_steps=100), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
-    with pytest.raises(UnsupportedFeatureError) as caught:
-        await runner.run()
+    runner = Runner(ppo(max_steps=200), UnityEnvFactory(port), results_dir=tmp_path, stats_writers=[])
+    result = await runner.run()
     record = await asyncio.wait_for(play, 30)
-    message = str(caught.value)
-    assert "'1D'" in message and "visual" in message and "not supported yet" in message
+    assert result.steps["1D"] >= 200 and record.final_status == 400
+    specs = runner.slots["1D"].latest().behavior_spec.observation_specs
+    camera = next(i for i, o in enumerate(specs) if o.name == "CameraSensor")
+    assert specs[camera].is_visual and runner.slots["1D"].latest().encoders[camera] is not None
+    session = onnxruntime.InferenceSession(str(tmp_path / runner.run_id / "1D.onnx"))
     height, width = standin.image_size
-    assert "'CameraSensor'" in message and f"shape {height}x{width}x3" in message
-    assert record.final_status == 400
-    assert not list(tmp_path.rglob("*.onnx"))
+    assert session.get_inputs()[camera].shape == ["batch", 3, height, width]
 
 
 def test_variable_length_observations_are_refused_before_a_trainer_is_built() -> None:
