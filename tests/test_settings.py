@@ -349,24 +349,25 @@ def _notices(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "asynctrainer" and r.levelno == logging.WARNING]
 
 
-@pytest.mark.parametrize(
-    ("key", "value", "observations"),
-    [("vis_encode_type", "nature_cnn", "visual"), ("goal_conditioning_type", "none", "goal")],
-)
-def test_inert_network_key_warns_once_per_load_naming_it(
-    key: str, value: str, observations: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    network = {"network_settings": {key: value}}
+def test_inert_goal_conditioning_warns_once_per_load_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    network = {"network_settings": {"goal_conditioning_type": "none"}}
     data = {"default_settings": network, "behaviors": {"A": network, "B": network, "C": {}}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a log line, not a Python warning
         run_settings_from_dict(data)
     (message,) = _notices(caplog)
-    assert message.startswith(f"network_settings.{key}: '{value}' is accepted but has no effect yet")
-    assert f"takes effect when {observations} observations are supported" in message
+    assert message.startswith("network_settings.goal_conditioning_type: 'none' is accepted but has no effect yet")
+    assert "goal conditioning is not built yet" in message
     caplog.clear()
     run_settings_from_dict(data)
     assert len(_notices(caplog)) == 1, "once per load"
+
+
+def test_visual_encoder_choice_takes_effect_without_a_notice(caplog: pytest.LogCaptureFixture) -> None:
+    network = {"network_settings": {"vis_encode_type": "nature_cnn"}}
+    run_settings_from_dict({"default_settings": network, "behaviors": {"A": network}})
+    NetworkSettings(vis_encode_type="resnet")
+    assert _notices(caplog) == []
 
 
 def test_inert_network_keys_at_their_defaults_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
@@ -377,7 +378,7 @@ def test_inert_network_keys_at_their_defaults_do_not_warn(caplog: pytest.LogCapt
 
 
 def test_inert_network_key_in_python_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    NetworkSettings(vis_encode_type="resnet")
+    NetworkSettings(goal_conditioning_type="none")
     assert len(_notices(caplog)) == 1
 
 
