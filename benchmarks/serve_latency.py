@@ -10,9 +10,15 @@ Scenarios, each for 1, 64 and 1024 concurrent agents on one asyncio loop:
   PPO on, in the same loop (TensorFlow updates in a worker thread); measured after the first
   update, so TensorFlow's one-off tracing is not in it.
 
+- visual policy (84×84×3 camera, ``nature_cnn``, 2 × 128 hidden, 3 discrete actions): the
+  snapshot's ``act()`` for 1 and 64 agents with its encoder in numpy and in onnxruntime (what
+  the trainers' snapshots use when onnxruntime is installed), and ``PolicyServer.decide_batch()``
+  over the onnxruntime one.
+
 Latency is the time one ``decide()`` (or one ``decide_batch()``) takes, awaited by its caller;
 decisions/s counts the decisions the server acted on in the measuring window.
-Goals: batch-1 p50 <= 100 µs in process; >= 100k decisions/s at 1024 agents.
+Goals: batch-1 p50 <= 100 µs in process; >= 100k decisions/s at 1024 agents; for the visual
+policy, batch-1 p50 <= 1 ms and >= 5,000 decisions/s at batch 64.
 
     python benchmarks/serve_latency.py [--seconds 2] [--no-training] [--out benchmarks/out/serve_latency.json]
 """
@@ -34,12 +40,26 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.game_session import GameSession, SessionStats
-from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
+from asynctrainer.envs.spec import (
+    DIM_NONE,
+    DIM_TRANSLATIONAL_EQUIVARIANCE,
+    ActionSpec,
+    BehaviorSpec,
+    ObservationSpec,
+)
 from asynctrainer.serving.server import PolicyServer
 from asynctrainer.testing.fakes import random_snapshot
 
 SPEC = BehaviorSpec((ObservationSpec((8,)),), ActionSpec(2, (3,)))
 AGENTS = (1, 64, 1024)
+VISUAL_SPEC = BehaviorSpec(
+    (
+        ObservationSpec(
+            (84, 84, 3), "camera", (DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_NONE)
+        ),
+    ),
+    ActionSpec(0, (3,)),
+)
 
 
 def summarize(latencies: list[float], decisions: int, seconds: float, mean_batch: float) -> dict[str, float]:
@@ -110,6 +130,58 @@ async def one_ticker(server: PolicyServer, n: int, seconds: float) -> dict[str, 
     return summarize(latencies, n * len(latencies), elapsed, float(n))
 
 
+def timed_calls(call: Callable[[], Any], n: int, seconds: float) -> dict[str, float]:
+    """``call`` (one decision for ``n`` agents) repeated for ``seconds`` after 5 warm-up calls."""
+    for _ in range(5):
+        call()
+    latencies: list[float] = []
+    clock = time.perf_counter
+    start = clock()
+    while clock() - start < seconds:
+        t = clock()
+        call()
+        latencies.append(clock() - t)
+    return summarize(latencies, n * len(latencies), clock() - start, float(n))
+
+
+async def visual(seconds: float) -> dict[str, dict[str, float]]:
+    """The snapshot of an 84×84×3 nature_cnn policy acting, encoder in numpy and in onnxruntime."""
+    import dataclasses
+
+    from asynctrainer.nn.networks import ActorCritic
+
+    snapshot = ActorCritic(VISUAL_SPEC, hidden_units=128, num_layers=2, seed=0, vis_encode_type="nature_cnn").snapshot(
+        "Camera", 1, 0, None, None
+    )
+    backends = {"numpy": dataclasses.replace(snapshot, image_encoder=None)}
+    if snapshot.image_encoder is not None:
+        backends["onnxruntime"] = snapshot
+    rng = np.random.default_rng(0)
+    rows: dict[str, dict[str, float]] = {}
+    for n in (1, 64):
+        images = [rng.random((n, *VISUAL_SPEC.observation_specs[0].shape), dtype=np.float32)]
+        for backend, snap in backends.items():
+            rows[f"act() {backend} x{n}"] = timed_calls(lambda s=snap, o=images: s.act(o, rng=rng), n, seconds)
+    if "onnxruntime" in backends:
+        for n in (1, 64):
+            ids = np.arange(n)
+            obs = rng.random((n, *VISUAL_SPEC.observation_specs[0].shape), dtype=np.float32)
+            async with PolicyServer(snapshot, max_batch=1024, max_wait_ms=1.0) as server:
+                for _ in range(5):
+                    await server.decide_batch(None, ids, obs)
+                latencies: list[float] = []
+                clock = time.perf_counter
+                start = clock()
+                while clock() - start < seconds:
+                    t = clock()
+                    await server.decide_batch(None, ids, obs)
+                    latencies.append(clock() - t)
+                rows[f"decide_batch() onnxruntime x{n}"] = summarize(
+                    latencies, n * len(latencies), clock() - start, float(n)
+                )
+    return rows
+
+
 def stats_of(server: PolicyServer) -> Callable[[], SessionStats]:
     return lambda: server.stats
 
@@ -174,6 +246,7 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per scenario")
     parser.add_argument("--no-training", action="store_true", help="skip the GameSession + PPO scenarios")
+    parser.add_argument("--no-visual", action="store_true", help="skip the visual-policy scenarios")
     parser.add_argument("--out", default="benchmarks/out/serve_latency.json")
     args = parser.parse_args()
 
@@ -191,6 +264,11 @@ async def main() -> None:
         print_table("PolicyServer over the same policy as .onnx (onnxruntime)", results["PolicyServer(onnx)"])
     except ImportError as exc:
         print(f"\n(onnx scenarios skipped: {exc})")
+    if not args.no_visual:
+        results["Visual policy"] = await visual(args.seconds)
+        print_table(
+            "An 84x84x3 nature_cnn policy's snapshot acting (encoder in numpy / onnxruntime)", results["Visual policy"]
+        )
     if not args.no_training:
         rows = {f"decide() x{n}": await training(n, args.seconds) for n in AGENTS}
         results["GameSession + Runner(PPO)"] = rows
@@ -202,6 +280,12 @@ async def main() -> None:
         ">= 100k decisions/s at 1024 agents (decide())": base["decide() x1024"]["decisions_per_s"] >= 1e5,
         ">= 100k decisions/s at 1024 agents (decide_batch())": base["decide_batch() x1024"]["decisions_per_s"] >= 1e5,
     }
+    if "Visual policy" in results and "act() onnxruntime x1" in results["Visual policy"]:
+        vis = results["Visual policy"]
+        goals["visual batch-1 p50 <= 1 ms (act() onnxruntime)"] = vis["act() onnxruntime x1"]["p50_us"] <= 1000.0
+        goals["visual >= 5,000 decisions/s at batch 64 (act() onnxruntime)"] = (
+            vis["act() onnxruntime x64"]["decisions_per_s"] >= 5000.0
+        )
     print()
     for goal, met in goals.items():
         print(f"goal {goal}: {'met' if met else 'NOT met'}")
@@ -213,6 +297,7 @@ async def main() -> None:
         "cpus": os.cpu_count(),
         "seconds_per_scenario": args.seconds,
         "policy": "8 obs -> 64 tanh -> 2 continuous + 1 discrete branch of 3",
+        "visual_policy": "84x84x3 camera -> nature_cnn -> 2 x 128 tanh -> 1 discrete branch of 3",
     }
     out.write_text(json.dumps({"meta": meta, "goals": goals, "results": results}, indent=2))
     print(f"wrote {out}")

@@ -240,7 +240,7 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
 # ----- graph ------------------------------------------------------------------------------------
 
 
-class _GraphBuilder:
+class GraphBuilder:
     """Collects nodes and initializers; every helper returns the name of its output."""
 
     def __init__(self, onnx: Any, opset: int) -> None:
@@ -319,7 +319,7 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     FLOAT, INT64 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT64
     spec = snapshot.behavior_spec
     a = spec.action_spec
-    g = _GraphBuilder(onnx, opset)
+    g = GraphBuilder(onnx, opset)
 
     inputs = [
         helper.make_tensor_value_info(

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.export.onnx_acting import accelerate
 from asynctrainer.nn.encoders import ObservationEncoder
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
@@ -73,7 +74,7 @@ def snapshot_from_layers(
     encoders = () if encoder is None else encoder.snapshot_ops(values)
     pairs = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
     hidden, heads = pairs[:n_hidden], iter(pairs[n_hidden:])
-    return PolicySnapshot.create(
+    snapshot = PolicySnapshot.create(
         behavior_name,
         version,
         step,
@@ -87,6 +88,7 @@ def snapshot_from_layers(
         tanh_squash=tanh_squash,
         encoders=encoders,
     )
+    return accelerate(snapshot)  # images act through onnxruntime, when installed
 
 
 def mlp(units: int, layers: int, seed: int, name: str, *, activation: str = "tanh") -> list[Any]:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -20,7 +20,7 @@ from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
 from asynctrainer.runtime.encoders import Op, encoder_from_payload, encoder_to_payload, readonly_ops, run_encoder
 
-__all__ = ["ActOutput", "Dense", "PolicySnapshot", "flatten_obs"]
+__all__ = ["ActOutput", "Dense", "ImageEncoder", "PolicySnapshot", "flatten_obs"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -32,6 +32,11 @@ MASK_PENALTY = 1e8
 LOG_2PI = float(np.log(2.0 * np.pi))
 #: The encoding of :meth:`PolicySnapshot.to_payload` (and of its ``.npz`` files).
 SNAPSHOT_FORMAT = "asynctrainer.PolicySnapshot/1"
+
+
+#: Encodes a batch of every visual observation at once: one ``[n, H, W, C]`` array per visual
+#: observation, in spec order → one ``[n, features]`` array each (e.g. an onnxruntime session).
+ImageEncoder = Callable[[Sequence[F32]], list[F32]]
 
 
 class Dense(NamedTuple):
@@ -101,6 +106,10 @@ class PolicySnapshot:
     #: for a vector one, whose (normalised) values enter the hidden layers as they are. Empty when
     #: every observation is a vector.
     encoders: tuple[tuple[Op, ...] | None, ...] = ()
+    #: Runs the visual encoders in place of numpy (:func:`asynctrainer.export.onnx_acting.accelerate`
+    #: attaches an onnxruntime session); computes what the ops compute, so it is no part of the
+    #: snapshot's value: not compared, not saved.
+    image_encoder: ImageEncoder | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def create(
@@ -273,16 +282,22 @@ class PolicySnapshot:
         """Flat observation rows → the hidden layers' input: vector parts normalised, visual ones encoded."""
         if not self.encoders:
             return self.normalize(x)
-        parts = []
+        parts: list[F32 | None] = []
+        images: list[F32] = []
         start = 0
         for o, ops in zip(self.behavior_spec.observation_specs, self.encoders, strict=True):
             part, end = x[:, start : start + o.size], start + o.size
             if ops is None:
                 parts.append(self.normalize(part, slice(start, end)))
             else:
-                parts.append(run_encoder(ops, part.reshape(-1, *o.shape)))
+                images.append(part.reshape(-1, *o.shape))
+                parts.append(None if self.image_encoder is not None else run_encoder(ops, images[-1]))
             start = end
-        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
+        if self.image_encoder is not None:
+            encoded = iter(self.image_encoder(images))
+            parts = [next(encoded) if p is None else p for p in parts]
+        done = [p for p in parts if p is not None]
+        return done[0] if len(done) == 1 else np.concatenate(done, axis=1)
 
     def _features(self, x: F32) -> F32:
         h = self.encode(x)

@@ -15,6 +15,7 @@ import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.export.onnx_acting import accelerate
 from asynctrainer.runtime.snapshot import SNAPSHOT_FORMAT, PolicySnapshot
 from asynctrainer.runtime.trajectory import Trajectory
 
@@ -95,6 +96,7 @@ def snapshot_from_payload(payload: Mapping[str, Any], spec: BehaviorSpec | None 
     :raises EnvError: for a payload of another format.
     """
     try:
-        return PolicySnapshot.from_payload(payload, spec)
+        snapshot = PolicySnapshot.from_payload(payload, spec)
     except SpecError as exc:
         raise EnvError(f"A policy payload arrived that cannot be used: {exc}") from exc
+    return accelerate(snapshot)  # images act through onnxruntime, when installed

@@ -36,6 +36,8 @@ import numpy.typing as npt
 from asynctrainer.envs.game_session import AgentAction, GameSession, SessionStats
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
+from asynctrainer.export.onnx_acting import accelerate
+from asynctrainer.runtime.encoders import output_shape
 from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "check_snapshot", "load_policy"]
@@ -77,10 +79,9 @@ class SnapshotPolicy:
 
     def __init__(self, snapshot: PolicySnapshot) -> None:
         check_snapshot(snapshot)
-        self.snapshot = snapshot
+        self.snapshot = accelerate(snapshot)  # images through onnxruntime, when installed
         spec = snapshot.action_spec
         self._std = None if snapshot.log_std is None else np.exp(snapshot.log_std).astype(np.float32)
-        self._norm = snapshot.obs_mean is not None and snapshot.obs_std is not None
         self._branches = spec.discrete_branches
         self._size = snapshot.behavior_spec.observation_size
 
@@ -106,10 +107,7 @@ class SnapshotPolicy:
             raise SpecError(
                 f"Behavior '{s.behavior_name}' expects observations of total size {self._size}, got {x.shape[1]}."
             )
-        if self._norm:
-            assert s.obs_mean is not None and s.obs_std is not None
-            x = np.clip((x - s.obs_mean) / s.obs_std, -5.0, 5.0).astype(np.float32)
-        h = x
+        h = s.encode(x)
         for layer in s.hidden:
             h = h @ layer.kernel
             h += layer.bias
@@ -183,7 +181,20 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
             )
         return arr
 
-    width = obs_size
+    width = 0
+    for i, (o, encoder) in enumerate(
+        zip(spec.observation_specs, snapshot.encoders or (None,) * len(spec.observation_specs), strict=True)
+    ):
+        if encoder is None:
+            width += o.size
+            continue
+        try:
+            (features,) = output_shape(encoder, o.shape)
+        except ValueError as exc:
+            raise SpecError(
+                f"{whose} does not fit its network: the encoder of observation {i} fails on its {o.shape} images: {exc}"
+            ) from exc
+        width += int(features)
     for i, layer in enumerate(snapshot.hidden):
         kernel = np.asarray(layer.kernel)
         if kernel.ndim != 2:
