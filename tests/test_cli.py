@@ -107,7 +107,7 @@ EXAMPLE_CONFIGS = {
     "3dball.yaml": None,
     "walker.yaml": None,
     "gridworld_sac.yaml": None,
-    "hallway.yaml": "network_settings.memory",
+    "hallway.yaml": None,
     "pyramids.yaml": None,
     "soccer_twos.yaml": "trainer_type",
 }

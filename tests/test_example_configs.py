@@ -53,7 +53,7 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "mlagents_3dball_randomize_transitional.yaml": None,
     "pyramids.yaml": None,
     "soccer_twos.yaml": "behaviors.SoccerTwos.trainer_type",
-    "hallway.yaml": "behaviors.Hallway.network_settings.memory",
+    "hallway.yaml": None,
     "mlagents_walljump_curriculum.yaml": "environment_parameters.big_wall_height.curriculum",
     "mlagents_pre017_trainer_config.yaml": "behaviors.Tennis.self_play",
 }

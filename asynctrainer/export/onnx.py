@@ -16,14 +16,19 @@ Inputs, in order (all float32, axis 0 is the dynamic axis ``batch``):
   The encoded observations are concatenated in spec order;
 * ``action_masks`` ``[batch, sum(branches)]``, 1 = allowed, 0 = forbidden, only when the
   policy has discrete actions (a continuous policy does not read a mask);
-* no ``recurrent_in``: ML-Agents lists it only for a policy with memory (Hallway's
-  ``[batch, 1, 128]``); its models without memory (3DBall, Basic, PushBlock) have none, and
-  Unity feeds only the inputs a model declares. :func:`onnx_feed` builds the input dict.
+* ``recurrent_in`` ``[batch, 1, memory_size]`` only for a policy with memory (Hallway's
+  ``[batch, 1, 128]``): each agent's memory ``[h | c]``, zeros at an episode's start; ML-Agents'
+  models without memory (3DBall, Basic, PushBlock) have none, and Unity feeds only the inputs a
+  model declares. :func:`onnx_feed` builds the input dict.
 
 Outputs, in order:
 
 * ``version_number`` = ``[3.0]`` (ML-Agents' ``MODEL_EXPORT_VERSION``, Unity's
-  ``ModelApiVersion.MLAgents2_0``) and ``memory_size`` = ``[0.0]``, float32 ``[1]``;
+  ``ModelApiVersion.MLAgents2_0``) and ``memory_size`` = ``[memory_size]`` (0 without memory),
+  float32 ``[1]``;
+* with memory, ``recurrent_out`` ``[batch, 1, memory_size]``: the memory after this step, which
+  Unity feeds back as the agent's next ``recurrent_in`` (one LSTM step after the hidden layers,
+  written as ``Gemm``/``MatMul``, ``Sigmoid`` and ``Tanh`` per gate);
 * continuous part: ``continuous_actions`` ``[batch, c]`` (``mean + std * N(0, 1)``, then
   ``clip(x, -3, 3) / 3``, or ``tanh(x)`` for a tanh-squashed policy),
   ``continuous_action_output_shape`` = ``[c]`` float32 ``[1]``, and
@@ -60,7 +65,7 @@ import numpy.typing as npt
 from asynctrainer.errors import ExportError, SpecError
 from asynctrainer.files import atomic_write_bytes
 from asynctrainer.runtime import encoders as ops
-from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, LSTM, MASK_PENALTY, PolicySnapshot
 
 __all__ = [
     "MAX_OPSET",
@@ -93,6 +98,8 @@ def onnx_input_names(snapshot: PolicySnapshot) -> list[str]:
     names = [f"obs_{i}" for i in range(len(spec.observation_specs))]
     if spec.action_spec.is_discrete():
         names.append("action_masks")
+    if snapshot.memory_size:
+        names.append("recurrent_in")
     return names
 
 
@@ -100,6 +107,8 @@ def onnx_output_names(snapshot: PolicySnapshot) -> list[str]:
     """The graph's output names, in order (ML-Agents' ``ModelSerializer.output_names``)."""
     a = snapshot.action_spec
     names = ["version_number", "memory_size"]
+    if snapshot.memory_size:
+        names.append("recurrent_out")
     if a.is_continuous():
         names += ["continuous_actions", "continuous_action_output_shape", "deterministic_continuous_actions"]
     if a.is_discrete():
@@ -111,6 +120,7 @@ def onnx_feed(
     snapshot: PolicySnapshot,
     obs: Sequence[npt.ArrayLike],
     action_mask: npt.ArrayLike | None = None,
+    memories: npt.ArrayLike | None = None,
 ) -> dict[str, npt.NDArray[np.float32]]:
     """Build the input dict for an exported model, e.g. ``session.run(None, onnx_feed(...))``.
 
@@ -118,6 +128,8 @@ def onnx_feed(
         envs give them; the feed has them channel-first, as Unity feeds the model).
     :param action_mask: ``[n, sum(branches)]`` with 1 = allowed, or None for all allowed
         (ignored for a policy without discrete actions).
+    :param memories: a policy with memory: each agent's memory ``[n, memory_size]``, or None for
+        zeros (ignored for a policy without memory).
     :raises SpecError: the number of observations does not match the spec.
     """
     specs = snapshot.behavior_spec.observation_specs
@@ -135,6 +147,10 @@ def onnx_feed(
     if a_spec.is_discrete():
         mask = np.ones((n, a_spec.mask_size), np.float32) if action_mask is None else action_mask
         feed["action_masks"] = np.ascontiguousarray(np.asarray(mask, dtype=np.float32))
+    m = snapshot.memory_size
+    if m:
+        memory = np.zeros((n, m), np.float32) if memories is None else np.asarray(memories, np.float32)
+        feed["recurrent_in"] = np.ascontiguousarray(memory.reshape(n, 1, m))
     return feed
 
 
@@ -209,6 +225,15 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
                 f"but its input has width {width}"
             )
         width = int(layer.kernel.shape[1])
+    if snapshot.lstm is not None:
+        k, r, b = snapshot.lstm
+        u = r.shape[0] if r.ndim == 2 else -1
+        if k.shape != (width, 4 * u) or r.shape != (u, 4 * u) or b.shape != (4 * u,):
+            raise bad(
+                f"the LSTM has kernel {k.shape}, recurrent kernel {r.shape} and bias {b.shape}, "
+                f"but its input has width {width} (expected ({width}, 4u), (u, 4u) and (4u,))"
+            )
+        width = int(u)
     heads = (
         ("continuous", snapshot.continuous_head, a.continuous_size, a.is_continuous()),
         ("discrete", snapshot.discrete_head, a.mask_size, a.is_discrete()),
@@ -306,6 +331,46 @@ class GraphBuilder:
                 x = self.node("Add", [x, self.encoder(x, op.ops, name)], f"{name}/out")
         return x
 
+    def lstm(self, x: str, lstm: LSTM, memory_in: str, prefix: str) -> tuple[str, str]:
+        """One LSTM step on ``x`` from ``memory_in`` ``[batch, 1, 2u]``: the output ``h'`` and ``[batch, 1, 2u]``.
+
+        Each gate has its own slices of the kernels (``Gemm`` for the input and bias, ``MatMul``
+        for the state); ``h`` and ``c`` are read from the memory by constant selection matrices,
+        so every op means the same from opset 9 on.
+        """
+        u = lstm.units
+        memory = self.node("Flatten", [memory_in], f"{prefix}/memory", axis=1)
+        eye = np.eye(2 * u, dtype=np.float32)
+        h = self.node("MatMul", [memory, self.const(f"{prefix}/select_h", eye[:, :u])], f"{prefix}/h")
+        c = self.node("MatMul", [memory, self.const(f"{prefix}/select_c", eye[:, u:])], f"{prefix}/c")
+        gates = []
+        for k, gate in enumerate("ifgo"):
+            cols = slice(k * u, (k + 1) * u)
+            z_x = self.node(
+                "Gemm",
+                [
+                    x,
+                    self.const(f"{prefix}/{gate}/kernel", lstm.kernel[:, cols]),
+                    self.const(f"{prefix}/{gate}/bias", lstm.bias[cols]),
+                ],
+                f"{prefix}/{gate}/input",
+            )
+            z_h = self.node(
+                "MatMul",
+                [h, self.const(f"{prefix}/{gate}/recurrent_kernel", lstm.recurrent_kernel[:, cols])],
+                f"{prefix}/{gate}/state",
+            )
+            z = self.node("Add", [z_x, z_h], f"{prefix}/{gate}/z")
+            gates.append(self.node("Tanh" if gate == "g" else "Sigmoid", [z], f"{prefix}/{gate}/out"))
+        i, f, g, o = gates
+        kept = self.node("Mul", [f, c], f"{prefix}/kept")
+        written = self.node("Mul", [i, g], f"{prefix}/written")
+        c_new = self.node("Add", [kept, written], f"{prefix}/c_new")
+        h_new = self.node("Mul", [o, self.node("Tanh", [c_new], f"{prefix}/c_tanh")], f"{prefix}/h_new")
+        both = self.node("Concat", [h_new, c_new], f"{prefix}/memory_out", axis=1)
+        shape = self.const(f"{prefix}/memory_shape", [-1, 1, 2 * u], np.int64)
+        return h_new, self.node("Reshape", [both, shape], "recurrent_out")
+
     def clip(self, x: str, low: float, high: float, output: str) -> str:
         if self.opset < 11:  # Clip-6: the bounds are attributes
             return self.node("Clip", [x], output, min=low, max=high)
@@ -329,6 +394,9 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     ]
     if a.is_discrete():
         inputs.append(helper.make_tensor_value_info("action_masks", FLOAT, ["batch", a.mask_size]))
+    m = snapshot.memory_size
+    if m:
+        inputs.append(helper.make_tensor_value_info("recurrent_in", FLOAT, ["batch", 1, m]))
 
     # Observations -> features (the snapshot's encode: vector ones normalised, visual ones encoded; a tanh MLP).
     encoded: list[str] = []
@@ -348,13 +416,17 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
     for i, layer in enumerate(snapshot.hidden):
         pre = g.dense(h, layer, f"hidden_{i}", f"hidden_{i}/pre")
         h = g.node("Tanh", [pre], f"hidden_{i}/out")
+    if snapshot.lstm is not None:
+        h, _ = g.lstm(h, snapshot.lstm, "recurrent_in", "lstm")
 
     outputs = [
         helper.make_tensor_value_info("version_number", FLOAT, [1]),
         helper.make_tensor_value_info("memory_size", FLOAT, [1]),
     ]
+    if m:
+        outputs.append(helper.make_tensor_value_info("recurrent_out", FLOAT, ["batch", 1, m]))
     g.node("Identity", [g.const("version_number/value", [float(MODEL_EXPORT_VERSION)])], "version_number")
-    g.node("Identity", [g.const("memory_size/value", [0.0])], "memory_size")
+    g.node("Identity", [g.const("memory_size/value", [float(m)])], "memory_size")
 
     if a.is_continuous():
         assert snapshot.continuous_head is not None and snapshot.log_std is not None

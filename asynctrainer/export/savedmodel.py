@@ -138,6 +138,11 @@ def export_saved_model(snapshot: PolicySnapshot, path: str | os.PathLike[str]) -
             f"Cannot export behavior '{snapshot.behavior_name}' as a SavedModel: it has visual observations, "
             "which export to ONNX only (export_onnx)."
         )
+    if snapshot.lstm is not None:
+        raise ExportError(
+            f"Cannot export behavior '{snapshot.behavior_name}' as a SavedModel: it has memory (an LSTM), "
+            "which exports to ONNX only (export_onnx)."
+        )
     from asynctrainer.nn.tf_setup import tf as get_tf
 
     tf = get_tf()

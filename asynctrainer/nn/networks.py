@@ -17,6 +17,7 @@ import numpy as np
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.export.onnx_acting import accelerate
 from asynctrainer.nn.encoders import ObservationEncoder
+from asynctrainer.nn.memory import LSTMLayer
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
@@ -64,6 +65,7 @@ def snapshot_from_layers(
     obs_std: np.ndarray | None = None,
     tanh_squash: bool = False,
     encoder: ObservationEncoder | None = None,
+    lstm: list[np.ndarray] | None = None,
 ) -> PolicySnapshot:
     """A frozen :class:`PolicySnapshot` from the values of :func:`layer_variables`.
 
@@ -87,6 +89,7 @@ def snapshot_from_layers(
         obs_std=obs_std,
         tanh_squash=tanh_squash,
         encoders=encoders,
+        lstm=None if lstm is None else (lstm[0], lstm[1], lstm[2]),
     )
     return accelerate(snapshot)  # images act through onnxruntime, when installed
 
@@ -114,6 +117,11 @@ class ActorCritic:
         body), in the order of the trainer's signals.
     :param vis_encode_type: the encoder of visual observations (actor and critic have one each,
         or share the actor's with ``shared_critic``).
+    :param memory_size: with memory (> 0), an LSTM of ``memory_size / 2`` units follows the
+        actor's body and another the critic's (one with ``shared_critic``). The forward methods
+        then take ``memory`` ``[B, memory_size]``: the rows are ``B`` sequences of equal length,
+        each starting from its memory (None: every row is a sequence of one step from zeros).
+    :param sequence_length: the length of the training sequences, unrolled in traced graphs.
     """
 
     def __init__(
@@ -126,6 +134,8 @@ class ActorCritic:
         shared_critic: bool = False,
         value_heads: int = 1,
         vis_encode_type: str = "simple",
+        memory_size: int = 0,
+        sequence_length: int | None = None,
     ) -> None:
         keras = tf_keras()
         tf()
@@ -141,6 +151,16 @@ class ActorCritic:
         self.actor_body = mlp(hidden_units, num_layers, seed, "actor")
         self.shared_critic = shared_critic
         self.critic_body = self.actor_body if shared_critic else mlp(hidden_units, num_layers, seed + 100, "critic")
+        self.memory_size = memory_size
+        self.sequence_length = sequence_length
+        self.actor_lstm = (
+            LSTMLayer(hidden_units, memory_size, seed=seed + 700, name="actor_lstm") if memory_size else None
+        )
+        self.critic_lstm = (
+            self.actor_lstm
+            if shared_critic or not memory_size
+            else LSTMLayer(hidden_units, memory_size, seed=seed + 800, name="critic_lstm")
+        )
         self.discrete_head = (
             keras.layers.Dense(
                 a.mask_size,
@@ -171,39 +191,57 @@ class ActorCritic:
         actor = self.actor_encoder.variables + layer_variables(
             [*self.actor_body, self.discrete_head, self.continuous_head]
         )
+        if self.actor_lstm is not None:
+            actor += self.actor_lstm.variables
         self._read_actor = VariableReader(actor if self.log_std is None else [*actor, self.log_std])
 
     # ----- forward ------------------------------------------------------------------------------
 
-    def features(self, obs: Tensor) -> Tensor:
-        h = self.actor_encoder(obs)
-        for layer in self.actor_body:
-            h = layer(h)
+    def features(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
+        h = self._hidden(obs, self.actor_encoder, self.actor_body, self.actor_lstm, memory)
         if self.discrete_head is not None:
             self.discrete_head(h)
         if self.continuous_head is not None:
             self.continuous_head(h)
         return h
 
-    def value(self, obs: Tensor) -> Tensor:
+    def _hidden(
+        self, obs: Tensor, encoder: ObservationEncoder, body: list[Any], lstm: LSTMLayer | None, memory: Tensor | None
+    ) -> Tensor:
+        h = encoder(obs)
+        for layer in body:
+            h = layer(h)
+        if lstm is None:
+            return h
+        if memory is None:  # each row a one-step sequence from zero memory (behavioral cloning's rows)
+            return lstm.sequences(h, tf().zeros([tf().shape(h)[0], lstm.memory_size], tf().float32), 1)[0]
+        return lstm.sequences(h, memory, self.sequence_length)[0]
+
+    def value(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
         """Each value head's estimate, ``[B, value_heads]``."""
+        return self.value_head(self._hidden(obs, self.critic_encoder, self.critic_body, self.critic_lstm, memory))
+
+    def value_sequences(self, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
+        """A recurrent critic over sequences: each row's values ``[rows, heads]`` and the memory after it."""
+        assert self.critic_lstm is not None
         h = self.critic_encoder(obs)
         for layer in self.critic_body:
             h = layer(h)
-        return self.value_head(h)
+        out, memories = self.critic_lstm.sequences(h, memory)
+        return self.value_head(out), memories
 
     #: Actions are the Gaussian sample itself (clipped to [-1, 1] by the env side), not squashed.
     squashed = False
 
-    def actor_outputs(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    def actor_outputs(
+        self, obs: Tensor, memory: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """The policy's parameters: Gaussian mean ``[B, c]`` and log-std ``[c]``, discrete logits ``[B, Σ branches]``.
 
         Each is None where the action spec has no such part; logits are unmasked.
         """
         t = tf()
-        h = self.actor_encoder(obs)
-        for layer in self.actor_body:
-            h = layer(h)
+        h = self._hidden(obs, self.actor_encoder, self.actor_body, self.actor_lstm, memory)
         mean = log_std = logits = None
         if self.continuous_head is not None and self.log_std is not None:
             mean, log_std = self.continuous_head(h), t.convert_to_tensor(self.log_std)
@@ -212,11 +250,11 @@ class ActorCritic:
         return mean, log_std, logits
 
     def log_prob_entropy(
-        self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor
+        self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor, memory: Tensor | None = None
     ) -> tuple[Tensor, Tensor]:
         """Log-probability (summed over action parts) and entropy of the given actions, ``[B]`` each."""
         t = tf()
-        mean, log_std, logits = self.actor_outputs(obs)
+        mean, log_std, logits = self.actor_outputs(obs, memory)
         log_prob = t.zeros(t.shape(obs)[:1], t.float32)
         entropy = t.zeros(t.shape(obs)[:1], t.float32)
         if mean is not None and log_std is not None:
@@ -244,6 +282,8 @@ class ActorCritic:
         for head in (self.discrete_head, self.continuous_head):
             if head is not None:
                 out += head.trainable_weights
+        if self.actor_lstm is not None:
+            out += self.actor_lstm.variables
         if self.log_std is not None:
             out.append(self.log_std)
         return out
@@ -254,6 +294,8 @@ class ActorCritic:
         out: list[Any] = [] if self.shared_critic else list(self.critic_encoder.variables)
         for layer in [] if self.shared_critic else self.critic_body:
             out += layer.trainable_weights
+        if self.critic_lstm is not None and not self.shared_critic:
+            out += self.critic_lstm.variables
         return out + self.value_head.trainable_weights
 
     @property
@@ -272,6 +314,8 @@ class ActorCritic:
                 out[f"{layer.name}/bias"] = layer.bias
         if self.log_std is not None:
             out["log_std"] = self.log_std
+        for lstm in {id(x): x for x in (self.actor_lstm, self.critic_lstm) if x is not None}.values():
+            out.update(lstm.named_variables())
         return out
 
     def snapshot(
@@ -285,6 +329,9 @@ class ActorCritic:
         """Copy the actor into a frozen numpy :class:`PolicySnapshot` (call on the update thread)."""
         values = self._read_actor()
         log_std = None if self.log_std is None else values.pop()
+        lstm = None
+        if self.actor_lstm is not None:
+            values, lstm = values[:-3], values[-3:]
         return snapshot_from_layers(
             behavior_name,
             version,
@@ -298,4 +345,5 @@ class ActorCritic:
             obs_mean=obs_mean,
             obs_std=obs_std,
             encoder=self.actor_encoder,
+            lstm=lstm,
         )

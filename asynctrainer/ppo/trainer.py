@@ -19,6 +19,7 @@ from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.ppo import loss
 from asynctrainer.ppo.gae import gae_segments
+from asynctrainer.ppo.sequences import sequence_layout, sequence_minibatches
 from asynctrainer.rewards.factory import create_reward_signals
 from asynctrainer.rewards.signals import RewardSignal, RewardStream, SignalBatch, reward_streams, signal_state
 from asynctrainer.runtime.schedules import decayed_value
@@ -40,6 +41,12 @@ class PPOTrainer(RLTrainer[ActorCritic]):
     Each reward signal (``extrinsic``, ``curiosity``, ``rnd``) has a value head of its own and its
     own GAE with its ``gamma``; the policy follows the mean of their advantages, normalised over
     the buffer, and the value loss is the mean over the heads, as in ML-Agents.
+
+    With ``network_settings.memory`` the actor and the critic each end in an LSTM. The buffer is
+    cut into sequences (:mod:`asynctrainer.ppo.sequences`); the actor's sequences start from the
+    memories it acted with, the critic's from its own memory carried along each agent's
+    trajectories (computed before the update, without gradient, as ML-Agents does), and padded
+    steps are left out of every loss.
     """
 
     def __init__(self, behavior_name: str, trainer_settings: Any, *, seed: int = 0, **kwargs: Any) -> None:
@@ -53,11 +60,16 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         self.net: ActorCritic | None = None
         self._train_fn: Any = None
         self._value_fn: Any = None
+        self._value_sequences_fn: Any = None
         self.optimizer: Any = None
         self.signals: list[RewardSignal] = []
         self.bc: BehavioralCloning | None = None
         #: Per learned signal, each agent's reward so far in its current episode (thread side).
         self._episode_sums: dict[str, dict[str, float]] = {}
+        #: With memory: the critic's memory after each agent's last trajectory (until its episode ends).
+        self._critic_memories: dict[str, F32] = {}
+        memory = trainer_settings.network_settings.memory
+        self.sequence_length = 0 if memory is None else int(memory.sequence_length)
 
     # ----- policy -------------------------------------------------------------------------------
 
@@ -82,6 +94,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             shared_critic=self.hyperparameters.shared_critic,
             value_heads=len(self._heads()),
             vis_encode_type=ns.vis_encode_type,
+            memory_size=0 if ns.memory is None else ns.memory.memory_size,
+            sequence_length=self.sequence_length or None,
         )
         self.net = net
         if ns.normalize:
@@ -112,11 +126,20 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         a = spec.action_spec
         f32 = t.float32
         heads = len(self._heads())
+        m = net.memory_size
+        seq = self.sequence_length
 
         # autograph=False: tracing converts no Python source (nn/graph_loops.py).
         @t.function(input_signature=[t.TensorSpec([None, spec.observation_size], f32)], autograph=False)
         def value_fn(obs: Any) -> Any:
             return net.value(obs)
+
+        @t.function(
+            input_signature=[t.TensorSpec([None, spec.observation_size], f32), t.TensorSpec([None, m], f32)],
+            autograph=False,
+        )
+        def value_sequences_fn(obs: Any, memory: Any) -> Any:
+            return net.value_sequences(obs, memory)
 
         @t.function(
             input_signature=[
@@ -131,10 +154,13 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
                 t.TensorSpec([], f32),  # learning rate
+                t.TensorSpec([None], f32),  # 1 = a real step, 0 = a sequence's padding (memory only)
+                t.TensorSpec([None, m], f32),  # the actor's memory before each step (memory only)
+                t.TensorSpec([None, m], f32),  # the critic's memory before each step (memory only)
             ],
             autograph=False,
         )
-        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr):  # type: ignore[no-untyped-def]
+        def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr, valid, a_mem, c_mem):  # type: ignore[no-untyped-def]
             optimizer.learning_rate = lr  # assigned in the graph: no Python-side variable write
             n_mb = t.shape(idx)[0]
 
@@ -142,13 +168,26 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 b = idx[i]
                 mb_adv = t.gather(adv, b)
                 mb_old_logp = t.gather(old_logp, b)
+                mb_returns = t.gather(returns, b)
+                actor_memory = critic_memory = None
+                if m:  # whole sequences: each starts from its stored memory
+                    starts = b[::seq]
+                    actor_memory, critic_memory = t.gather(a_mem, starts), t.gather(c_mem, starts)
                 with t.GradientTape() as tape:
                     logp, ent = net.log_prob_entropy(
-                        t.gather(obs, b), t.gather(cont, b), t.gather(disc, b), t.gather(masks, b)
+                        t.gather(obs, b), t.gather(cont, b), t.gather(disc, b), t.gather(masks, b), actor_memory
                     )
-                    values = net.value(t.gather(obs, b))
+                    values = net.value(t.gather(obs, b), critic_memory)
+                    if m:  # padding enters no loss
+                        real = t.gather(valid, b) > 0.5
+                        logp, ent, values = (
+                            t.boolean_mask(logp, real),
+                            t.boolean_mask(ent, real),
+                            t.boolean_mask(values, real),
+                        )
+                        mb_old_logp, mb_adv = t.boolean_mask(mb_old_logp, real), t.boolean_mask(mb_adv, real)
+                        mb_returns = t.boolean_mask(mb_returns, real)
                     policy_loss = loss.clipped_surrogate_loss(logp, mb_old_logp, mb_adv, epsilon)
-                    mb_returns = t.gather(returns, b)
                     value_loss = sum(loss.value_loss(values[:, k], mb_returns[:, k]) for k in range(heads)) / float(
                         heads
                     )
@@ -173,6 +212,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         # Concrete functions: calling them skips tf.function's dispatch, which the update thread
         # would otherwise run in Python, holding the GIL the event loop needs.
         self._value_fn = value_fn.get_concrete_function()
+        self._value_sequences_fn = value_sequences_fn.get_concrete_function() if m else None
         self._train_fn = train_fn.get_concrete_function()
 
     def _make_snapshot(self, version: int) -> PolicySnapshot:
@@ -269,14 +309,62 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             done,
         )
 
-    def _advantages(self, trajs: list[Trajectory], obs: F32, rewards: list[F32]) -> tuple[F32, F32, F32]:
-        """Values ``[n, K]``, the mean advantage over the heads ``[n]`` and returns ``[n, K]`` (one critic call)."""
+    def _values(self, trajs: list[Trajectory], obs: F32) -> tuple[F32, F32, F32 | None]:
+        """The critic's values ``[n, K]``, each trajectory's bootstrap ``[len(trajs), K]`` and, with memory,
+        its memory before each step ``[n, memory_size]``."""
         next_obs = np.stack([t.next_obs for t in trajs])
         if self.normalizer is not None:
             next_obs = self.normalizer.apply(next_obs)
-        all_values = self._value_fn(np.concatenate([obs, next_obs])).numpy()
-        n = obs.shape[0]
-        values, bootstrap = all_values[:n], all_values[n:]
+        if self._value_sequences_fn is None:
+            all_values = self._value_fn(np.concatenate([obs, next_obs])).numpy()
+            n = obs.shape[0]
+            return all_values[:n], all_values[n:], None
+        return self._recurrent_values(trajs, obs, next_obs)
+
+    def _recurrent_values(self, trajs: list[Trajectory], obs: F32, next_obs: F32) -> tuple[F32, F32, F32]:
+        """The recurrent critic along each agent's trajectories, from the memory its last one left.
+
+        An agent's trajectories in one buffer run in turn (the k-th of every agent together); each
+        runs as one sequence of its steps and then its next observation (the bootstrap).
+        """
+        assert self.net is not None and self._value_sequences_fn is not None
+        m, heads = self.net.memory_size, len(self._heads())
+        starts = np.concatenate([[0], np.cumsum([len(t) for t in trajs])])
+        values = np.zeros((obs.shape[0], heads), np.float32)
+        memories = np.zeros((obs.shape[0], m), np.float32)
+        bootstrap = np.zeros((len(trajs), heads), np.float32)
+        rounds: list[list[int]] = []
+        seen: dict[str, int] = {}
+        for i, traj in enumerate(trajs):
+            k = seen[traj.agent_id] = seen.get(traj.agent_id, -1) + 1
+            if k == len(rounds):
+                rounds.append([])
+            rounds[k].append(i)
+        for members in rounds:
+            width = max(len(trajs[i]) for i in members) + 1
+            rows = np.empty((len(members), width, obs.shape[1]), np.float32)
+            initial = np.zeros((len(members), m), np.float32)
+            for j, i in enumerate(members):
+                length = len(trajs[i])
+                rows[j, :length] = obs[starts[i] : starts[i + 1]]
+                rows[j, length:] = next_obs[i]  # the bootstrap step, then repeats of it (ignored)
+                initial[j] = self._critic_memories.get(trajs[i].agent_id, initial[j])
+            out, after = self._value_sequences_fn(rows.reshape(-1, obs.shape[1]), initial)
+            out = out.numpy().reshape(len(members), width, heads)
+            after = after.numpy().reshape(len(members), width, m)
+            for j, i in enumerate(members):
+                traj, length = trajs[i], len(trajs[i])
+                values[starts[i] : starts[i + 1]] = out[j, :length]
+                bootstrap[i] = out[j, length]
+                memories[starts[i] : starts[i + 1]] = np.concatenate([initial[j : j + 1], after[j, : length - 1]])
+                if traj.done_reached:
+                    self._critic_memories.pop(traj.agent_id, None)
+                else:
+                    self._critic_memories[traj.agent_id] = after[j, length - 1]
+        return values, bootstrap, memories
+
+    def _advantages(self, trajs: list[Trajectory], values: F32, bootstrap: F32, rewards: list[F32]) -> tuple[F32, F32]:
+        """The mean advantage over the heads ``[n]`` and returns ``[n, K]``."""
         lengths = np.array([len(t) for t in trajs], np.int64)
         terminated = np.array([t.terminated for t in trajs], bool)
         advantages, returns = [], []
@@ -293,7 +381,14 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             advantages.append(adv)
             returns.append(ret)
         mean_adv = np.mean(advantages, axis=0).astype(np.float32)
-        return values.astype(np.float32), mean_adv, np.stack(returns, axis=1).astype(np.float32)
+        return mean_adv, np.stack(returns, axis=1).astype(np.float32)
+
+    @staticmethod
+    def _memories_of(trajectory: Trajectory, size: int) -> F32:
+        """The actor's memory before each step (zeros for a trajectory recorded without memory)."""
+        if trajectory.memories is not None and trajectory.memories.shape == (len(trajectory), size):
+            return trajectory.memories
+        return np.zeros((len(trajectory), size), np.float32)
 
     def _update_policy(self) -> dict[str, float]:
         hp = self.hyperparameters
@@ -303,7 +398,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         if self.normalizer is not None:
             self.normalizer.update(obs)
             obs = self.normalizer.apply(obs)
-        values, adv, ret = self._advantages(trajs, obs, rewards)
+        values, bootstrap, critic_memories = self._values(trajs, obs)
+        adv, ret = self._advantages(trajs, values, bootstrap, rewards)
         if not (np.isfinite(adv).all() and np.isfinite(ret).all()):  # e.g. a reward too large for float32
             raise self._non_finite_update()
         # ML-Agents normalises advantages over the whole buffer, once per update.
@@ -320,6 +416,23 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         batch = min(hp.batch_size, n)
         n_mb = n // batch
         idx = np.stack([self._rng.permutation(n)[: n_mb * batch].reshape(n_mb, batch) for _ in range(hp.num_epoch)])
+        idx = idx.reshape(-1, batch)
+        cont = np.concatenate([t.actions_continuous for t in trajs])
+        disc = np.concatenate([t.actions_discrete for t in trajs])
+        old_logp = np.concatenate([t.log_probs for t in trajs])
+        m = self.net.memory_size if self.net else 0
+        valid = np.ones(n, np.float32)
+        actor_memories = critic_rows = np.zeros((n, m), np.float32)
+        signal_minibatches = idx
+        if m:  # whole sequences, padded; the learned signals keep the unpadded rows above
+            assert critic_memories is not None
+            seq = self.sequence_length
+            source, valid = sequence_layout([len(t) for t in trajs], seq)
+            actor_memories = np.concatenate([self._memories_of(t, m) for t in trajs])[source]
+            critic_rows = critic_memories[source]
+            obs, cont, disc, masks = obs[source], cont[source], disc[source], masks[source]
+            old_logp, norm_adv, ret = old_logp[source], norm_adv[source], ret[source]
+            idx = sequence_minibatches(len(source) // seq, seq, hp.batch_size, hp.num_epoch, self._rng)
         max_steps = self.get_max_steps
         lr = decayed_value(hp.learning_rate_schedule, hp.learning_rate, 1e-10, self._step, max_steps)
         beta = decayed_value(hp.beta_schedule or hp.learning_rate_schedule, hp.beta, 1e-5, self._step, max_steps)
@@ -328,16 +441,19 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         )
         inputs = (
             obs,
-            np.concatenate([t.actions_continuous for t in trajs]),
-            np.concatenate([t.actions_discrete for t in trajs]),
+            cont,
+            disc,
             masks,
-            np.concatenate([t.log_probs for t in trajs]),
+            old_logp,
             norm_adv,
             ret,
-            idx.reshape(-1, batch).astype(np.int32),
+            idx.astype(np.int32),
             np.float32(beta),
             np.float32(epsilon),
             np.float32(lr),
+            valid,
+            actor_memories,
+            critic_rows,
         )
         # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
         with idle_while_computing():
@@ -345,9 +461,9 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         if not (out[5] == 0.0 and np.isfinite(out).all()):
             raise self._non_finite_update()
         if self.signals:  # trained on the same minibatches as the policy, after it
-            batch, minibatches = self._signal_batch(trajs, raw_obs), inputs[7]
+            signal_batch = self._signal_batch(trajs, raw_obs)
             for signal in self.signals:
-                losses, finite = signal.update(batch, minibatches)
+                losses, finite = signal.update(signal_batch, signal_minibatches.astype(np.int32))
                 if not finite:
                     raise self._non_finite_update()
                 signal_stats.update(losses)

@@ -8,6 +8,7 @@ then calls :meth:`AgentProcessor.record_actions` so the next step can close them
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,6 +33,7 @@ class _Pending:
     entropy: float
     mask: F32 | None
     version: int
+    memory: F32 | None = None
 
 
 @dataclass
@@ -44,6 +46,7 @@ class _AgentState:
     rew: list[float] = field(default_factory=list)
     masks: list[F32 | None] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
+    memories: list[F32 | None] = field(default_factory=list)
     pending: _Pending | None = None
     #: The newest observation the env reported for this agent: a leaving agent bootstraps from it.
     last_obs: F32 | None = None
@@ -59,11 +62,22 @@ class _AgentState:
         self.rew.append(reward)
         self.masks.append(p.mask)
         self.versions.append(p.version)
+        self.memories.append(p.memory)
         self.episode_return += reward
         self.episode_length += 1
 
     def clear_steps(self) -> None:
-        for lst in (self.obs, self.cont, self.disc, self.logp, self.ent, self.rew, self.masks, self.versions):
+        for lst in (
+            self.obs,
+            self.cont,
+            self.disc,
+            self.logp,
+            self.ent,
+            self.rew,
+            self.masks,
+            self.versions,
+            self.memories,
+        ):
             lst.clear()
 
 
@@ -72,6 +86,10 @@ class AgentProcessor:
 
     :param time_horizon: cut a trajectory after this many steps (the learner bootstraps).
     :param worker_id: prefixes agent ids (``agent_<worker>-<id>``), as ML-Agents does.
+
+    For a recurrent policy it also keeps each agent's memory between its decisions
+    (:meth:`memories`, :meth:`remember`), from zeros at its first decision until its episode
+    ends, so agents that come and go each keep their own.
     """
 
     def __init__(self, behavior_name: str, spec: BehaviorSpec, *, time_horizon: int, worker_id: int = 0) -> None:
@@ -80,6 +98,7 @@ class AgentProcessor:
         self.time_horizon = time_horizon
         self.worker_id = worker_id
         self._agents: dict[int, _AgentState] = {}
+        self._memories: dict[int, F32] = {}
         self.episodes_completed = 0
         self.steps_recorded = 0
 
@@ -103,6 +122,7 @@ class AgentProcessor:
             rewards=np.asarray(state.rew, np.float32),
             action_masks=masks,
             policy_versions=np.asarray(state.versions, np.int64),
+            memories=None if state.memories[0] is None else np.stack(state.memories),  # type: ignore[arg-type]
             terminated=terminated,
             interrupted=interrupted,
             episode_return=state.episode_return if ended else None,
@@ -122,6 +142,7 @@ class AgentProcessor:
         if len(terminal):
             t_obs = flatten_obs(terminal.obs, len(terminal))
             for i, aid in enumerate(terminal.agent_id.tolist()):
+                self._memories.pop(aid, None)  # a new episode starts from zero memory
                 state = self._agents.pop(aid, None)
                 if state is None or state.pending is None:
                     continue
@@ -142,8 +163,29 @@ class AgentProcessor:
                     out.append(self._cut(aid, state, d_obs[i], terminated=False, interrupted=False))
         return out
 
-    def record_actions(self, decision: DecisionSteps, acted: ActOutput, version: int, masks: F32 | None = None) -> None:
-        """Remember what each deciding agent did, until its reward arrives at the next step."""
+    def memories(self, agent_ids: npt.NDArray[np.integer[Any]], size: int) -> F32:
+        """Each agent's memory ``[n, size]``: what :meth:`remember` kept, zeros for an agent starting out."""
+        out = np.zeros((len(agent_ids), size), np.float32)
+        for i, aid in enumerate(agent_ids.tolist()):
+            kept = self._memories.get(aid)
+            if kept is not None and kept.shape == (size,):
+                out[i] = kept
+        return out
+
+    def remember(self, agent_ids: npt.NDArray[np.integer[Any]], memories: F32) -> None:
+        """Keep each agent's memory after its decision, for its next one."""
+        for i, aid in enumerate(agent_ids.tolist()):
+            self._memories[aid] = memories[i]
+
+    def record_actions(
+        self,
+        decision: DecisionSteps,
+        acted: ActOutput,
+        version: int,
+        masks: F32 | None = None,
+        memories: F32 | None = None,
+    ) -> None:
+        """Remember what each deciding agent did (and the memory it decided with), until its reward arrives."""
         obs = flatten_obs(decision.obs, len(decision))
         for i, aid in enumerate(decision.agent_id.tolist()):
             state = self._agents.get(aid)
@@ -158,6 +200,7 @@ class AgentProcessor:
                 float(acted.entropy[i]),
                 None if masks is None else masks[i],
                 version,
+                None if memories is None else memories[i],
             )
 
     def end_agent(self, agent_id: int, next_obs: F32 | None = None) -> Trajectory | None:
@@ -166,6 +209,7 @@ class AgentProcessor:
         The trajectory bootstraps from ``next_obs`` when given, else from the newest observation
         the env reported for the agent (the one after its last rewarded step).
         """
+        self._memories.pop(agent_id, None)
         state = self._agents.pop(agent_id, None)
         if state is None or not state.rew:
             return None

@@ -78,9 +78,12 @@ def act_for(
     half is ``processor.add_steps`` on what the step returned.
     """
     masks = allowed_mask(decision)
-    acted = snapshot.act(decision.obs, masks, deterministic=deterministic, rng=rng)
+    memories = processor.memories(decision.agent_id, snapshot.memory_size) if snapshot.memory_size else None
+    acted = snapshot.act(decision.obs, masks, deterministic=deterministic, rng=rng, memories=memories)
+    if acted.memories is not None:
+        processor.remember(decision.agent_id, acted.memories)
     if training:
-        processor.record_actions(decision, acted, snapshot.version, masks)
+        processor.record_actions(decision, acted, snapshot.version, masks, memories)
     return ActionBatch(acted.continuous, acted.discrete, decision.agent_id)
 
 

@@ -20,7 +20,7 @@ from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
 from asynctrainer.runtime.encoders import Op, encoder_from_payload, encoder_to_payload, readonly_ops, run_encoder
 
-__all__ = ["ActOutput", "Dense", "ImageEncoder", "PolicySnapshot", "flatten_obs"]
+__all__ = ["LSTM", "ActOutput", "Dense", "ImageEncoder", "PolicySnapshot", "flatten_obs", "lstm_step"]
 
 F32 = npt.NDArray[np.float32]
 
@@ -44,6 +44,40 @@ class Dense(NamedTuple):
     bias: F32
 
 
+def _sigmoid(x: F32) -> F32:
+    return (0.5 + 0.5 * np.tanh(0.5 * x)).astype(np.float32)  # no overflow for large |x|
+
+
+class LSTM(NamedTuple):
+    """One LSTM layer (gates in the order input, forget, cell, output, as Keras and PyTorch keep them).
+
+    ``kernel`` ``[inputs, 4u]``, ``recurrent_kernel`` ``[u, 4u]``, ``bias`` ``[4u]``; the memory of
+    an agent is ``[h | c]``, ``2u`` wide (ML-Agents' ``memory_size``).
+    """
+
+    kernel: F32
+    recurrent_kernel: F32
+    bias: F32
+
+    @property
+    def units(self) -> int:
+        return int(self.recurrent_kernel.shape[0])
+
+
+def lstm_step(lstm: LSTM, x: F32, memory: F32) -> tuple[F32, F32]:
+    """One step for a batch: ``z = x K + h R + b``; ``c' = σ(f) c + σ(i) tanh(g)``; ``h' = σ(o) tanh(c')``.
+
+    :returns: the output ``h'`` ``[n, u]`` and the new memory ``[h' | c']`` ``[n, 2u]``.
+    """
+    u = lstm.units
+    h, c = memory[:, :u], memory[:, u:]
+    z = x @ lstm.kernel + h @ lstm.recurrent_kernel + lstm.bias
+    i, f, g, o = _sigmoid(z[:, :u]), _sigmoid(z[:, u : 2 * u]), np.tanh(z[:, 2 * u : 3 * u]), _sigmoid(z[:, 3 * u :])
+    c_new = f * c + i * g
+    h_new = (o * np.tanh(c_new)).astype(np.float32)
+    return h_new, np.concatenate([h_new, c_new], axis=1).astype(np.float32)
+
+
 class ActOutput(NamedTuple):
     """What one forward pass decided for a batch of agents.
 
@@ -57,6 +91,8 @@ class ActOutput(NamedTuple):
     discrete: npt.NDArray[np.int32]
     log_prob: F32
     entropy: F32
+    #: A recurrent policy's memory after this step, ``[n, memory_size]`` (None without memory).
+    memories: F32 | None = None
 
 
 def _readonly(a: npt.ArrayLike) -> F32:
@@ -110,6 +146,8 @@ class PolicySnapshot:
     #: attaches an onnxruntime session); computes what the ops compute, so it is no part of the
     #: snapshot's value: not compared, not saved.
     image_encoder: ImageEncoder | None = field(default=None, compare=False, repr=False)
+    #: The LSTM after the hidden layers of a policy with memory (``network_settings.memory``).
+    lstm: LSTM | None = None
 
     @classmethod
     def create(
@@ -127,6 +165,7 @@ class PolicySnapshot:
         obs_std: npt.ArrayLike | None = None,
         tanh_squash: bool = False,
         encoders: Sequence[Sequence[Op] | None] = (),
+        lstm: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike] | None = None,
     ) -> PolicySnapshot:
         """Copy the given arrays into read-only float32 arrays and build a snapshot."""
         if encoders and len(encoders) != len(behavior_spec.observation_specs):
@@ -151,11 +190,17 @@ class PolicySnapshot:
             obs_std=None if obs_std is None else _readonly(obs_std),
             tanh_squash=tanh_squash,
             encoders=tuple(None if e is None else readonly_ops(e) for e in encoders),
+            lstm=None if lstm is None else LSTM(*(_readonly(a) for a in lstm)),
         )
 
     @property
     def action_spec(self) -> ActionSpec:
         return self.behavior_spec.action_spec
+
+    @property
+    def memory_size(self) -> int:
+        """Width of an agent's memory (0 for a policy without memory)."""
+        return 0 if self.lstm is None else 2 * self.lstm.units
 
     def weights(self) -> dict[str, F32]:
         """All arrays by a stable name (used by export, checkpoints and equality tests)."""
@@ -173,6 +218,8 @@ class PolicySnapshot:
         for i, ops in enumerate(self.encoders):
             if ops is not None:
                 out.update(encoder_to_payload(ops, f"encoder_{i}")[1])
+        if self.lstm is not None:
+            out["lstm/kernel"], out["lstm/recurrent_kernel"], out["lstm/bias"] = self.lstm
         return out
 
     def to_payload(self) -> dict[str, Any]:
@@ -205,6 +252,7 @@ class PolicySnapshot:
             "discrete_branches": list(a.discrete_branches),
             "num_hidden": len(self.hidden),
             "tanh_squash": self.tanh_squash,
+            "memory_size": self.memory_size,
         }
         return {"header": header, "arrays": dict(self.weights())}
 
@@ -254,6 +302,7 @@ class PolicySnapshot:
             obs_std=w.get("obs_std"),
             tanh_squash=bool(header["tanh_squash"]),
             encoders=encoders,
+            lstm=(w["lstm/kernel"], w["lstm/recurrent_kernel"], w["lstm/bias"]) if "lstm/kernel" in w else None,
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -299,25 +348,46 @@ class PolicySnapshot:
         done = [p for p in parts if p is not None]
         return done[0] if len(done) == 1 else np.concatenate(done, axis=1)
 
-    def _features(self, x: F32) -> F32:
+    def _features(self, x: F32, memories: F32 | None) -> tuple[F32, F32 | None]:
         h = self.encode(x)
         for layer in self.hidden:
             h = h @ layer.kernel
             h += layer.bias
             np.tanh(h, out=h)
-        return h
+        if self.lstm is None:
+            return h, None
+        if memories is None:
+            memories = np.zeros((h.shape[0], self.memory_size), np.float32)
+        elif memories.shape != (h.shape[0], self.memory_size):
+            raise SpecError(
+                f"Behavior '{self.behavior_name}' keeps memories of shape ({h.shape[0]}, {self.memory_size}) for "
+                f"{h.shape[0]} agents, got {memories.shape}."
+            )
+        return lstm_step(self.lstm, h, np.asarray(memories, np.float32))
 
     def distribution_params(
-        self, obs: Sequence[npt.ArrayLike] | npt.ArrayLike, action_mask: npt.ArrayLike | None = None
+        self,
+        obs: Sequence[npt.ArrayLike] | npt.ArrayLike,
+        action_mask: npt.ArrayLike | None = None,
+        memories: npt.ArrayLike | None = None,
     ) -> tuple[F32 | None, list[F32]]:
         """Return (continuous mean, masked log-probabilities per discrete branch)."""
+        mean, branch_logp, _ = self._distribution(obs, action_mask, memories)
+        return mean, branch_logp
+
+    def _distribution(
+        self,
+        obs: Sequence[npt.ArrayLike] | npt.ArrayLike,
+        action_mask: npt.ArrayLike | None,
+        memories: npt.ArrayLike | None,
+    ) -> tuple[F32 | None, list[F32], F32 | None]:
         x = flatten_obs(obs)
         if x.shape[1] != self.behavior_spec.observation_size:
             raise SpecError(
                 f"Behavior '{self.behavior_name}' expects observations of total size "
                 f"{self.behavior_spec.observation_size}, got {x.shape[1]}."
             )
-        h = self._features(x)
+        h, new_memories = self._features(x, None if memories is None else np.asarray(memories, np.float32))
         mean = None
         if self.continuous_head is not None:
             mean = h @ self.continuous_head.kernel + self.continuous_head.bias
@@ -331,7 +401,7 @@ class PolicySnapshot:
             for size in self.action_spec.discrete_branches:
                 branch_logp.append(_log_softmax(logits[:, start : start + size]))
                 start += size
-        return mean, branch_logp
+        return mean, branch_logp, new_memories
 
     def act(
         self,
@@ -340,6 +410,7 @@ class PolicySnapshot:
         *,
         deterministic: bool = False,
         rng: np.random.Generator,
+        memories: npt.ArrayLike | None = None,
     ) -> ActOutput:
         """Choose actions for a batch of agents with a pure numpy forward pass.
 
@@ -347,8 +418,10 @@ class PolicySnapshot:
         :param action_mask: ``[n, sum(branches)]`` with 1 = allowed, 0 = forbidden, or None.
         :param deterministic: take the distribution's mode (mean / argmax) instead of sampling.
         :param rng: the caller's generator; the only source of randomness.
+        :param memories: a recurrent policy's memory of each agent, ``[n, memory_size]`` (zeros for
+            agents that start an episode; None = all zeros); the new ones are in the output.
         """
-        mean, branch_logp = self.distribution_params(obs, action_mask)
+        mean, branch_logp, new_memories = self._distribution(obs, action_mask, memories)
         n = (mean if mean is not None else branch_logp[0]).shape[0]
         log_prob = np.zeros(n, np.float32)
         entropy = np.zeros(n, np.float32)
@@ -385,4 +458,6 @@ class PolicySnapshot:
             log_prob -= np.log(1.0 - env_action * env_action + 1e-6).sum(axis=1)
         else:
             env_action = np.clip(raw, -CONTINUOUS_CLIP, CONTINUOUS_CLIP) / CONTINUOUS_CLIP
-        return ActOutput(raw, env_action.astype(np.float32), discrete, log_prob.astype(np.float32), entropy)
+        return ActOutput(
+            raw, env_action.astype(np.float32), discrete, log_prob.astype(np.float32), entropy, new_memories
+        )

@@ -24,6 +24,7 @@ class Trajectory:
     :ivar actions_continuous: the *unclipped* Gaussian samples, ``[T, continuous_size]``.
     :ivar action_masks: 1 = allowed, ``[T, sum(branches)]``, or None when nothing is masked.
     :ivar episode_return: the whole episode's return, on the trajectory that ends it.
+    :ivar memories: a recurrent policy's memory fed in at each step, ``[T, memory_size]``, or None.
     """
 
     behavior_name: str
@@ -41,6 +42,7 @@ class Trajectory:
     interrupted: bool = False
     episode_return: float | None = None
     episode_length: int | None = None
+    memories: F32 | None = None
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

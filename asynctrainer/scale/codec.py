@@ -50,6 +50,7 @@ def trajectory_to_dict(trajectory: Trajectory) -> dict[str, Any]:
         behavior_name=trajectory.behavior_name,
         agent_id=trajectory.agent_id,
         action_masks=trajectory.action_masks,
+        memories=trajectory.memories,
         terminated=bool(trajectory.terminated),
         interrupted=bool(trajectory.interrupted),
         episode_return=None if trajectory.episode_return is None else float(trajectory.episode_return),
@@ -82,6 +83,7 @@ def trajectory_from_dict(data: Mapping[str, Any]) -> Trajectory:
         interrupted=bool(data["interrupted"]),
         episode_return=data["episode_return"],
         episode_length=data["episode_length"],
+        memories=None if data.get("memories") is None else np.asarray(data["memories"], np.float32),
     )
 
 

@@ -162,6 +162,11 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
         one), is missing, or holds NaN or infinite values.
     """
     whose = f"PolicyServer: the policy snapshot of behavior '{snapshot.behavior_name}'"
+    if snapshot.lstm is not None:
+        raise SpecError(
+            f"{whose} has memory (an LSTM): PolicyServer serves feed-forward policies only so far; serve it "
+            "from a GameSession driven by a Runner (e.g. in inference mode), whose env loop keeps each agent's memory."
+        )
     spec = snapshot.behavior_spec
     a = spec.action_spec
     obs_size = spec.observation_size
@@ -276,6 +281,11 @@ class OnnxPolicy:
         if not obs_names:
             raise EnvError(
                 f"{self.path} has no obs_0 input; inputs are {sorted(inputs)} (ML-Agents 2.x tensor names expected)."
+            )
+        if "recurrent_in" in inputs:
+            raise EnvError(
+                f"{self.path} is a policy with memory (it has a recurrent_in input): PolicyServer serves "
+                "feed-forward policies only so far."
             )
         self._obs_names = obs_names
         self._visual: list[bool] = []

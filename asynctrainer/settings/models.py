@@ -112,7 +112,7 @@ class _Settings(BaseModel):
 
 
 class MemorySettings(_Settings):
-    """Recurrent memory of a network (``network_settings.memory``); parsed, then refused."""
+    """Recurrent memory of a network (``network_settings.memory``): an LSTM after the dense layers."""
 
     sequence_length: Count = Field(
         default=64, gt=0, description="Length of the sequences a recurrent network trains on."
@@ -134,7 +134,7 @@ class NetworkSettings(_Settings):
     hidden_units: Count = Field(default=128, gt=0, description="Units in each hidden dense layer.")
     num_layers: Count = Field(default=2, gt=0, description="Number of hidden dense layers.")
     vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations.")
-    memory: MemorySettings | None = Field(default=None, description="Recurrent memory; not supported yet.")
+    memory: MemorySettings | None = Field(default=None, description="Recurrent memory (PPO).")
     goal_conditioning_type: Literal["hyper", "none"] = Field(
         default="hyper", description="How goal observations condition the network."
     )
@@ -150,16 +150,6 @@ class NetworkSettings(_Settings):
                 f"network_settings.{key}",
                 f"network_settings.{key}: {show(value)} is accepted but has no effect yet: goal observations "
                 "are read as ordinary observations (goal conditioning is not built yet).",
-            )
-        return value
-
-    @field_validator("memory")
-    @classmethod
-    def _refuse_memory(cls, value: MemorySettings | None) -> MemorySettings | None:
-        if value is not None:
-            raise unsupported(
-                "recurrent networks (memory) are not supported yet by asynctrainer; "
-                "remove the memory section to train a feed-forward network."
             )
         return value
 
@@ -398,6 +388,19 @@ class TrainerSettings(_Settings):
 
     @model_validator(mode="after")
     def _resolve(self) -> Self:
+        memory = self.network_settings.memory
+        if memory is not None and self.trainer_type == "sac":
+            raise unsupported(
+                "recurrent networks (memory) are not supported yet for trainer_type sac (ppo has them); remove "
+                "the memory section to train SAC with a feed-forward network, or train this behavior with ppo.",
+                where="network_settings.memory",
+            )
+        if memory is not None and memory.sequence_length > self.hyperparameters.batch_size:
+            raise invalid(
+                f"sequence_length {memory.sequence_length} is greater than batch_size "
+                f"{self.hyperparameters.batch_size}: with memory, sequence_length must be at most batch_size.",
+                where="network_settings.memory.sequence_length",
+            )
         if self.even_checkpoints:
             self.checkpoint_interval = max(1, int(self.max_steps / self.keep_checkpoints))
         return self

@@ -109,12 +109,10 @@ def test_a_hyperparameter_of_the_other_trainer_is_dropped(caplog: pytest.LogCapt
     assert any("`beta` is not a hyperparameter of trainer sac" in m for m in _notices(caplog))
 
 
-def test_use_recurrent_becomes_memory_which_is_not_supported_yet() -> None:
+def test_use_recurrent_becomes_memory() -> None:
     data = {"Hallway": {"trainer": "ppo", "use_recurrent": True, "sequence_length": 32, "memory_size": 64}}
-    with pytest.raises(UnsupportedFeatureError) as info:
-        run_settings_from_dict(data)
-    assert info.value.key_path == "behaviors.Hallway.network_settings.memory"
-    assert "not supported yet" in str(info.value)
+    memory = run_settings_from_dict(data).behaviors["Hallway"].network_settings.memory
+    assert memory is not None and (memory.sequence_length, memory.memory_size) == (32, 64)
 
 
 def test_flat_behavior_without_trainer_is_refused_naming_it() -> None:
