@@ -13,7 +13,10 @@ Scenarios, each for 1, 64 and 1024 concurrent agents on one asyncio loop:
 - visual policy (84×84×3 camera, ``nature_cnn``, 2 × 128 hidden, 3 discrete actions): the
   snapshot's ``act()`` for 1 and 64 agents with its encoder in numpy and in onnxruntime (what
   the trainers' snapshots use when onnxruntime is installed), and ``PolicyServer.decide_batch()``
-  over the onnxruntime one.
+  over the onnxruntime one;
+- recurrent policy (the 8-observation spec, 2 × 64 hidden, an LSTM with ``memory_size`` 128):
+  the snapshot's ``act()`` for 1 and 64 agents, each agent's memory fed back, beside the same
+  network without memory.
 
 Latency is the time one ``decide()`` (or one ``decide_batch()``) takes, awaited by its caller;
 decisions/s counts the decisions the server acted on in the measuring window.
@@ -182,6 +185,27 @@ async def visual(seconds: float) -> dict[str, dict[str, float]]:
     return rows
 
 
+async def recurrent(seconds: float) -> dict[str, dict[str, float]]:
+    """A policy with memory acting (memories fed back each call), beside the same body without memory."""
+    from asynctrainer.nn.networks import ActorCritic
+
+    rng = np.random.default_rng(0)
+    rows: dict[str, dict[str, float]] = {}
+    for label, memory_size in (("no memory", 0), ("memory 128", 128)):
+        snap = ActorCritic(SPEC, hidden_units=64, num_layers=2, seed=0, memory_size=memory_size).snapshot(
+            "Bench", 1, 0, None, None
+        )
+        for n in (1, 64):
+            obs = rng.normal(size=(n, 8)).astype(np.float32)
+            state = {"memories": np.zeros((n, memory_size), np.float32) if memory_size else None}
+
+            def call(s: Any = snap, o: np.ndarray = obs, st: dict[str, Any] = state) -> None:
+                st["memories"] = s.act(o, rng=rng, memories=st["memories"]).memories
+
+            rows[f"act() {label} x{n}"] = timed_calls(call, n, seconds)
+    return rows
+
+
 def stats_of(server: PolicyServer) -> Callable[[], SessionStats]:
     return lambda: server.stats
 
@@ -246,7 +270,11 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=2.0, help="measuring time per scenario")
     parser.add_argument("--no-training", action="store_true", help="skip the GameSession + PPO scenarios")
-    parser.add_argument("--no-visual", action="store_true", help="skip the visual-policy scenarios")
+    parser.add_argument(
+        "--no-visual",
+        action="store_true",
+        help="skip the visual- and recurrent-policy scenarios (they need TensorFlow)",
+    )
     parser.add_argument("--out", default="benchmarks/out/serve_latency.json")
     args = parser.parse_args()
 
@@ -268,6 +296,12 @@ async def main() -> None:
         results["Visual policy"] = await visual(args.seconds)
         print_table(
             "An 84x84x3 nature_cnn policy's snapshot acting (encoder in numpy / onnxruntime)", results["Visual policy"]
+        )
+    if not args.no_visual:
+        results["Recurrent policy"] = await recurrent(args.seconds)
+        print_table(
+            "A policy with memory (LSTM, memory_size 128) acting, beside the same body without",
+            results["Recurrent policy"],
         )
     if not args.no_training:
         rows = {f"decide() x{n}": await training(n, args.seconds) for n in AGENTS}
@@ -298,6 +332,7 @@ async def main() -> None:
         "seconds_per_scenario": args.seconds,
         "policy": "8 obs -> 64 tanh -> 2 continuous + 1 discrete branch of 3",
         "visual_policy": "84x84x3 camera -> nature_cnn -> 2 x 128 tanh -> 1 discrete branch of 3",
+        "recurrent_policy": "8 obs -> 2 x 64 tanh -> LSTM (memory_size 128) -> 2 continuous + 1 discrete branch of 3",
     }
     out.write_text(json.dumps({"meta": meta, "goals": goals, "results": results}, indent=2))
     print(f"wrote {out}")
