@@ -116,11 +116,14 @@ async def per_agent_tasks(
     return summarize(latencies, decisions, elapsed, decisions / max(after.batches - before.batches, 1))
 
 
-async def one_ticker(server: PolicyServer, n: int, seconds: float) -> dict[str, float]:
-    """One host task calling ``decide_batch`` for all ``n`` agents, tick after tick."""
+async def one_ticker(
+    server: PolicyServer, n: int, seconds: float, obs: np.ndarray | None = None, warm_up: int = 20
+) -> dict[str, float]:
+    """One host task calling ``decide_batch`` for all ``n`` agents (``obs``: random vectors by default)."""
     ids = np.arange(n)
-    obs = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
-    for _ in range(20):
+    if obs is None:
+        obs = np.random.default_rng(0).normal(size=(n, 8)).astype(np.float32)
+    for _ in range(warm_up):
         await server.decide_batch(None, ids, obs)
     latencies: list[float] = []
     clock = time.perf_counter
@@ -167,21 +170,9 @@ async def visual(seconds: float) -> dict[str, dict[str, float]]:
             rows[f"act() {backend} x{n}"] = timed_calls(lambda s=snap, o=images: s.act(o, rng=rng), n, seconds)
     if "onnxruntime" in backends:
         for n in (1, 64):
-            ids = np.arange(n)
             obs = rng.random((n, *VISUAL_SPEC.observation_specs[0].shape), dtype=np.float32)
             async with PolicyServer(snapshot, max_batch=1024, max_wait_ms=1.0) as server:
-                for _ in range(5):
-                    await server.decide_batch(None, ids, obs)
-                latencies: list[float] = []
-                clock = time.perf_counter
-                start = clock()
-                while clock() - start < seconds:
-                    t = clock()
-                    await server.decide_batch(None, ids, obs)
-                    latencies.append(clock() - t)
-                rows[f"decide_batch() onnxruntime x{n}"] = summarize(
-                    latencies, n * len(latencies), clock() - start, float(n)
-                )
+                rows[f"decide_batch() onnxruntime x{n}"] = await one_ticker(server, n, seconds, obs, warm_up=5)
     return rows
 
 
