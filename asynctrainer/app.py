@@ -42,7 +42,10 @@ def create_trainer(
             f"(supported: {', '.join(TRAINERS)}).",
             key_path=f"behaviors.{behavior_name}.trainer_type",
         )
-    check_observations(behavior_name, behavior_spec, trainer_settings.network_settings.vis_encode_type)
+    network = trainer_settings.network_settings
+    check_observations(
+        behavior_name, behavior_spec, network.vis_encode_type, goal_conditioning=network.goal_conditioning_type
+    )
     module, cls = TRAINERS[kind]
     trainer_class = getattr(importlib.import_module(module), cls)
     trainer: RLTrainer[Any] = trainer_class(
@@ -56,9 +59,16 @@ def create_trainer(
     return trainer
 
 
-def check_observations(behavior_name: str, behavior_spec: BehaviorSpec, vis_encode_type: str = "simple") -> None:
-    """Refuse a behavior whose observations the trainers cannot learn from: variable-length ones (not built
-    yet), and visual ones smaller than ``vis_encode_type`` accepts.
+def check_observations(
+    behavior_name: str,
+    behavior_spec: BehaviorSpec,
+    vis_encode_type: str = "simple",
+    *,
+    goal_conditioning: str = "hyper",
+) -> None:
+    """Refuse a behavior whose observations the trainers cannot learn from: variable-length ones that are
+    not ``(max_entities, entity_size)`` or are goals of a ``hyper``-conditioned network, and visual ones
+    smaller than ``vis_encode_type`` accepts.
 
     Runs before TensorFlow loads, naming the observation.
     """
@@ -67,12 +77,19 @@ def check_observations(behavior_name: str, behavior_spec: BehaviorSpec, vis_enco
             continue
         name = f"'{obs.name}'" if obs.name else f"#{index}"
         shape = "x".join(str(d) for d in obs.shape)
-        raise UnsupportedFeatureError(
-            f"Behavior '{behavior_name}': observation {name} (variable-length, shape {shape}) is not supported yet; "
-            "asynctrainer trains on vector and visual observations. Remove the buffer sensor from the agent, "
-            "or train it with mlagents-learn.",
-            key_path=f"behaviors.{behavior_name}",
-        )
+        if len(obs.shape) != 2:
+            raise UnsupportedFeatureError(
+                f"Behavior '{behavior_name}': observation {name} is variable-length with shape {shape}; "
+                "a variable-length observation (Unity's buffer sensor) is max_entities x entity_size.",
+                key_path=f"behaviors.{behavior_name}",
+            )
+        if obs.observation_type == "goal_signal" and goal_conditioning == "hyper":
+            raise UnsupportedFeatureError(
+                f"Behavior '{behavior_name}': observation {name} is a variable-length goal signal, which a "
+                "hypernetwork cannot be conditioned on (nor can ML-Agents'). Make the goal a vector or visual "
+                "observation, or set network_settings.goal_conditioning_type: none to read it as an ordinary one.",
+                key_path=f"behaviors.{behavior_name}.network_settings.goal_conditioning_type",
+            )
     check_resolution(behavior_name, behavior_spec, vis_encode_type)
 
 

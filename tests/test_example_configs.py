@@ -54,7 +54,7 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "pyramids.yaml": None,
     "soccer_twos.yaml": "behaviors.SoccerTwos.trainer_type",
     "hallway.yaml": None,
-    "mlagents_walljump_curriculum.yaml": "environment_parameters.big_wall_height.curriculum",
+    "mlagents_walljump_curriculum.yaml": None,
     "mlagents_pre017_trainer_config.yaml": "behaviors.Tennis.self_play",
 }
 

@@ -310,8 +310,17 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
         (_behavior({"self_play": {"window": 10}}), "behaviors.CartPole.self_play"),
         (_behavior({"trainer_type": "poca"}), "behaviors.CartPole.trainer_type"),
         (
-            {"environment_parameters": {"wall_height": {"curriculum": [{"name": "L0", "value": 1.0}]}}},
-            "environment_parameters.wall_height.curriculum",
+            {
+                "environment_parameters": {
+                    "wall_height": {
+                        "curriculum": [
+                            {"value": 1.0, "completion_criteria": {"behavior": "B", "require_reset": True}},
+                            {"value": 2.0},
+                        ]
+                    }
+                }
+            },
+            "environment_parameters.wall_height.curriculum.0.completion_criteria.require_reset",
         ),
     ],
 )
@@ -360,36 +369,31 @@ def _notices(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "asynctrainer" and r.levelno == logging.WARNING]
 
 
-def test_inert_goal_conditioning_warns_once_per_load_naming_it(caplog: pytest.LogCaptureFixture) -> None:
-    network = {"network_settings": {"goal_conditioning_type": "none"}}
-    data = {"default_settings": network, "behaviors": {"A": network, "B": network, "C": {}}}
+def test_an_inert_key_warns_once_per_load_naming_it(caplog: pytest.LogCaptureFixture) -> None:
+    sac = {"trainer_type": "sac", "hyperparameters": {"reward_signal_steps_per_update": 4.0}}
+    data = {"default_settings": sac, "behaviors": {"A": sac, "B": sac, "C": {}}}
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a log line, not a Python warning
         run_settings_from_dict(data)
     (message,) = _notices(caplog)
-    assert message.startswith("network_settings.goal_conditioning_type: 'none' is accepted but has no effect yet")
-    assert "goal conditioning is not built yet" in message
+    assert message.startswith("hyperparameters.reward_signal_steps_per_update (4.0) is accepted but has no effect yet")
     caplog.clear()
     run_settings_from_dict(data)
     assert len(_notices(caplog)) == 1, "once per load"
 
 
-def test_visual_encoder_choice_takes_effect_without_a_notice(caplog: pytest.LogCaptureFixture) -> None:
-    network = {"network_settings": {"vis_encode_type": "nature_cnn"}}
-    run_settings_from_dict({"default_settings": network, "behaviors": {"A": network}})
-    NetworkSettings(vis_encode_type="resnet")
+@pytest.mark.parametrize(
+    "network",
+    [{"vis_encode_type": "nature_cnn"}, {"goal_conditioning_type": "none"}, {"goal_conditioning_type": "hyper"}],
+)
+def test_network_keys_take_effect_without_a_notice(network: dict[str, str], caplog: pytest.LogCaptureFixture) -> None:
+    run_settings_from_dict({"default_settings": {"network_settings": network}, "behaviors": {"A": {}}})
+    NetworkSettings(**network)  # type: ignore[arg-type]
     assert _notices(caplog) == []
 
 
-def test_inert_network_keys_at_their_defaults_do_not_warn(caplog: pytest.LogCaptureFixture) -> None:
-    network = {"vis_encode_type": "simple", "goal_conditioning_type": "hyper"}
-    run_settings_from_dict(_behavior({"network_settings": network}))
-    NetworkSettings()
-    assert _notices(caplog) == []
-
-
-def test_inert_network_key_in_python_warns_once(caplog: pytest.LogCaptureFixture) -> None:
-    NetworkSettings(goal_conditioning_type="none")
+def test_an_inert_key_in_python_warns_once(caplog: pytest.LogCaptureFixture) -> None:
+    SACHyperparameters(reward_signal_steps_per_update=4.0)
     assert len(_notices(caplog)) == 1
 
 

@@ -16,7 +16,7 @@ import logging
 import re
 import time
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -169,6 +169,19 @@ class CheckpointManager:
             except ValueError:
                 logger.warning("Ignoring unreadable %s", status)
         self._status.setdefault("metadata", {"stats_format_version": STATUS_FORMAT_VERSION})
+
+    def saved_lessons(self) -> dict[str, int]:
+        """The lesson numbers training_status.json recorded (``{"<parameter>": {"lesson_num": n}}``)."""
+        out = {}
+        for key, entry in self._status.items():
+            if isinstance(entry, dict) and isinstance(entry.get("lesson_num"), int):
+                out[key] = int(entry["lesson_num"])
+        return out
+
+    def record_lessons(self, lessons: Mapping[str, int]) -> None:
+        """Keep the curricula's lesson numbers; written to training_status.json with the next checkpoint."""
+        for name, number in lessons.items():
+            self._status[name] = {"lesson_num": int(number)}
 
     def attach(self, trainer: RLTrainer[Any]) -> None:
         name = trainer.behavior_name

@@ -28,6 +28,7 @@ from asynctrainer.envs.spec import (
     TerminalSteps,
 )
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
+from asynctrainer.runtime.curriculum import ParameterSampler
 from asynctrainer.settings.naming import behavior_name_for
 
 __all__ = ["GymnasiumEnv", "behavior_name_for", "call_env_factory", "gymnasium_copies", "load_env"]
@@ -46,6 +47,28 @@ def call_env_factory(factory: Callable[[], Any], label: str) -> Any:
         raise
     except Exception as exc:
         raise EnvError(f"The env factory {label} raised {type(exc).__name__}: {exc}") from exc
+
+
+class _ParameterOptions:
+    """An env copy whose every ``reset`` (autoresets too) gets its adapter's environment parameters as options.
+
+    A plain proxy rather than a ``gymnasium.Wrapper``, which insists on ``gymnasium.Env`` subclasses;
+    the vector env reaches everything else of the copy through it unchanged.
+    """
+
+    def __init__(self, env: Any, source: GymnasiumEnv) -> None:
+        self.env = env
+        self._source = source
+        self.step = env.step
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        parameters = self._source.parameter_options()
+        if parameters:
+            options = {**parameters, **(options or {})}
+        return self.env.reset(seed=seed, options=options)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
 
 
 def _action_spec(space: Any) -> ActionSpec:
@@ -121,6 +144,13 @@ class GymnasiumEnv:
 
             factory = make_copy
             default_name = getattr(id_or_factory, "__name__", "Env")
+        self._sampler: ParameterSampler | None = None
+        inner = factory
+
+        def with_parameters() -> Any:
+            return _ParameterOptions(inner(), self)
+
+        factory = with_parameters
         try:
             self._vec = SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
         except AsyncTrainerError:
@@ -141,6 +171,19 @@ class GymnasiumEnv:
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
         return {self.behavior_name: self._spec}
+
+    def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
+        """The ``environment_parameters`` for the episodes that start from now on.
+
+        Every copy's ``reset`` gets them as ``options`` (``{name: float}``, samplers drawn anew for
+        each episode); the options of an explicit reset call win over them.
+        """
+        self._sampler = ParameterSampler(values) if values else None
+
+    def parameter_options(self) -> dict[str, float]:
+        """The options the next episode's reset gets (empty without environment parameters)."""
+        sampler = self._sampler
+        return {} if sampler is None else sampler.draw()
 
     # ----- conversions ------------------------------------------------------------------------
 

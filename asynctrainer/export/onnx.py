@@ -45,8 +45,10 @@ torch exporter writes, and there ``discrete_actions`` comes from ``torch.multino
 indices. "Branch indices as floats" describes the
 deprecated ``action`` output of older (version 2, TF-era) models, which is not exported.
 
-Vector and visual observations are exported; variable-length ones (rank 2, ML-Agents' attention)
-are not, and such a policy raises :class:`~asynctrainer.errors.ExportError`.
+Variable-length observations (Unity's buffer sensor) are inputs ``[batch, N_max, E]``, as
+ML-Agents exports them, through the attention of :mod:`asynctrainer.runtime.attention` written
+with ``MatMul``, ``Softmax`` and elementwise ops (means as products with constant vectors, so
+the graph reads the same from opset 9 on).
 Opsets 9 (ML-Agents' own) to :data:`MAX_OPSET` are supported; the IR version is set to the
 lowest one that opset needs (onnx 1.23 would otherwise stamp IR 14, which older runtimes
 refuse).
@@ -64,8 +66,10 @@ import numpy.typing as npt
 
 from asynctrainer.errors import ExportError, SpecError
 from asynctrainer.files import atomic_write_bytes
+from asynctrainer.runtime import attention as attn
 from asynctrainer.runtime import encoders as ops
-from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, LSTM, MASK_PENALTY, PolicySnapshot
+from asynctrainer.runtime.conditioning import Hyper, hyper_mismatch
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, LSTM, MASK_PENALTY, PolicySnapshot, lstm_mismatch
 
 __all__ = [
     "MAX_OPSET",
@@ -139,7 +143,11 @@ def onnx_feed(
     n = arrays[0].shape[0]
     feed = {
         f"obs_{i}": np.ascontiguousarray(
-            a.reshape(n, *spec.shape).transpose(0, 3, 1, 2) if spec.is_visual else a.reshape(n, -1)
+            a.reshape(n, *spec.shape).transpose(0, 3, 1, 2)
+            if spec.is_visual
+            else a.reshape(n, *spec.shape)
+            if spec.is_variable_length
+            else a.reshape(n, -1)
         )
         for i, (a, spec) in enumerate(zip(arrays, specs, strict=True))
     }
@@ -195,25 +203,20 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
         raise ExportError(
             f"Cannot export behavior '{name}': {len(encoders)} encoders for {len(spec.observation_specs)} observations."
         )
-    width = 0
     for i, (o, encoder) in enumerate(zip(spec.observation_specs, encoders, strict=True)):
-        if o.is_visual and encoder is not None:
-            try:
-                (encoded,) = ops.output_shape(encoder, o.shape)
-            except ValueError as exc:  # a kernel that does not fit the image or its channels
-                raise ExportError(
-                    f"Cannot export behavior '{name}': the encoder of observation {i} fails: {exc}"
-                ) from exc
-            width += int(encoded)
-        elif len(o.shape) == 1 and o.shape[0] >= 1 and encoder is None:
-            width += o.shape[0]
-        else:
+        vector = len(o.shape) == 1 and o.shape[0] >= 1 and encoder is None
+        visual = o.is_visual and encoder is not None
+        entities = o.is_variable_length and len(o.shape) == 2 and encoder is None and snapshot.attention is not None
+        if not (vector or visual or entities):
             raise ExportError(
                 f"Cannot export behavior '{name}': observation {i} has shape {tuple(o.shape)}"
-                f"{' and an encoder' if encoder is not None else ''}; supported are vector observations (shape (n,)) "
-                "and visual ones (H, W, C) with an encoder; variable-length observations need attention, which "
-                "is not built yet."
+                f"{' and an encoder' if encoder is not None else ''}; supported are vector observations (shape (n,)), "
+                "visual ones (H, W, C) with an encoder and variable-length ones (N, E) with attention."
             )
+    try:
+        width = snapshot.feature_width()
+    except ValueError as exc:  # a kernel that does not fit the image or its channels
+        raise ExportError(f"Cannot export behavior '{name}': an observation encoder fails: {exc}") from exc
 
     def bad(what: str) -> ExportError:
         return ExportError(f"Cannot export behavior '{name}': {what}.")
@@ -225,15 +228,16 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
                 f"but its input has width {width}"
             )
         width = int(layer.kernel.shape[1])
+    if snapshot.hyper is not None:
+        problem = hyper_mismatch(snapshot.hyper, width, len(snapshot.goal_columns))
+        if problem:
+            raise bad(f"the goal-conditioned layer does not fit: {problem}")
+        width = snapshot.hyper.units
     if snapshot.lstm is not None:
-        k, r, b = snapshot.lstm
-        u = r.shape[0] if r.ndim == 2 else -1
-        if k.shape != (width, 4 * u) or r.shape != (u, 4 * u) or b.shape != (4 * u,):
-            raise bad(
-                f"the LSTM has kernel {k.shape}, recurrent kernel {r.shape} and bias {b.shape}, "
-                f"but its input has width {width} (expected ({width}, 4u), (u, 4u) and (4u,))"
-            )
-        width = int(u)
+        problem = lstm_mismatch(snapshot.lstm, width)
+        if problem:
+            raise bad(problem)
+        width = snapshot.lstm.units
     heads = (
         ("continuous", snapshot.continuous_head, a.continuous_size, a.is_continuous()),
         ("discrete", snapshot.discrete_head, a.mask_size, a.is_discrete()),
@@ -371,6 +375,128 @@ class GraphBuilder:
         shape = self.const(f"{prefix}/memory_shape", [-1, 1, 2 * u], np.int64)
         return h_new, self.node("Reshape", [both, shape], "recurrent_out")
 
+    def swish(self, x: str, output: str) -> str:
+        return self.node("Mul", [x, self.node("Sigmoid", [x], f"{output}/sigmoid")], output)
+
+    def linear(self, x: str, layer: Any, prefix: str, output: str) -> str:
+        """``x @ kernel + bias`` for ``x`` of any rank (MatMul and Add; Gemm takes matrices only)."""
+        product = self.node("MatMul", [x, self.const(f"{prefix}/kernel", layer.kernel)], f"{prefix}/product")
+        return self.node("Add", [product, self.const(f"{prefix}/bias", layer.bias)], output)
+
+    def mean_last(self, x: str, width: int, prefix: str) -> str:
+        """The mean over the last axis, kept (``MatMul`` by ``1/width``: no Reduce op, whose form changes by opset)."""
+        return self.node(
+            "MatMul", [x, self.const(f"{prefix}/mean_of_{width}", np.full((width, 1), 1.0 / width))], prefix
+        )
+
+    def layer_norm(self, x: str, width: int, prefix: str) -> str:
+        centred = self.node("Sub", [x, self.mean_last(x, width, f"{prefix}/mean")], f"{prefix}/centred")
+        var = self.mean_last(self.node("Mul", [centred, centred], f"{prefix}/squared"), width, f"{prefix}/var")
+        eps = self.node("Add", [var, self.const("attention/norm_epsilon", attn.NORM_EPSILON)], f"{prefix}/var_eps")
+        return self.node("Div", [centred, self.node("Sqrt", [eps], f"{prefix}/std")], f"{prefix}/out")
+
+    def attention(self, encoded_self: str | None, entities: Sequence[tuple[str, int, int]], a: attn.Attention) -> str:
+        """The pooled attention ``[batch, D]`` over the variable-length inputs ``(name, N, E)``, as
+        :func:`asynctrainer.runtime.attention.attend` computes it."""
+        d, heads = int(a.query.kernel.shape[1]), attn.HEADS
+        s = None
+        if encoded_self is not None and a.self_encoder is not None:
+            s = self.swish(
+                self.dense(encoded_self, a.self_encoder, "attention/self", "attention/self/pre"), "attention/self/out"
+            )
+        embedded, padding = [], []
+        for k, ((x, _, e), encoder) in enumerate(zip(entities, a.entity_encoders, strict=True)):
+            prefix = f"attention/entity_{k}"
+            if s is None:
+                pre = self.linear(x, encoder, prefix, f"{prefix}/pre")
+            else:  # [s, x] W = s W_s + x W_x, with s W_s broadcast over the entities
+                w_self, w_entity = encoder.kernel[:d], encoder.kernel[d:]
+                from_self = self.node("MatMul", [s, self.const(f"{prefix}/self_kernel", w_self)], f"{prefix}/from_self")
+                shape = self.const("attention/one_entity", [-1, 1, d], np.int64)
+                from_self = self.node("Reshape", [from_self, shape], f"{prefix}/from_self_3d")
+                from_x = self.linear(x, ops.Linear(w_entity, encoder.bias), prefix, f"{prefix}/from_x")
+                pre = self.node("Add", [from_x, from_self], f"{prefix}/pre")
+            embedded.append(self.swish(pre, f"{prefix}/out"))
+            squares = self.node(
+                "MatMul",
+                [self.node("Mul", [x, x], f"{prefix}/sq"), self.const(f"{prefix}/ones", np.ones((e, 1)))],
+                f"{prefix}/sum_sq",
+            )
+            is_pad = self.node(
+                "Less", [squares, self.const("attention/threshold", attn.PADDING_THRESHOLD)], f"{prefix}/is_pad"
+            )
+            pad = self.node("Cast", [is_pad], f"{prefix}/pad_3d", to=self.onnx.TensorProto.FLOAT)
+            padding.append(self.node("Flatten", [pad], f"{prefix}/pad", axis=1))  # [batch, N]
+        total = sum(n for _, n, _ in entities)
+        e_all = embedded[0] if len(embedded) == 1 else self.node("Concat", embedded, "attention/embedded", axis=1)
+        m = padding[0] if len(padding) == 1 else self.node("Concat", padding, "attention/padding", axis=1)
+        x = self.layer_norm(e_all, d, "attention/norm_in")
+
+        def split(layer: ops.Linear, label: str, perm: list[int]) -> str:
+            y = self.linear(x, layer, f"attention/{label}", f"attention/{label}/out")
+            shape = self.const("attention/heads_shape", [0, 0, heads, d // heads], np.int64)
+            y = self.node("Reshape", [y, shape], f"attention/{label}/heads")
+            return self.node("Transpose", [y], f"attention/{label}/by_head", perm=perm)
+
+        q = split(a.query, "query", [0, 2, 1, 3])  # [batch, H, N, d/H]
+        k_t = split(a.key, "key", [0, 2, 3, 1])  # [batch, H, d/H, N]
+        v = split(a.value, "value", [0, 2, 1, 3])
+        scores = self.node("MatMul", [q, k_t], "attention/raw_scores")
+        scores = self.node("Div", [scores, self.const("attention/scale", np.sqrt(d))], "attention/scores")
+        keys = self.node(
+            "Reshape", [m, self.const("attention/keys_shape", [-1, 1, 1, total], np.int64)], "attention/keys"
+        )
+        present = self.node("Sub", [self.const("attention/one", 1.0), keys], "attention/present_keys")
+        kept = self.node("Mul", [present, scores], "attention/kept")
+        penalty = self.node(
+            "Mul", [keys, self.const("attention/penalty_value", attn.SCORE_PENALTY)], "attention/penalty"
+        )
+        weights = self.node(
+            "Softmax", [self.node("Sub", [kept, penalty], "attention/masked")], "attention/weights", axis=3
+        )
+        mixed = self.node(
+            "Transpose",
+            [self.node("MatMul", [weights, v], "attention/mixed_heads")],
+            "attention/mixed_by_entity",
+            perm=[0, 2, 1, 3],
+        )
+        mixed = self.node(
+            "Reshape", [mixed, self.const("attention/joined_shape", [0, 0, d], np.int64)], "attention/mixed"
+        )
+        y = self.node("Add", [self.linear(mixed, a.out, "attention/out", "attention/out/pre"), x], "attention/residual")
+        y = self.layer_norm(y, d, "attention/norm_out")
+        present_rows = self.node("Sub", [self.const("attention/one", 1.0), m], "attention/present")  # [batch, N]
+        weights_rows = self.node(
+            "Reshape",
+            [present_rows, self.const("attention/row_shape", [-1, 1, total], np.int64)],
+            "attention/present_3d",
+        )
+        summed = self.node(
+            "Flatten", [self.node("MatMul", [weights_rows, y], "attention/summed_3d")], "attention/summed", axis=1
+        )
+        count = self.node(
+            "MatMul", [present_rows, self.const("attention/count_ones", np.ones((total, 1)))], "attention/count"
+        )
+        count = self.node(
+            "Add", [count, self.const("attention/pool_epsilon", attn.POOL_EPSILON)], "attention/count_eps"
+        )
+        return self.node("Div", [summed, count], "attention/pooled")
+
+    def hyper(self, x: str, inputs: int, goal: str, hyper: Hyper) -> str:
+        """Goal conditioning's layer ``tanh(x · W(goal) + b)`` (:mod:`asynctrainer.runtime.conditioning`)."""
+        u = hyper.units
+        z = self.swish(self.dense(goal, hyper.first, "hyper/first", "hyper/first/pre"), "hyper/first/out")
+        z = self.swish(self.dense(z, hyper.second, "hyper/second", "hyper/second/pre"), "hyper/second/out")
+        z = self.layer_norm(z, u, "hyper/norm")
+        flat = self.dense(z, hyper.weights, "hyper/weights", "hyper/weights/flat")
+        weights = self.node("Reshape", [flat, self.const("hyper/weights_shape", [-1, inputs, u], np.int64)], "hyper/w")
+        row = self.node("Reshape", [x, self.const("hyper/row_shape", [-1, 1, inputs], np.int64)], "hyper/row")
+        product = self.node(
+            "Flatten", [self.node("MatMul", [row, weights], "hyper/product_3d")], "hyper/product", axis=1
+        )
+        pre = self.node("Add", [product, self.const("hyper/bias", hyper.bias)], "hyper/pre")
+        return self.node("Tanh", [pre], "hyper/out")
+
     def clip(self, x: str, low: float, high: float, output: str) -> str:
         if self.opset < 11:  # Clip-6: the bounds are attributes
             return self.node("Clip", [x], output, min=low, max=high)
@@ -388,7 +514,7 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
 
     inputs = [
         helper.make_tensor_value_info(
-            f"obs_{i}", FLOAT, ["batch", o.shape[2], o.shape[0], o.shape[1]] if o.is_visual else ["batch", o.shape[0]]
+            f"obs_{i}", FLOAT, ["batch", o.shape[2], o.shape[0], o.shape[1]] if o.is_visual else ["batch", *o.shape]
         )
         for i, o in enumerate(spec.observation_specs)
     ]
@@ -400,10 +526,15 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
 
     # Observations -> features (the snapshot's encode: vector ones normalised, visual ones encoded; a tanh MLP).
     encoded: list[str] = []
+    entities: list[tuple[str, int, int]] = []
     start = 0
     encoders = snapshot.encoders or (None,) * len(spec.observation_specs)
     for i, (o, encoder) in enumerate(zip(spec.observation_specs, encoders, strict=True)):
         x, end = f"obs_{i}", start + o.size
+        if o.is_variable_length:
+            entities.append((x, o.shape[0], o.shape[1]))
+            start = end
+            continue
         if encoder is not None:
             x = g.encoder(x, encoder, f"encoder_{i}")
         elif snapshot.obs_mean is not None and snapshot.obs_std is not None:
@@ -412,10 +543,18 @@ def _build_model(snapshot: PolicySnapshot, onnx: Any, opset: int) -> Any:
             x = g.clip(scaled, -OBS_CLIP, OBS_CLIP, f"obs_{i}/normalized")
         encoded.append(x)
         start = end
-    h = encoded[0] if len(encoded) == 1 else g.node("Concat", encoded, "observations", axis=1)
+    if snapshot.attention is not None:  # after the other observations, as the snapshot encodes
+        joined = None if not encoded else encoded[0] if len(encoded) == 1 else g.node("Concat", encoded, "self", axis=1)
+        encoded.append(g.attention(joined, entities, snapshot.attention))
+    h = features = encoded[0] if len(encoded) == 1 else g.node("Concat", encoded, "observations", axis=1)
+    width = snapshot.feature_width()
     for i, layer in enumerate(snapshot.hidden):
         pre = g.dense(h, layer, f"hidden_{i}", f"hidden_{i}/pre")
         h = g.node("Tanh", [pre], f"hidden_{i}/out")
+        width = int(layer.kernel.shape[1])
+    if snapshot.hyper is not None:
+        columns = g.const("hyper/goal_columns", snapshot.goal_columns, np.int64)
+        h = g.hyper(h, width, g.node("Gather", [features, columns], "goals", axis=1), snapshot.hyper)
     if snapshot.lstm is not None:
         h, _ = g.lstm(h, snapshot.lstm, "recurrent_in", "lstm")
 

@@ -4,8 +4,9 @@ Networks take the flat observation row the trajectories store (every observation
 concatenated in spec order). :class:`ObservationEncoder` cuts it back into observations,
 passes each vector observation through unchanged (the trainer has normalised it) and each
 visual one, reshaped to ``[B, H, W, C]``, through the encoder ``vis_encode_type`` names, and
-concatenates the results in spec order (ML-Agents' ``ObservationEncoder``). A spec with vector
-observations only has no variables and returns its input.
+concatenates the results in spec order (ML-Agents' ``ObservationEncoder``). Variable-length
+observations go through :class:`~asynctrainer.nn.attention.EntityAttention`, whose output is
+appended last. A spec with vector observations only has no variables and returns its input.
 
 Layouts (ML-Agents' ``vis_encode_type``; LReLU has slope 0.01): ``simple`` Conv16 k8 s4, Conv32
 k4 s2; ``nature_cnn`` Conv32 k8 s4, Conv64 k4 s2, Conv64 k3 s1; ``match3`` Conv35 k3, Conv144 k3
@@ -29,9 +30,11 @@ import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
+from asynctrainer.nn.attention import EntityAttention
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime import encoders as np_ops
+from asynctrainer.runtime.attention import Attention
 from asynctrainer.runtime.encoders import MIN_RESOLUTION
 
 __all__ = ["ObservationEncoder"]
@@ -188,17 +191,44 @@ class ObservationEncoder:
             raise SpecError(f"vis_encode_type '{vis_encode_type}' is not one of {', '.join(MIN_RESOLUTION)}.")
         self.spec = spec
         self._parts: list[tuple[int, ObservationSpec, tuple[_Layer, ...] | None]] = []
-        start = 0
+        self._entities: list[tuple[int, ObservationSpec]] = []
+        self._per_observation: list[tuple[_Layer, ...] | None] = []  # each observation's visual encoder
+        start = self_size = 0
         for i, o in enumerate(spec.observation_specs):
             if o.is_variable_length:
-                raise SpecError(f"Observation {i} of shape {o.shape} is variable-length, which no encoder takes yet.")
+                if len(o.shape) != 2:
+                    raise SpecError(
+                        f"Observation {i} ('{o.name}') is variable-length with shape {o.shape}; "
+                        "a variable-length observation is (max_entities, entity_size)."
+                    )
+                self._entities.append((start, o))
+                self._per_observation.append(None)
+                start += o.size
+                continue
             layers = None
             if o.is_visual:
                 builder = _Builder(f"{name}_visual_{i}", seed + 1000 * (i + 1))
                 layers = _visual_layers(vis_encode_type, o.shape[2], hidden_units, builder)
             self._parts.append((start, o, layers))
+            self._per_observation.append(layers)
+            self_size += o.size if layers is None else hidden_units
             start += o.size
-        self.is_identity = all(layers is None for _, _, layers in self._parts)
+        self.attention = (
+            EntityAttention(
+                self_size, [o.shape[1] for _, o in self._entities], seed=seed + 900, name=f"{name}_attention"
+            )
+            if self._entities
+            else None
+        )
+        self.is_identity = self.attention is None and all(layers is None for _, _, layers in self._parts)
+        columns: list[int] = []
+        width = 0  # where the goal observations are in the output
+        for _, o, layers in self._parts:
+            size = o.size if layers is None else hidden_units
+            if o.observation_type == "goal_signal":
+                columns += range(width, width + size)
+            width += size
+        self.goal_columns = np.array(columns, np.int32)
         self.output_size = int(self(np.zeros((1, spec.observation_size), np.float32)).shape[1])
 
     def __call__(self, obs: Tensor) -> Tensor:
@@ -211,12 +241,22 @@ class ObservationEncoder:
             if layers is not None:
                 x = _apply(layers, t.reshape(x, [-1, *o.shape]))
             outs.append(x)
+        if self.attention is not None:  # ML-Agents appends the attention's output after the others
+            encoded_self = None if not outs else outs[0] if len(outs) == 1 else t.concat(outs, axis=1)
+            entities = [t.reshape(obs[:, start : start + o.size], [-1, *o.shape]) for start, o in self._entities]
+            outs.append(self.attention(encoded_self, entities))
         return outs[0] if len(outs) == 1 else t.concat(outs, axis=1)
+
+    def goals(self, encoded: Tensor) -> Tensor:
+        """The goal observations' columns of this encoder's output (goal conditioning's input)."""
+        return tf().gather(encoded, self.goal_columns, axis=1)
 
     @property
     def variables(self) -> list[Any]:
-        """Kernel and bias of every layer, observation by observation (the order :meth:`snapshot_ops` reads)."""
-        return [v for _, _, layers in self._parts if layers is not None for v in _variables(layers)]
+        """Kernel and bias of every layer, observation by observation, then the attention's
+        (the order :meth:`snapshot_ops` reads)."""
+        out = [v for _, _, layers in self._parts if layers is not None for v in _variables(layers)]
+        return out + ([] if self.attention is None else self.attention.variables)
 
     def named_variables(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -224,13 +264,19 @@ class ObservationEncoder:
             for step in _flat(layers or ()):
                 out[f"{step.layer.name}/kernel"] = step.layer.kernel
                 out[f"{step.layer.name}/bias"] = step.layer.bias
+        if self.attention is not None:
+            out.update(self.attention.named_variables())
         return out
 
-    def snapshot_ops(self, values: list[np.ndarray]) -> tuple[tuple[np_ops.Op, ...] | None, ...]:
-        """Per observation, its numpy encoder (None for a vector one), from the values of :attr:`variables`.
+    def snapshot_ops(
+        self, values: list[np.ndarray]
+    ) -> tuple[tuple[tuple[np_ops.Op, ...] | None, ...], Attention | None]:
+        """Per observation its numpy encoder (None for a vector or variable-length one), and the attention.
 
-        Consumes those values from the front of ``values``. Empty for a vector-only spec.
+        Consumes the values of :attr:`variables` from the front of ``values``. The encoders are
+        empty for a vector-only spec.
         """
         if self.is_identity:
-            return ()
-        return tuple(None if layers is None else _to_ops(layers, values) for _, _, layers in self._parts)
+            return (), None
+        encoders = tuple(None if layers is None else _to_ops(layers, values) for layers in self._per_observation)
+        return encoders, None if self.attention is None else self.attention.snapshot(values)

@@ -16,13 +16,23 @@ import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.export.onnx_acting import accelerate
+from asynctrainer.nn.conditioning import HyperLayer
 from asynctrainer.nn.encoders import ObservationEncoder
 from asynctrainer.nn.memory import LSTMLayer
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
+from asynctrainer.runtime.conditioning import Hyper
 from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
 
-__all__ = ["ActorCritic", "VariableReader", "layer_variables", "mlp", "snapshot_from_layers"]
+__all__ = [
+    "ActorCritic",
+    "VariableReader",
+    "apply_body",
+    "body_layers",
+    "layer_variables",
+    "mlp",
+    "snapshot_from_layers",
+]
 
 Tensor = Any
 
@@ -66,6 +76,7 @@ def snapshot_from_layers(
     tanh_squash: bool = False,
     encoder: ObservationEncoder | None = None,
     lstm: list[np.ndarray] | None = None,
+    hyper: Hyper | None = None,
 ) -> PolicySnapshot:
     """A frozen :class:`PolicySnapshot` from the values of :func:`layer_variables`.
 
@@ -73,7 +84,7 @@ def snapshot_from_layers(
     kernel and bias of ``n_hidden`` hidden layers, then of the discrete head and the continuous
     head where they exist.
     """
-    encoders = () if encoder is None else encoder.snapshot_ops(values)
+    encoders, attention = ((), None) if encoder is None else encoder.snapshot_ops(values)
     pairs = [(values[i], values[i + 1]) for i in range(0, len(values), 2)]
     hidden, heads = pairs[:n_hidden], iter(pairs[n_hidden:])
     snapshot = PolicySnapshot.create(
@@ -89,7 +100,9 @@ def snapshot_from_layers(
         obs_std=obs_std,
         tanh_squash=tanh_squash,
         encoders=encoders,
+        attention=attention,
         lstm=None if lstm is None else (lstm[0], lstm[1], lstm[2]),
+        hyper=hyper,
     )
     return accelerate(snapshot)  # images act through onnxruntime, when installed
 
@@ -108,6 +121,27 @@ def mlp(units: int, layers: int, seed: int, name: str, *, activation: str = "tan
     ]
 
 
+def body_layers(
+    units: int, layers: int, seed: int, name: str, *, inputs: int, goal_size: int
+) -> tuple[list[Any], HyperLayer | None]:
+    """A network's hidden layers: ``layers`` tanh Dense (:func:`mlp`), or, with a goal (``goal_size`` > 0),
+    ``layers − 1`` of them and a goal-conditioned :class:`HyperLayer` last (ML-Agents' ``ConditionalEncoder``).
+
+    :param inputs: the width of the body's input (the hypernetwork layer's when it is the only one).
+    """
+    if not goal_size:
+        return mlp(units, layers, seed, name), None
+    hyper = HyperLayer(units if layers > 1 else inputs, goal_size, units, seed=seed + 1100, name=f"{name}_hyper")
+    return mlp(units, layers - 1, seed, name), hyper
+
+
+def apply_body(h: Tensor, body: list[Any], hyper: HyperLayer | None, goals: Tensor) -> Tensor:
+    """The layers of :func:`body_layers` on ``h``; ``goals`` feeds the hypernetwork layer, when there is one."""
+    for layer in body:
+        h = layer(h)
+    return h if hyper is None else hyper(h, goals)
+
+
 class ActorCritic:
     """An actor and a critic for one behavior spec.
 
@@ -122,6 +156,9 @@ class ActorCritic:
         then take ``memory`` ``[B, memory_size]``: the rows are ``B`` sequences of equal length,
         each starting from its memory (None: every row is a sequence of one step from zeros).
     :param sequence_length: the length of the training sequences, unrolled in traced graphs.
+    :param goal_conditioning: with goal observations (``goal_signal``), the last hidden layer of
+        the actor and of the critic is a :class:`~asynctrainer.nn.conditioning.HyperLayer` of the
+        goal (``goal_conditioning_type: hyper``); without, goals are ordinary inputs only.
     """
 
     def __init__(
@@ -136,6 +173,7 @@ class ActorCritic:
         vis_encode_type: str = "simple",
         memory_size: int = 0,
         sequence_length: int | None = None,
+        goal_conditioning: bool = True,
     ) -> None:
         keras = tf_keras()
         tf()
@@ -148,9 +186,18 @@ class ActorCritic:
             if shared_critic
             else ObservationEncoder(spec, seed=seed + 600, name="critic_encoder", **encoder)
         )
-        self.actor_body = mlp(hidden_units, num_layers, seed, "actor")
+        goals = len(self.actor_encoder.goal_columns) if goal_conditioning else 0
+        self.actor_body, self.actor_hyper = body_layers(
+            hidden_units, num_layers, seed, "actor", inputs=self.actor_encoder.output_size, goal_size=goals
+        )
         self.shared_critic = shared_critic
-        self.critic_body = self.actor_body if shared_critic else mlp(hidden_units, num_layers, seed + 100, "critic")
+        self.critic_body, self.critic_hyper = (
+            (self.actor_body, self.actor_hyper)
+            if shared_critic
+            else body_layers(
+                hidden_units, num_layers, seed + 100, "critic", inputs=self.critic_encoder.output_size, goal_size=goals
+            )
+        )
         self.memory_size = memory_size
         self.sequence_length = sequence_length
         self.actor_lstm = (
@@ -193,24 +240,44 @@ class ActorCritic:
         )
         if self.actor_lstm is not None:
             actor += self.actor_lstm.variables
+        if self.actor_hyper is not None:
+            actor += self.actor_hyper.variables
         self._read_actor = VariableReader(actor if self.log_std is None else [*actor, self.log_std])
 
     # ----- forward ------------------------------------------------------------------------------
 
     def features(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
-        h = self._hidden(obs, self.actor_encoder, self.actor_body, self.actor_lstm, memory)
+        h = self._hidden(obs, *self._actor, memory)
         if self.discrete_head is not None:
             self.discrete_head(h)
         if self.continuous_head is not None:
             self.continuous_head(h)
         return h
 
+    @property
+    def _actor(self) -> tuple[ObservationEncoder, list[Any], HyperLayer | None, LSTMLayer | None]:
+        return self.actor_encoder, self.actor_body, self.actor_hyper, self.actor_lstm
+
+    @property
+    def _critic(self) -> tuple[ObservationEncoder, list[Any], HyperLayer | None, LSTMLayer | None]:
+        return self.critic_encoder, self.critic_body, self.critic_hyper, self.critic_lstm
+
+    @staticmethod
+    def _body(obs: Tensor, encoder: ObservationEncoder, body: list[Any], hyper: HyperLayer | None) -> Tensor:
+        """Encoder, dense layers and the goal-conditioned last layer (before any LSTM)."""
+        encoded = encoder(obs)
+        return apply_body(encoded, body, hyper, encoder.goals(encoded))
+
     def _hidden(
-        self, obs: Tensor, encoder: ObservationEncoder, body: list[Any], lstm: LSTMLayer | None, memory: Tensor | None
+        self,
+        obs: Tensor,
+        encoder: ObservationEncoder,
+        body: list[Any],
+        hyper: HyperLayer | None,
+        lstm: LSTMLayer | None,
+        memory: Tensor | None,
     ) -> Tensor:
-        h = encoder(obs)
-        for layer in body:
-            h = layer(h)
+        h = self._body(obs, encoder, body, hyper)
         if lstm is None:
             return h
         if memory is None:  # each row a one-step sequence from zero memory (behavioral cloning's rows)
@@ -219,14 +286,12 @@ class ActorCritic:
 
     def value(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
         """Each value head's estimate, ``[B, value_heads]``."""
-        return self.value_head(self._hidden(obs, self.critic_encoder, self.critic_body, self.critic_lstm, memory))
+        return self.value_head(self._hidden(obs, *self._critic, memory))
 
     def value_sequences(self, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """A recurrent critic over sequences: each row's values ``[rows, heads]`` and the memory after it."""
         assert self.critic_lstm is not None
-        h = self.critic_encoder(obs)
-        for layer in self.critic_body:
-            h = layer(h)
+        h = self._body(obs, self.critic_encoder, self.critic_body, self.critic_hyper)
         out, memories = self.critic_lstm.sequences(h, memory)
         return self.value_head(out), memories
 
@@ -241,7 +306,7 @@ class ActorCritic:
         Each is None where the action spec has no such part; logits are unmasked.
         """
         t = tf()
-        h = self._hidden(obs, self.actor_encoder, self.actor_body, self.actor_lstm, memory)
+        h = self._hidden(obs, *self._actor, memory)
         mean = log_std = logits = None
         if self.continuous_head is not None and self.log_std is not None:
             mean, log_std = self.continuous_head(h), t.convert_to_tensor(self.log_std)
@@ -284,6 +349,8 @@ class ActorCritic:
                 out += head.trainable_weights
         if self.actor_lstm is not None:
             out += self.actor_lstm.variables
+        if self.actor_hyper is not None:
+            out += self.actor_hyper.variables
         if self.log_std is not None:
             out.append(self.log_std)
         return out
@@ -296,6 +363,8 @@ class ActorCritic:
             out += layer.trainable_weights
         if self.critic_lstm is not None and not self.shared_critic:
             out += self.critic_lstm.variables
+        if self.critic_hyper is not None and not self.shared_critic:
+            out += self.critic_hyper.variables
         return out + self.value_head.trainable_weights
 
     @property
@@ -316,6 +385,8 @@ class ActorCritic:
             out["log_std"] = self.log_std
         for lstm in {id(x): x for x in (self.actor_lstm, self.critic_lstm) if x is not None}.values():
             out.update(lstm.named_variables())
+        for hyper in {id(x): x for x in (self.actor_hyper, self.critic_hyper) if x is not None}.values():
+            out.update(hyper.named_variables())
         return out
 
     def snapshot(
@@ -329,6 +400,10 @@ class ActorCritic:
         """Copy the actor into a frozen numpy :class:`PolicySnapshot` (call on the update thread)."""
         values = self._read_actor()
         log_std = None if self.log_std is None else values.pop()
+        hyper = None
+        if self.actor_hyper is not None:
+            count = len(self.actor_hyper.variables)
+            values, hyper = values[:-count], self.actor_hyper.snapshot(values[-count:])
         lstm = None
         if self.actor_lstm is not None:
             values, lstm = values[:-3], values[-3:]
@@ -346,4 +421,5 @@ class ActorCritic:
             obs_std=obs_std,
             encoder=self.actor_encoder,
             lstm=lstm,
+            hyper=hyper,
         )

@@ -14,8 +14,8 @@ class Normalizer:
     """Chan et al.'s parallel update of mean and variance; owned by the update thread.
 
     :param columns: the columns of a flat observation row it learns; the others pass through
-        (mean 0, std 1). All by default; :meth:`for_spec` keeps visual observations out, as
-        ML-Agents normalises vector observations only.
+        (mean 0, std 1). All by default; :meth:`for_spec` keeps visual and variable-length observations
+        out, as ML-Agents normalises vector observations only.
     """
 
     def __init__(self, size: int, columns: npt.NDArray[np.intp] | None = None) -> None:
@@ -30,7 +30,7 @@ class Normalizer:
         columns: list[npt.NDArray[np.intp]] = []
         start = 0
         for o in spec.observation_specs:
-            if not o.is_visual:
+            if not (o.is_visual or o.is_variable_length):
                 columns.append(np.arange(start, start + o.size, dtype=np.intp))
             start += o.size
         return cls(start, np.concatenate(columns) if columns else np.zeros(0, np.intp))

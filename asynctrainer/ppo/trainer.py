@@ -96,6 +96,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             vis_encode_type=ns.vis_encode_type,
             memory_size=0 if ns.memory is None else ns.memory.memory_size,
             sequence_length=self.sequence_length or None,
+            goal_conditioning=ns.goal_conditioning_type == "hyper",
         )
         self.net = net
         if ns.normalize:

@@ -84,6 +84,12 @@ class Checkpointer(Protocol):
     async def final_save(self) -> list[Path]:
         """Save every attached trainer and export its final model; returns the paths written."""
 
+    def saved_lessons(self) -> dict[str, int]:
+        """The curricula's lesson numbers the run saved last (``--resume``), by parameter."""
+
+    def record_lessons(self, lessons: Mapping[str, int]) -> None:
+        """Keep the curricula's lesson numbers with the run's next checkpoint."""
+
 
 class CheckpointBackend(Protocol):
     """Opens a run's checkpointer and restores trainers (``asynctrainer.checkpoints``)."""

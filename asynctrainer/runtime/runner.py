@@ -43,6 +43,7 @@ from asynctrainer.runtime.contracts import (
     TrainerContext,
     TrainerFactory,
 )
+from asynctrainer.runtime.curriculum import EnvironmentParameters
 from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats
 from asynctrainer.runtime.local_executor import LocalExecutor
 from asynctrainer.runtime.policy_slot import PolicySlot
@@ -195,6 +196,9 @@ class Runner:
         self._result: RunResult | None = None
         self._done = anyio.Event()
         self._started = anyio.Event()
+        #: The ``environment_parameters`` and the current lesson of each curriculum.
+        self.environment_parameters = EnvironmentParameters(settings.environment_parameters, self.seed)
+        self._envs: list[AsyncEnv] = []
 
     def __repr__(self) -> str:
         state = "done" if self._done.is_set() else "running" if self._started.is_set() else "not started"
@@ -353,6 +357,7 @@ class Runner:
         try:
             seeds = np.random.SeedSequence(self.seed)
             behaviors = self._resolve_behaviors(env.behavior_specs)
+            self._check_curricula([name for name, _ in behaviors.values()])
             links: dict[str, BehaviorLink] = {}
             children = seeds.spawn(len(behaviors) + 1)
             # Building a trainer traces its TensorFlow functions: see SHORT_SWITCH_INTERVAL.
@@ -362,6 +367,7 @@ class Runner:
                     links[env_name] = await self._setup_behavior(
                         name, ts, spec, int(children[i].generate_state(1)[0]), send_records
                     )
+            self._start_curricula(envs)
             if writes:
                 await anyio.to_thread.run_sync(self._write_configuration)
             trained = writes  # from here on, timers.json is written however the run ends
@@ -401,6 +407,61 @@ class Runner:
         self._result = self._collect_result()
         if writes:
             await anyio.to_thread.run_sync(self._write_timers)
+
+    def _check_curricula(self, behaviors: list[str]) -> None:
+        """Before anything is built: the criteria name trained behaviors, and lessons can reach the envs."""
+        params = self.environment_parameters
+        params.check_behaviors(behaviors)
+        lessons_change = any(len(lessons) > 1 for lessons in params.curricula.values())
+        if lessons_change and not isinstance(self.executor, LocalExecutor):
+            raise UnsupportedFeatureError(
+                "environment_parameters: curriculum lessons are not supported yet with env_settings.executor "
+                f"{type(self.executor).__name__}: lessons reach envs of the local executor only.",
+                key_path="environment_parameters",
+            )
+
+    def _start_curricula(self, envs: list[AsyncEnv]) -> None:
+        """Send the parameters' values to the envs and watch the trainers' episodes for lesson changes."""
+        params = self.environment_parameters
+        if not params:
+            return
+        if self.resume and self.checkpoints is not None:
+            params.restore(self.checkpoints.saved_lessons())
+        if self.checkpoints is not None:
+            self.checkpoints.record_lessons(params.lessons)
+        self._envs = list(envs)
+        self._deliver_parameters()
+        for trainer in self.trainers.values():
+            trainer.keep_returns(params.window(trainer.behavior_name))
+            trainer.trajectory_listener = self._after_trajectory
+
+    def _deliver_parameters(self) -> None:
+        values = self.environment_parameters.values()
+        for env in self._envs:
+            setter = getattr(env, "set_environment_parameters", None)
+            if callable(setter):
+                setter(values)
+            else:
+                logger.warning(
+                    "environment_parameters: the env %s takes no environment parameters "
+                    "(it has no set_environment_parameters method); they do not reach it.",
+                    type(env).__name__,
+                )
+
+    def _after_trajectory(self, trainer: RLTrainer[Any]) -> None:
+        """The curriculum check after each trajectory (ML-Agents checks after each env step)."""
+        params = self.environment_parameters
+        progress = {name: t.step / max(1, t.get_max_steps) for name, t in self.trainers.items()}
+        returns = {name: list(t.reward_buffer) for name, t in self.trainers.items()}
+        advanced, _ = params.update(progress, returns)
+        if advanced:
+            for t in self.trainers.values():
+                t.reward_buffer.clear()
+            self._deliver_parameters()
+            if self.checkpoints is not None:
+                self.checkpoints.record_lessons(params.lessons)
+        for name, number in params.lessons.items():
+            trainer.stats_reporter.set_stat(f"Environment/Lesson Number/{name}", float(number))
 
     async def _setup_behavior(
         self, name: str, trainer_settings: TrainerSettings, spec: BehaviorSpec, seed: int, sink: Any

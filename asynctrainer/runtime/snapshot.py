@@ -18,9 +18,27 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
-from asynctrainer.runtime.encoders import Op, encoder_from_payload, encoder_to_payload, readonly_ops, run_encoder
+from asynctrainer.runtime.attention import Attention, attend, attention_arrays, attention_from_arrays
+from asynctrainer.runtime.conditioning import Hyper, goal_columns, hyper_arrays, hyper_from_arrays, hyper_layer
+from asynctrainer.runtime.encoders import (
+    Op,
+    encoder_from_payload,
+    encoder_to_payload,
+    output_shape,
+    readonly_ops,
+    run_encoder,
+)
 
-__all__ = ["LSTM", "ActOutput", "Dense", "ImageEncoder", "PolicySnapshot", "flatten_obs", "lstm_step"]
+__all__ = [
+    "LSTM",
+    "ActOutput",
+    "Dense",
+    "ImageEncoder",
+    "PolicySnapshot",
+    "flatten_obs",
+    "lstm_mismatch",
+    "lstm_step",
+]
 
 F32 = npt.NDArray[np.float32]
 
@@ -62,6 +80,18 @@ class LSTM(NamedTuple):
     @property
     def units(self) -> int:
         return int(self.recurrent_kernel.shape[0])
+
+
+def lstm_mismatch(lstm: LSTM, inputs: int) -> str | None:
+    """What does not fit in ``lstm`` for an input of width ``inputs``; None when all fits."""
+    k, r, b = lstm
+    u = r.shape[0] if r.ndim == 2 else -1
+    if k.shape != (inputs, 4 * u) or r.shape != (u, 4 * u) or b.shape != (4 * u,):
+        return (
+            f"the LSTM has kernel {k.shape}, recurrent kernel {r.shape} and bias {b.shape}, but its input has "
+            f"width {inputs} (expected ({inputs}, 4u), (u, 4u) and (4u,))"
+        )
+    return None
 
 
 def lstm_step(lstm: LSTM, x: F32, memory: F32) -> tuple[F32, F32]:
@@ -148,6 +178,19 @@ class PolicySnapshot:
     image_encoder: ImageEncoder | None = field(default=None, compare=False, repr=False)
     #: The LSTM after the hidden layers of a policy with memory (``network_settings.memory``).
     lstm: LSTM | None = None
+    #: Attention over the variable-length observations (:mod:`asynctrainer.runtime.attention`);
+    #: its output follows the other encoded observations.
+    attention: Attention | None = None
+    #: Goal conditioning's last hidden layer (:mod:`asynctrainer.runtime.conditioning`), after ``hidden``.
+    hyper: Hyper | None = None
+    #: With ``hyper``: the columns of :meth:`encode`'s output that hold the goal observations.
+    goal_columns: npt.NDArray[np.intp] = field(
+        default_factory=lambda: np.zeros(0, np.intp), init=False, compare=False, repr=False
+    )
+
+    def __post_init__(self) -> None:
+        if self.hyper is not None:
+            object.__setattr__(self, "goal_columns", goal_columns(self.behavior_spec, self.encoders))
 
     @classmethod
     def create(
@@ -166,12 +209,22 @@ class PolicySnapshot:
         tanh_squash: bool = False,
         encoders: Sequence[Sequence[Op] | None] = (),
         lstm: tuple[npt.ArrayLike, npt.ArrayLike, npt.ArrayLike] | None = None,
+        attention: Attention | None = None,
+        hyper: Hyper | None = None,
     ) -> PolicySnapshot:
         """Copy the given arrays into read-only float32 arrays and build a snapshot."""
         if encoders and len(encoders) != len(behavior_spec.observation_specs):
             raise SpecError(
                 f"A snapshot of behavior '{behavior_name}' has {len(encoders)} encoders for "
                 f"{len(behavior_spec.observation_specs)} observations."
+            )
+
+        entities = sum(o.is_variable_length for o in behavior_spec.observation_specs)
+        if entities != (0 if attention is None else len(attention.entity_encoders)) or (attention and not encoders):
+            raise SpecError(
+                f"A snapshot of behavior '{behavior_name}' has {entities} variable-length observations and "
+                f"{0 if attention is None else len(attention.entity_encoders)} entity encoders; each variable-length "
+                "observation needs one, in an attention with per-observation encoders (None where there is none)."
             )
 
         def dense(pair: tuple[npt.ArrayLike, npt.ArrayLike] | None) -> Dense | None:
@@ -191,6 +244,8 @@ class PolicySnapshot:
             tanh_squash=tanh_squash,
             encoders=tuple(None if e is None else readonly_ops(e) for e in encoders),
             lstm=None if lstm is None else LSTM(*(_readonly(a) for a in lstm)),
+            attention=None if attention is None else attention_from_arrays(attention_arrays(attention)),
+            hyper=None if hyper is None else hyper_from_arrays(hyper_arrays(hyper)),
         )
 
     @property
@@ -220,6 +275,10 @@ class PolicySnapshot:
                 out.update(encoder_to_payload(ops, f"encoder_{i}")[1])
         if self.lstm is not None:
             out["lstm/kernel"], out["lstm/recurrent_kernel"], out["lstm/bias"] = self.lstm
+        if self.attention is not None:
+            out.update(attention_arrays(self.attention))
+        if self.hyper is not None:
+            out.update(hyper_arrays(self.hyper))
         return out
 
     def to_payload(self) -> dict[str, Any]:
@@ -303,6 +362,8 @@ class PolicySnapshot:
             tanh_squash=bool(header["tanh_squash"]),
             encoders=encoders,
             lstm=(w["lstm/kernel"], w["lstm/recurrent_kernel"], w["lstm/bias"]) if "lstm/kernel" in w else None,
+            attention=attention_from_arrays(w),
+            hyper=hyper_from_arrays(w),
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -328,15 +389,22 @@ class PolicySnapshot:
         return np.clip((x - self.obs_mean[columns]) / self.obs_std[columns], -5.0, 5.0).astype(np.float32)
 
     def encode(self, x: F32) -> F32:
-        """Flat observation rows → the hidden layers' input: vector parts normalised, visual ones encoded."""
+        """Flat observation rows → the hidden layers' input.
+
+        Vector parts normalised, visual ones encoded, in spec order; then the attention's output
+        over the variable-length ones.
+        """
         if not self.encoders:
             return self.normalize(x)
         parts: list[F32 | None] = []
         images: list[F32] = []
+        entities: list[F32] = []
         start = 0
         for o, ops in zip(self.behavior_spec.observation_specs, self.encoders, strict=True):
             part, end = x[:, start : start + o.size], start + o.size
-            if ops is None:
+            if o.is_variable_length:
+                entities.append(part.reshape(-1, *o.shape))
+            elif ops is None:
                 parts.append(self.normalize(part, slice(start, end)))
             else:
                 images.append(part.reshape(-1, *o.shape))
@@ -346,14 +414,42 @@ class PolicySnapshot:
             encoded = iter(self.image_encoder(images))
             parts = [next(encoded) if p is None else p for p in parts]
         done = [p for p in parts if p is not None]
-        return done[0] if len(done) == 1 else np.concatenate(done, axis=1)
+        joined = None if not done else done[0] if len(done) == 1 else np.concatenate(done, axis=1)
+        if self.attention is None:
+            assert joined is not None
+            return joined
+        pooled = attend(self.attention, joined, entities)
+        return pooled if joined is None else np.concatenate([joined, pooled], axis=1)
 
-    def _features(self, x: F32, memories: F32 | None) -> tuple[F32, F32 | None]:
-        h = self.encode(x)
+    def feature_width(self) -> int:
+        """Width of :meth:`encode`'s output, from the encoders' shapes.
+
+        :raises ValueError: an encoder does not fit its observation (a kernel larger than the image,
+            or channels that differ).
+        """
+        width = 0
+        encoders = self.encoders or (None,) * len(self.behavior_spec.observation_specs)
+        for o, ops in zip(self.behavior_spec.observation_specs, encoders, strict=True):
+            if o.is_variable_length:
+                continue
+            width += o.size if ops is None else int(np.prod(output_shape(ops, o.shape)))
+        if self.attention is not None:
+            width += int(self.attention.out.kernel.shape[1])
+        return width
+
+    def features(self, x: F32, memories: F32 | None = None) -> tuple[F32, F32 | None]:
+        """Flat observation rows → the heads' input, and each agent's memory after this step (None without memory).
+
+        The encoded observations go through the hidden layers, the goal-conditioned layer and the
+        LSTM, where the policy has them; ``memories`` ``[n, memory_size]`` (None: zeros).
+        """
+        encoded = h = self.encode(x)
         for layer in self.hidden:
             h = h @ layer.kernel
             h += layer.bias
             np.tanh(h, out=h)
+        if self.hyper is not None:
+            h = hyper_layer(self.hyper, h, encoded[:, self.goal_columns])
         if self.lstm is None:
             return h, None
         if memories is None:
@@ -387,7 +483,7 @@ class PolicySnapshot:
                 f"Behavior '{self.behavior_name}' expects observations of total size "
                 f"{self.behavior_spec.observation_size}, got {x.shape[1]}."
             )
-        h, new_memories = self._features(x, None if memories is None else np.asarray(memories, np.float32))
+        h, new_memories = self.features(x, None if memories is None else np.asarray(memories, np.float32))
         mean = None
         if self.continuous_head is not None:
             mean = h @ self.continuous_head.kernel + self.continuous_head.bias

@@ -86,6 +86,8 @@ class Trainer(abc.ABC, Generic[PolicyT]):
         self.artifact_path = artifact_path
         self._stats_reporter = stats_reporter or StatsReporter(behavior_name)
         self._reward_buffer: deque[float] = deque(maxlen=reward_buff_cap)
+        #: Called on the loop after each trajectory is accounted for (the Runner's curriculum check).
+        self.trajectory_listener: Callable[[RLTrainer[Any]], None] | None = None
         self.policy_queues: list[PolicySlot] = []
         self.trajectory_queues: list[MemoryObjectReceiveStream[Trajectory]] = []
         self.policies: dict[str, PolicyT] = {}
@@ -131,6 +133,11 @@ class Trainer(abc.ABC, Generic[PolicyT]):
     def reward_buffer(self) -> deque[float]:
         """Returns of recent episodes, newest first."""
         return self._reward_buffer
+
+    def keep_returns(self, count: int) -> None:
+        """Keep at least the ``count`` newest episode returns in :attr:`reward_buffer`."""
+        if self._reward_buffer.maxlen is not None and self._reward_buffer.maxlen < count:
+            self._reward_buffer = deque(self._reward_buffer, maxlen=count)
 
     def publish_policy_queue(self, policy_queue: PolicySlot) -> None:
         self.policy_queues.append(policy_queue)
@@ -232,6 +239,8 @@ class RLTrainer(Trainer[PolicyT]):
             reporter.add_stat("Environment/Episode Length", float(trajectory.episode_length or 0))
         if self.should_still_train:
             self._store_trajectory(trajectory)
+        if self.trajectory_listener is not None:
+            self.trajectory_listener(self)
 
     def _accept(self, trajectory: Trajectory) -> bool:
         """Process one trajectory; True when an update is due now."""

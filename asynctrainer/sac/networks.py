@@ -17,7 +17,7 @@ import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.encoders import ObservationEncoder
-from asynctrainer.nn.networks import VariableReader, layer_variables, mlp, snapshot_from_layers
+from asynctrainer.nn.networks import VariableReader, apply_body, body_layers, layer_variables, snapshot_from_layers
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
@@ -57,7 +57,14 @@ class SACActor:
     """The policy: ``obs → (mean, log_std)`` and masked per-branch log-probabilities."""
 
     def __init__(
-        self, spec: BehaviorSpec, *, hidden_units: int, num_layers: int, seed: int, vis_encode_type: str = "simple"
+        self,
+        spec: BehaviorSpec,
+        *,
+        hidden_units: int,
+        num_layers: int,
+        seed: int,
+        vis_encode_type: str = "simple",
+        goal_conditioning: bool = True,
     ) -> None:
         keras = tf_keras()
         self.spec = spec
@@ -65,7 +72,14 @@ class SACActor:
         self.encoder = ObservationEncoder(
             spec, vis_encode_type=vis_encode_type, hidden_units=hidden_units, seed=seed + 500, name="actor_encoder"
         )
-        self.body = mlp(hidden_units, num_layers, seed, "actor")
+        self.body, self.hyper = body_layers(
+            hidden_units,
+            num_layers,
+            seed,
+            "actor",
+            inputs=self.encoder.output_size,
+            goal_size=len(self.encoder.goal_columns) if goal_conditioning else 0,
+        )
         self._reader: VariableReader | None = None
         self.discrete_head = (
             keras.layers.Dense(
@@ -92,9 +106,8 @@ class SACActor:
 
     def heads_of(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None]:
         """(continuous mean, raw logits) of ``obs``; None for a missing part."""
-        h = self.encoder(obs)
-        for layer in self.body:
-            h = layer(h)
+        encoded = self.encoder(obs)
+        h = apply_body(encoded, self.body, self.hyper, self.encoder.goals(encoded))
         mean = self.continuous_head(h) if self.continuous_head is not None else None
         logits = self.discrete_head(h) if self.discrete_head is not None else None
         return mean, logits
@@ -147,6 +160,8 @@ class SACActor:
         for layer in [*self.body, self.discrete_head, self.continuous_head]:
             if layer is not None:
                 out += layer.trainable_weights
+        if self.hyper is not None:
+            out += self.hyper.variables
         if self.log_std is not None:
             out.append(self.log_std)
         return out
@@ -154,6 +169,8 @@ class SACActor:
     def named_variables(self) -> dict[str, Any]:
         out = self.encoder.named_variables()
         out.update(_named([layer for layer in [*self.body, self.discrete_head, self.continuous_head] if layer]))
+        if self.hyper is not None:
+            out.update(self.hyper.named_variables())
         if self.log_std is not None:
             out["log_std"] = self.log_std
         return out
@@ -169,16 +186,23 @@ class SACActor:
         """A frozen numpy copy with ``tanh_squash=True`` (call on the update thread)."""
         # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
         log_std = None if self.log_std is None else self.clipped_log_std().numpy()
+        hyper_variables = [] if self.hyper is None else self.hyper.variables
         if self._reader is None:
             self._reader = VariableReader(
-                self.encoder.variables + layer_variables([*self.body, self.discrete_head, self.continuous_head])
+                self.encoder.variables
+                + layer_variables([*self.body, self.discrete_head, self.continuous_head])
+                + hyper_variables
             )
+        values = self._reader()
+        hyper = None
+        if self.hyper is not None:
+            values, hyper = values[: -len(hyper_variables)], self.hyper.snapshot(values[-len(hyper_variables) :])
         return snapshot_from_layers(
             behavior_name,
             version,
             step,
             self.spec,
-            self._reader(),
+            values,
             len(self.body),
             self.discrete_head is not None,
             self.continuous_head is not None,
@@ -187,6 +211,7 @@ class SACActor:
             obs_std=obs_std,
             tanh_squash=True,
             encoder=self.encoder,
+            hyper=hyper,
         )
 
 
@@ -207,6 +232,7 @@ class QNetwork:
         name: str,
         streams: int = 1,
         vis_encode_type: str = "simple",
+        goal_conditioning: bool = True,
     ) -> None:
         keras = tf_keras()
         a = spec.action_spec
@@ -215,7 +241,14 @@ class QNetwork:
         )
         self.continuous_size = a.continuous_size
         self.per_stream = a.mask_size if a.is_discrete() else 1
-        self.body = mlp(hidden_units, num_layers, seed, name)
+        self.body, self.hyper = body_layers(
+            hidden_units,
+            num_layers,
+            seed,
+            name,
+            inputs=self.encoder.output_size + a.continuous_size,
+            goal_size=len(self.encoder.goal_columns) if goal_conditioning else 0,
+        )
         self.head = keras.layers.Dense(
             streams * self.per_stream,
             kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 50),
@@ -224,11 +257,9 @@ class QNetwork:
         self(np.zeros((1, spec.observation_size), np.float32), np.zeros((1, a.continuous_size), np.float32))
 
     def __call__(self, obs: Tensor, squashed_action: Tensor) -> Tensor:
-        h = self.encoder(obs)
-        h = tf().concat([h, squashed_action], axis=1) if self.continuous_size else h
-        for layer in self.body:
-            h = layer(h)
-        return self.head(h)
+        encoded = self.encoder(obs)
+        h = tf().concat([encoded, squashed_action], axis=1) if self.continuous_size else encoded
+        return self.head(apply_body(h, self.body, self.hyper, self.encoder.goals(encoded)))
 
     def stream(self, values: Tensor, k: int) -> Tensor:
         """Stream ``k`` of :meth:`__call__`'s output, ``[B, M]``."""
@@ -239,10 +270,11 @@ class QNetwork:
         out: list[Any] = list(self.encoder.variables)
         for layer in [*self.body, self.head]:
             out += layer.trainable_weights
-        return out
+        return out + ([] if self.hyper is None else self.hyper.variables)
 
     def named_variables(self) -> dict[str, Any]:
-        return {**self.encoder.named_variables(), **_named([*self.body, self.head])}
+        hyper = {} if self.hyper is None else self.hyper.named_variables()
+        return {**self.encoder.named_variables(), **_named([*self.body, self.head]), **hyper}
 
 
 class SACNetworks:
@@ -262,6 +294,7 @@ class SACNetworks:
         init_entcoef: float,
         streams: int = 1,
         vis_encode_type: str = "simple",
+        goal_conditioning: bool = True,
     ) -> None:
         keras = tf_keras()
         self.spec = spec
@@ -270,6 +303,7 @@ class SACNetworks:
             "hidden_units": hidden_units,
             "num_layers": num_layers,
             "vis_encode_type": vis_encode_type,
+            "goal_conditioning": goal_conditioning,
         }
         self.actor = SACActor(spec, seed=seed, **kw)
         self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", streams=streams, **kw)

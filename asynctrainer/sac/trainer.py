@@ -102,6 +102,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
             init_entcoef=hp.init_entcoef,
             streams=len(self.streams),
             vis_encode_type=ns.vis_encode_type,
+            goal_conditioning=ns.goal_conditioning_type == "hyper",
         )
         self.signals = create_reward_signals(
             self.trainer_settings.reward_signals,

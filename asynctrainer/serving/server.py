@@ -11,12 +11,13 @@ A game server that only plays (no training) serves a policy exported by a run::
 :meth:`~PolicyServer.leave` exactly as :class:`~asynctrainer.envs.game_session.GameSession`
 does, with the same validation and the same micro-batching (``max_batch``, ``max_wait_ms``):
 concurrent ``decide()`` calls are gathered into one forward pass, run by one serving task on
-the caller's loop. Rewards and episode ends are accepted (so host code is the same whether it
-trains or not) and ignored.
+the caller's loop. Rewards are accepted (so host code is the same whether it trains or not)
+and ignored; episode ends matter only to a policy with memory, whose agents each keep their
+memory from one decision to the next until their episode ends or they leave.
 
 A policy comes from :meth:`PolicySnapshot.load` (an ``.npz``: numpy only) or from an ``.onnx``
 file with ML-Agents' tensor names (``obs_0``…, ``action_masks`` in, ``recurrent_in`` when it has memory;
-``[deterministic_]continuous_actions``, ``[deterministic_]discrete_actions`` out), run with
+``[deterministic_]continuous_actions``, ``[deterministic_]discrete_actions``, ``recurrent_out`` out), run with
 onnxruntime. Importing this module imports neither TensorFlow nor onnxruntime.
 """
 
@@ -37,10 +38,18 @@ from asynctrainer.envs.game_session import AgentAction, GameSession, SessionStat
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.export.onnx_acting import accelerate
-from asynctrainer.runtime.encoders import output_shape
-from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
+from asynctrainer.runtime.conditioning import hyper_mismatch
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot, lstm_mismatch
 
-__all__ = ["OnnxPolicy", "Policy", "PolicyServer", "SnapshotPolicy", "check_snapshot", "load_policy"]
+__all__ = [
+    "OnnxPolicy",
+    "Policy",
+    "PolicyServer",
+    "RecurrentPolicy",
+    "SnapshotPolicy",
+    "check_snapshot",
+    "load_policy",
+]
 
 logger = logging.getLogger("asynctrainer")
 
@@ -66,6 +75,25 @@ class Policy(Protocol):
     def act(
         self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
     ) -> tuple[F32, I32]: ...
+
+
+@runtime_checkable
+class RecurrentPolicy(Policy, Protocol):
+    """A :class:`Policy` with memory: PolicyServer keeps each agent's memory ``[memory_size]`` between its
+    decisions (zeros for a new agent, dropped when its episode ends or it leaves) and passes it in."""
+
+    @property
+    def memory_size(self) -> int: ...
+
+    def act_with_memory(
+        self,
+        obs: list[F32],
+        allowed: F32 | None,
+        memories: F32 | None,
+        *,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> tuple[F32, I32, F32]: ...
 
 
 class SnapshotPolicy:
@@ -97,9 +125,26 @@ class SnapshotPolicy:
     def version(self) -> int:
         return self.snapshot.version
 
+    @property
+    def memory_size(self) -> int:
+        return self.snapshot.memory_size
+
     def act(
         self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
     ) -> tuple[F32, I32]:
+        cont, disc, _ = self.act_with_memory(obs, allowed, None, deterministic=deterministic, rng=rng)
+        return cont, disc
+
+    def act_with_memory(
+        self,
+        obs: list[F32],
+        allowed: F32 | None,
+        memories: F32 | None,
+        *,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> tuple[F32, I32, F32]:
+        """As :meth:`act`, from each agent's memory ``[n, memory_size]`` (None: zeros); also returns the new ones."""
         s = self.snapshot
         n = obs[0].shape[0]
         x = obs[0].reshape(n, -1) if len(obs) == 1 else np.concatenate([o.reshape(n, -1) for o in obs], axis=1)
@@ -107,11 +152,7 @@ class SnapshotPolicy:
             raise SpecError(
                 f"Behavior '{s.behavior_name}' expects observations of total size {self._size}, got {x.shape[1]}."
             )
-        h = s.encode(x)
-        for layer in s.hidden:
-            h = h @ layer.kernel
-            h += layer.bias
-            np.tanh(h, out=h)
+        h, new_memories = s.features(x, memories)
         cont: F32
         if s.continuous_head is not None and self._std is not None:
             cont = h @ s.continuous_head.kernel
@@ -147,7 +188,7 @@ class SnapshotPolicy:
                 if bad.any():
                     idx[bad] = probs[bad].argmax(axis=1)
                 disc[:, b] = idx
-        return cont, disc
+        return cont, disc, np.zeros((n, 0), np.float32) if new_memories is None else new_memories
 
 
 def check_snapshot(snapshot: PolicySnapshot) -> None:
@@ -162,11 +203,6 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
         one), is missing, or holds NaN or infinite values.
     """
     whose = f"PolicyServer: the policy snapshot of behavior '{snapshot.behavior_name}'"
-    if snapshot.lstm is not None:
-        raise SpecError(
-            f"{whose} has memory (an LSTM): PolicyServer serves feed-forward policies only so far; serve it "
-            "from a GameSession driven by a Runner (e.g. in inference mode), whose env loop keeps each agent's memory."
-        )
     spec = snapshot.behavior_spec
     a = spec.action_spec
     obs_size = spec.observation_size
@@ -186,20 +222,10 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
             )
         return arr
 
-    width = 0
-    for i, (o, encoder) in enumerate(
-        zip(spec.observation_specs, snapshot.encoders or (None,) * len(spec.observation_specs), strict=True)
-    ):
-        if encoder is None:
-            width += o.size
-            continue
-        try:
-            (features,) = output_shape(encoder, o.shape)
-        except ValueError as exc:
-            raise SpecError(
-                f"{whose} does not fit its network: the encoder of observation {i} fails on its {o.shape} images: {exc}"
-            ) from exc
-        width += int(features)
+    try:
+        width = snapshot.feature_width()
+    except ValueError as exc:
+        raise SpecError(f"{whose} does not fit its network: an observation encoder fails on its input: {exc}") from exc
     for i, layer in enumerate(snapshot.hidden):
         kernel = np.asarray(layer.kernel)
         if kernel.ndim != 2:
@@ -211,6 +237,16 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
         fits(f"hidden_{i}/kernel", kernel, (width, units), f"rows: the size {width} of its input")
         fits(f"hidden_{i}/bias", layer.bias, (units,), f"one per unit of hidden_{i}/kernel")
         width = units
+    if snapshot.hyper is not None:
+        problem = hyper_mismatch(snapshot.hyper, width, len(snapshot.goal_columns))
+        if problem:
+            raise SpecError(f"{whose} does not fit its network: {problem}.")
+        width = snapshot.hyper.units
+    if snapshot.lstm is not None:
+        problem = lstm_mismatch(snapshot.lstm, width)
+        if problem:
+            raise SpecError(f"{whose} does not fit its network: {problem}.")
+        width = snapshot.lstm.units
     heads = (
         ("discrete_head", snapshot.discrete_head, a.mask_size, "the discrete branches' actions"),
         ("continuous_head", snapshot.continuous_head, a.continuous_size, "the continuous actions"),
@@ -239,6 +275,12 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
         std = fits("obs_std", snapshot.obs_std, (obs_size,), f"the observation size {obs_size}")
         if not (std > 0).all():
             raise SpecError(f"{whose} is not usable: obs_std must be > 0, got {float(std.min())} at least once.")
+    for name, array in snapshot.weights().items():  # encoders, attention, LSTM: every array finite
+        bad = int((~np.isfinite(array)).sum())
+        if bad:
+            raise SpecError(
+                f"{whose} is not finite: {name} holds {bad} NaN or infinite values; every weight must be finite."
+            )
 
 
 class OnnxPolicy:
@@ -282,11 +324,6 @@ class OnnxPolicy:
             raise EnvError(
                 f"{self.path} has no obs_0 input; inputs are {sorted(inputs)} (ML-Agents 2.x tensor names expected)."
             )
-        if "recurrent_in" in inputs:
-            raise EnvError(
-                f"{self.path} is a policy with memory (it has a recurrent_in input): PolicyServer serves "
-                "feed-forward policies only so far."
-            )
         self._obs_names = obs_names
         self._visual: list[bool] = []
         obs_specs = []
@@ -307,15 +344,20 @@ class OnnxPolicy:
         consts = [
             n for n in ("memory_size", "continuous_action_output_shape", "discrete_action_output_shape") if n in outputs
         ]
-        self.memory_size = 0
+        memory_dims = inputs["recurrent_in"].shape if self._memory_input else [None, 1, 0]
+        self.memory_size = int(memory_dims[2]) if len(memory_dims) == 3 and isinstance(memory_dims[2], int) else 0
         zeros = [np.zeros((1, *s.shape), np.float32) for s in obs_specs]
         try:
             values = dict(zip(consts, self._run(consts, zeros, None), strict=True))
         except Exception as exc:
             raise EnvError(f"Could not read the action spec of the ONNX policy {self.path}: {exc}") from exc
-        self.memory_size = int(np.asarray(values.get("memory_size", [0])).reshape(-1)[0])
-        if self.memory_size:
-            raise EnvError(f"{self.path} is a recurrent policy (memory_size {self.memory_size}); not supported yet.")
+        declared = int(np.asarray(values.get("memory_size", [0])).reshape(-1)[0])
+        if declared != self.memory_size or (declared and "recurrent_out" not in outputs):
+            raise EnvError(
+                f"{self.path} declares memory_size {declared}, its recurrent_in input has {self.memory_size} and "
+                f"recurrent_out is {'present' if 'recurrent_out' in outputs else 'missing'}; a policy with memory "
+                "has both, of its memory_size."
+            )
         continuous = int(np.asarray(values.get("continuous_action_output_shape", [0])).reshape(-1)[0])
         branches = tuple(int(b) for b in np.asarray(values.get("discrete_action_output_shape", [])).reshape(-1))
         self._spec = BehaviorSpec(tuple(obs_specs), ActionSpec(continuous, branches))
@@ -377,7 +419,7 @@ class OnnxPolicy:
     def behavior_spec(self) -> BehaviorSpec:
         return self._spec
 
-    def _run(self, names: list[str], obs: list[F32], allowed: F32 | None) -> list[Any]:
+    def _run(self, names: list[str], obs: list[F32], allowed: F32 | None, memories: F32 | None = None) -> list[Any]:
         n = obs[0].shape[0]
         feeds: dict[str, Any] = {}
         for name, visual, o in zip(self._obs_names, self._visual, obs, strict=True):
@@ -386,28 +428,47 @@ class OnnxPolicy:
         if self._mask_size:
             feeds["action_masks"] = allowed if allowed is not None else np.ones((n, self._mask_size), np.float32)
         if self._memory_input:
-            feeds["recurrent_in"] = np.zeros((n, 1, self.memory_size), np.float32)
+            memory = np.zeros((n, self.memory_size), np.float32) if memories is None else memories
+            feeds["recurrent_in"] = np.ascontiguousarray(memory.reshape(n, 1, self.memory_size), np.float32)
         return list(self.session.run(names, feeds))
 
     def act(
         self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
     ) -> tuple[F32, I32]:
+        cont, disc, _ = self.act_with_memory(obs, allowed, None, deterministic=deterministic, rng=rng)
+        return cont, disc
+
+    def act_with_memory(
+        self,
+        obs: list[F32],
+        allowed: F32 | None,
+        memories: F32 | None,
+        *,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> tuple[F32, I32, F32]:
+        """As :meth:`act`, feeding ``recurrent_in`` (None: zeros); also returns ``recurrent_out`` as ``[n, m]``."""
         a = self._spec.action_spec
         n = obs[0].shape[0]
         prefix = "deterministic_" if deterministic else ""
-        names = []
+        names = ["recurrent_out"] if self.memory_size else []
         if a.is_continuous():
             names.append(f"{prefix}continuous_actions")
         if a.is_discrete():
             names.append(f"{prefix}discrete_actions")
-        results = self._run(names, obs, allowed)
+        results = self._run(names, obs, allowed, memories)
+        new_memories = (
+            np.asarray(results.pop(0), np.float32).reshape(n, self.memory_size)
+            if self.memory_size
+            else np.zeros((n, 0), np.float32)
+        )
         cont = np.zeros((n, a.continuous_size), np.float32)
         disc = np.zeros((n, a.discrete_size), np.int32)
         if a.is_continuous():
             cont = np.asarray(results.pop(0), np.float32).reshape(n, a.continuous_size)
         if a.is_discrete():
             disc = np.asarray(results.pop(0)).reshape(n, a.discrete_size).astype(np.int32)
-        return cont, disc
+        return cont, disc, new_memories
 
 
 PolicySource = PolicySnapshot | Policy | str | os.PathLike[str]
@@ -438,10 +499,15 @@ def load_policy(source: PolicySource, behavior_name: str | None = None) -> Polic
     raise EnvError(f"Cannot serve a {type(source).__name__}: give a PolicySnapshot, a Policy or a file path.")
 
 
-def _same_interface(a: BehaviorSpec, b: BehaviorSpec) -> bool:
-    return a.action_spec == b.action_spec and [o.shape for o in a.observation_specs] == [
-        o.shape for o in b.observation_specs
-    ]
+def memory_size_of(policy: Policy) -> int:
+    """The width of an agent's memory for ``policy`` (0 for a feed-forward one)."""
+    return policy.memory_size if isinstance(policy, RecurrentPolicy) else 0
+
+
+def _same_interface(a: Policy, b: Policy) -> bool:
+    x, y = a.behavior_spec, b.behavior_spec
+    same_obs = [o.shape for o in x.observation_specs] == [o.shape for o in y.observation_specs]
+    return x.action_spec == y.action_spec and same_obs and memory_size_of(a) == memory_size_of(b)
 
 
 class PolicyServer:
@@ -489,6 +555,8 @@ class PolicyServer:
         self._error: BaseException | None = None
         #: behaviors whose policy failed on its last batches, and on how many in a row
         self._failing: dict[str, int] = {}
+        #: per behavior with memory, each agent's memory after its last decision
+        self._memories: dict[str, dict[int, F32]] = {}
 
     # ----- lifecycle ---------------------------------------------------------------------------
 
@@ -597,10 +665,12 @@ class PolicyServer:
                 name = next(iter(self._policies))
             else:
                 raise SpecError(f"PolicyServer.publish: unknown behavior '{name}'; serving {sorted(self._policies)}.")
-        if not _same_interface(new.behavior_spec, self._policies[name].behavior_spec):
+        old = self._policies[name]
+        if not _same_interface(new, old):
             raise SpecError(
-                f"PolicyServer.publish: the new policy of behavior '{name}' has spec {new.behavior_spec}, "
-                f"but the server serves {self._policies[name].behavior_spec}."
+                f"PolicyServer.publish: the new policy of behavior '{name}' has spec {new.behavior_spec} and "
+                f"memory_size {memory_size_of(new)}, but the server serves {old.behavior_spec} with memory_size "
+                f"{memory_size_of(old)}."
             )
         self._policies[name] = new
 
@@ -619,12 +689,34 @@ class PolicyServer:
             logger.exception("PolicyServer stopped: a forward pass failed")
             await session.aclose(reason=f"the PolicyServer's forward pass failed: {type(exc).__name__}: {exc}")
 
+    def _act_with_memory(
+        self, policy: RecurrentPolicy, obs: list[F32], agents: Any, allowed: F32 | None, memories: dict[int, F32]
+    ) -> tuple[F32, I32]:
+        m = policy.memory_size
+        zeros = np.zeros(m, np.float32)
+        ids = [int(a) for a in agents]
+        before = np.stack([memories.get(i, zeros) for i in ids])
+        cont, disc, after = policy.act_with_memory(
+            obs, allowed, before, deterministic=self.deterministic, rng=self._rng
+        )
+        after = np.asarray(after, np.float32)
+        if after.shape != (len(ids), m) or not np.isfinite(after).all():
+            raise SpecError(
+                f"the policy returned memories of shape {after.shape} (or not finite); expected ({len(ids)}, {m})."
+            )
+        for i, row in zip(ids, after, strict=True):
+            memories[i] = row.copy()
+        return cont, disc
+
     def _act(self, steps: dict[str, StepBatch]) -> dict[str, ActionBatch]:
         """One forward pass per behavior. A behavior whose policy fails, or returns actions of the
         wrong shape or not finite, has its batch's decisions fail with :class:`EnvError`; the
         other behaviors are answered and serving goes on with the next batch."""
         actions: dict[str, ActionBatch] = {}
         for name, batch in steps.items():
+            memories = self._memories.setdefault(name, {})
+            for agent in batch.terminal.agent_id:  # an episode ended (or its agent left): forget its memory
+                memories.pop(int(agent), None)
             decision = batch.decision
             if not len(decision):
                 continue
@@ -633,7 +725,10 @@ class PolicyServer:
             if decision.action_mask is not None:
                 allowed = (~decision.action_mask).astype(np.float32)
             try:
-                cont, disc = policy.act(decision.obs, allowed, deterministic=self.deterministic, rng=self._rng)
+                if isinstance(policy, RecurrentPolicy) and policy.memory_size:
+                    cont, disc = self._act_with_memory(policy, decision.obs, decision.agent_id, allowed, memories)
+                else:
+                    cont, disc = policy.act(decision.obs, allowed, deterministic=self.deterministic, rng=self._rng)
                 cont, disc = _checked_actions(policy.behavior_spec, len(decision), cont, disc)
             except Exception as exc:
                 self._forward_failed(name, len(decision), exc)

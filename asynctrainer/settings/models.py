@@ -136,22 +136,10 @@ class NetworkSettings(_Settings):
     vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations.")
     memory: MemorySettings | None = Field(default=None, description="Recurrent memory (PPO).")
     goal_conditioning_type: Literal["hyper", "none"] = Field(
-        default="hyper", description="How goal observations condition the network."
+        default="hyper",
+        description="How goal observations condition the network: hyper (a hypernetwork layer) or none.",
     )
     deterministic: bool = Field(default=False, description="Act with the distribution's mode.")
-
-    @field_validator("goal_conditioning_type")
-    @classmethod
-    def _notice_inert(cls, value: str, info: ValidationInfo) -> str:
-        key = info.field_name
-        assert key is not None
-        if value != cls.model_fields[key].default:
-            notice(
-                f"network_settings.{key}",
-                f"network_settings.{key}: {show(value)} is accepted but has no effect yet: goal observations "
-                "are read as ordinary observations (goal conditioning is not built yet).",
-            )
-        return value
 
 
 class PPOHyperparameters(_Settings):
@@ -512,6 +500,132 @@ _SAMPLER_ARGUMENTS: dict[str, tuple[str, ...]] = {
     "constant": ("value",),
 }
 _SECTIONS = ("behaviors", "env_settings", "engine_settings", "checkpoint_settings", "torch_settings")
+#: A curriculum lesson's completion criteria and their defaults (ML-Agents' ``CompletionCriteriaSettings``).
+_CRITERIA_DEFAULTS: dict[str, Any] = {
+    "measure": "reward",
+    "min_lesson_length": 0,
+    "signal_smoothing": True,
+    "threshold": 0.0,
+    "require_reset": False,
+}
+
+
+def _check_parameter_value(where: str, parameter: Any) -> None:
+    """A constant (a number) or a sampler (``sampler_type`` and ``sampler_parameters``)."""
+    if not isinstance(parameter, Mapping):
+        if isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
+            raise invalid(
+                f"{show(parameter)} is not valid: expected a number, a sampler (sampler_type and "
+                "sampler_parameters) or a curriculum.",
+                where=where,
+            )
+        return
+    for key in parameter:
+        if key not in ("sampler_type", "sampler_parameters"):
+            raise unknown_key(key, ("sampler_type", "sampler_parameters", "curriculum"), where)
+    sampler = parameter.get("sampler_type")
+    if sampler not in _SAMPLER_TYPES:
+        raise invalid(
+            f"{show(sampler)} is not valid: expected one of {', '.join(_SAMPLER_TYPES)}.",
+            where=f"{where}.sampler_type",
+        )
+    if not isinstance(parameter.get("sampler_parameters"), Mapping):
+        raise invalid(
+            f"{show(parameter.get('sampler_parameters'))} is not valid: expected a mapping of sampler parameters.",
+            where=f"{where}.sampler_parameters",
+        )
+    arguments = parameter["sampler_parameters"]
+    needed = _SAMPLER_ARGUMENTS[sampler]
+    for key in arguments:
+        if key not in (*needed, "seed"):
+            raise unknown_key(key, (*needed, "seed"), f"{where}.sampler_parameters")
+    missing = [key for key in needed if key not in arguments]
+    if missing:
+        raise invalid(
+            f"{', '.join(missing)} missing: a {sampler} sampler takes {', '.join(needed)} (and optionally seed).",
+            where=f"{where}.sampler_parameters",
+        )
+
+
+def _check_curriculum(name: str, lessons: Any) -> list[dict[str, Any]]:
+    """A list of lessons ``{name, value, completion_criteria}``; criteria on every lesson but the last.
+
+    :returns: the lessons in that form (ML-Agents 0.18's ``- LessonName: {value, ...}`` is rewritten).
+    """
+    where = f"{name}.curriculum"
+    if not isinstance(lessons, list) or not lessons:
+        raise invalid(f"{show(lessons)} is not valid: a curriculum is a non-empty list of lessons.", where=where)
+    out: list[dict[str, Any]] = []
+    for index, lesson in enumerate(lessons):
+        at = f"{where}.{index}"
+        if not isinstance(lesson, Mapping):
+            raise invalid(f"{show(lesson)} is not valid: a lesson is a mapping (name, value, completion_criteria).", at)
+        if len(lesson) == 1:
+            ((key, body),) = lesson.items()
+            if key not in ("name", "value", "completion_criteria") and isinstance(body, Mapping):
+                lesson = {"name": str(key), **body}  # the 0.18 form, keyed by the lesson's name
+        out.append(dict(lesson))
+        for key in lesson:
+            if key not in ("name", "value", "completion_criteria"):
+                raise unknown_key(key, ("name", "value", "completion_criteria"), at)
+        if "value" not in lesson:
+            raise invalid("value missing: every lesson has a value (a number or a sampler).", at)
+        _check_parameter_value(f"{at}.value", lesson["value"])
+        criteria = lesson.get("completion_criteria")
+        last = index == len(lessons) - 1
+        if criteria is None:
+            if not last:
+                raise invalid("completion_criteria missing: every lesson but the last says when it is complete.", at)
+            continue
+        if last:
+            notice(
+                f"environment_parameters.{where}.completion_criteria",
+                f"environment_parameters.{at}.completion_criteria is ignored: the last lesson of a curriculum "
+                "never completes (as in ML-Agents).",
+            )
+        _check_criteria(f"{at}.completion_criteria", criteria)
+    return out
+
+
+def _check_criteria(where: str, criteria: Any) -> None:
+    if not isinstance(criteria, Mapping):
+        raise invalid(f"{show(criteria)} is not valid: completion_criteria is a mapping.", where)
+    allowed = ("behavior", *_CRITERIA_DEFAULTS)
+    for key in criteria:
+        if key not in allowed:
+            raise unknown_key(key, allowed, where)
+    if not isinstance(criteria.get("behavior"), str) or not criteria["behavior"]:
+        raise invalid(
+            f"behavior {show(criteria.get('behavior'))} is not valid: the criteria name the behavior whose "
+            "rewards or progress complete the lesson.",
+            where,
+        )
+    measure = criteria.get("measure", "reward")
+    if measure not in ("reward", "progress"):
+        raise invalid(f"{show(measure)} is not valid: expected reward or progress.", f"{where}.measure")
+    threshold = criteria.get("threshold", 0.0)
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold):
+        raise invalid(f"{show(threshold)} is not valid: the threshold is a number.", f"{where}.threshold")
+    if measure == "progress" and not 0.0 <= threshold <= 1.0:
+        raise invalid(
+            f"{show(threshold)} is not valid: a progress threshold is a fraction of max_steps, in [0, 1].",
+            f"{where}.threshold",
+        )
+    length = criteria.get("min_lesson_length", 0)
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise invalid(
+            f"{show(length)} is not valid: min_lesson_length is a count of episodes, >= 0.",
+            f"{where}.min_lesson_length",
+        )
+    for key in ("signal_smoothing", "require_reset"):
+        if key in criteria and not isinstance(criteria[key], bool):
+            raise invalid(f"{show(criteria[key])} is not valid: {key} is true or false.", f"{where}.{key}")
+    if criteria.get("require_reset"):
+        raise unsupported(
+            "require_reset: true is not supported yet by asynctrainer: a new lesson's values reach each env "
+            "at its next episode, without a reset of every env.",
+            where=f"{where}.require_reset",
+        )
 
 
 def _deep_update(target: dict[str, Any], update: Mapping[str, Any]) -> None:
@@ -577,45 +691,14 @@ class RunSettings(_Settings):
     @classmethod
     def _check_environment_parameters(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         for name, parameter in (value or {}).items():
-            if isinstance(parameter, Mapping):
-                if "curriculum" in parameter:
-                    raise unsupported(
-                        "curriculum lessons are not supported yet by asynctrainer; use a constant or a sampler.",
-                        where=f"{name}.curriculum",
-                    )
-                for key in parameter:
-                    if key not in ("sampler_type", "sampler_parameters"):
-                        raise unknown_key(key, ("sampler_type", "sampler_parameters", "curriculum"), name)
-                sampler = parameter.get("sampler_type")
-                if sampler not in _SAMPLER_TYPES:
-                    raise invalid(
-                        f"{show(sampler)} is not valid: expected one of {', '.join(_SAMPLER_TYPES)}.",
-                        where=f"{name}.sampler_type",
-                    )
-                if not isinstance(parameter.get("sampler_parameters"), Mapping):
-                    raise invalid(
-                        f"{show(parameter.get('sampler_parameters'))} is not valid: "
-                        "expected a mapping of sampler parameters.",
-                        where=f"{name}.sampler_parameters",
-                    )
-                arguments = parameter["sampler_parameters"]
-                needed = _SAMPLER_ARGUMENTS[sampler]
-                for key in arguments:
-                    if key not in (*needed, "seed"):
-                        raise unknown_key(key, (*needed, "seed"), f"{name}.sampler_parameters")
-                missing = [key for key in needed if key not in arguments]
-                if missing:
-                    raise invalid(
-                        f"{', '.join(missing)} missing: a {sampler} sampler takes {', '.join(needed)} "
-                        "(and optionally seed).",
-                        where=f"{name}.sampler_parameters",
-                    )
-            elif isinstance(parameter, bool) or not isinstance(parameter, (int, float)):
-                raise invalid(
-                    f"{show(parameter)} is not valid: expected a number or a sampler "
-                    "(sampler_type and sampler_parameters).",
-                    where=name,
-                )
+            if isinstance(parameter, Mapping) and "curriculum" in parameter:
+                extra = [k for k in parameter if k != "curriculum"]
+                if extra:
+                    raise unknown_key(extra[0], ("curriculum",), name)
+                assert value is not None
+                value[name] = {"curriculum": _check_curriculum(name, parameter["curriculum"])}
+            else:
+                _check_parameter_value(name, parameter)
         return value
 
     def trainer_settings_for(self, behavior_name: str) -> TrainerSettings:

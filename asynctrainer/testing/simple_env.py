@@ -2,7 +2,10 @@
 
 Each agent has one position per action dimension, starting at 0; every episode draws a
 goal of −1 or +1, shown as every observation (each filled with the goal: ``num_vector``
-vectors of length 1 and ``num_visual`` images of ``vis_obs_size``, as ML-Agents' variants).
+vectors of length 1, ``num_visual`` images of ``vis_obs_size`` and ``num_var_len``
+variable-length observations of ``var_len_obs_size``, as ML-Agents' variants; of a
+variable-length one, a random number of entities, at least one, is present each step and the
+others are zero, so attention must mask them).
 Discrete branches (size 2) move a position by
 ±``step_size``; continuous actions move it by the action clamped to ±``step_size``. The
 episode ends when every position reaches ±1: the last reward is
@@ -20,6 +23,7 @@ import numpy as np
 from asynctrainer.envs.spec import (
     DIM_NONE,
     DIM_TRANSLATIONAL_EQUIVARIANCE,
+    DIM_VARIABLE_SIZE,
     ActionBatch,
     ActionSpec,
     BehaviorSpec,
@@ -38,6 +42,8 @@ MIN_STEPS = int(1.0 / STEP_SIZE) + 1
 SUCCESS_REWARD = 1.0 + MIN_STEPS * TIME_PENALTY
 #: ML-Agents' visual observation size (channel-last here: height, width, channels).
 VIS_OBS_SIZE = (20, 20, 3)
+#: ML-Agents' variable-length observation size: (max entities, entity size).
+VAR_LEN_SIZE = (10, 5)
 
 
 class SimpleEnvironment:
@@ -48,7 +54,12 @@ class SimpleEnvironment:
     :param masked_actions: per behavior, ``{branch: [forbidden indices]}`` applied on every step
         (for mask tests; a forbidden move is never needed to reach the goal when the goal matches).
     :param num_vector: vector observations (``obs_<i>``, shape ``(1,)``), then ``num_visual``
-        visual ones (``visual_<i>``, ``vis_obs_size`` channel-last) per agent.
+        visual ones (``visual_<i>``, ``vis_obs_size`` channel-last), then ``num_var_len``
+        variable-length ones (``entities_<i>``, ``var_len_obs_size``) per agent.
+    :param goal_indices: the observations (by index) that are goal signals
+        (``observation_type="goal_signal"``), as ML-Agents' ``goal_indices``. Only they show the
+        goal then; the others show the agent's mean position, so a policy must read the goal
+        from its goal signals.
     :ivar final_rewards: episode returns per behavior, in completion order (ML-Agents' name).
     """
 
@@ -66,17 +77,33 @@ class SimpleEnvironment:
         num_vector: int = 1,
         num_visual: int = 0,
         vis_obs_size: tuple[int, int, int] = VIS_OBS_SIZE,
+        num_var_len: int = 0,
+        var_len_obs_size: tuple[int, int] = VAR_LEN_SIZE,
+        goal_indices: tuple[int, ...] = (),
     ) -> None:
         names = [behavior_names] if isinstance(behavior_names, str) else list(behavior_names)
         continuous, discrete = action_sizes
         self.action_spec = ActionSpec(continuous, (discrete_branch_size,) * discrete)
         self.num_positions = continuous + discrete
         visual = (DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_NONE)
-        observations = tuple(ObservationSpec((1,), f"obs_{i}") for i in range(num_vector)) + tuple(
-            ObservationSpec(tuple(vis_obs_size), f"visual_{i}", visual) for i in range(num_visual)
+        entities = (DIM_VARIABLE_SIZE, DIM_NONE)
+        observations = (
+            tuple(ObservationSpec((1,), f"obs_{i}") for i in range(num_vector))
+            + tuple(ObservationSpec(tuple(vis_obs_size), f"visual_{i}", visual) for i in range(num_visual))
+            + tuple(ObservationSpec(tuple(var_len_obs_size), f"entities_{i}", entities) for i in range(num_var_len))
         )
         if not observations:
-            raise SpecError("SimpleEnvironment needs at least one observation (num_vector + num_visual > 0).")
+            raise SpecError(
+                "SimpleEnvironment needs at least one observation (num_vector + num_visual + num_var_len > 0)."
+            )
+        if any(not 0 <= i < len(observations) for i in goal_indices):
+            raise SpecError(
+                f"SimpleEnvironment: goal_indices {goal_indices} must index its {len(observations)} observations."
+            )
+        observations = tuple(
+            ObservationSpec(o.shape, o.name, o.dimension_properties, "goal_signal") if i in goal_indices else o
+            for i, o in enumerate(observations)
+        )
         self._specs = {n: BehaviorSpec(observations, self.action_spec) for n in names}
         self.step_size = step_size
         self.num_agents = num_agents
@@ -91,6 +118,7 @@ class SimpleEnvironment:
         self.returns = {n: np.zeros(num_agents, np.float32) for n in names}
         self.final_rewards: dict[str, list[float]] = {n: [] for n in names}
         self.actions_taken: dict[str, list[np.ndarray]] = {n: [] for n in names}
+        self.parameters_received: list[dict[str, Any]] = []
         self.closed = False
 
     @property
@@ -114,10 +142,25 @@ class SimpleEnvironment:
 
     def _obs(self, name: str, which: np.ndarray | slice = slice(None)) -> list[np.ndarray]:
         goal = self.goals[name][which]
-        return [
-            np.broadcast_to(goal.reshape(-1, *(1,) * len(o.shape)), (len(goal), *o.shape)).astype(np.float32)
-            for o in self._specs[name].observation_specs
-        ]
+        specs = self._specs[name].observation_specs
+        conditioned = any(o.observation_type == "goal_signal" for o in specs)
+        position = self.positions[name][which].mean(axis=1)
+        out = []
+        for o in specs:
+            shown = position if conditioned and o.observation_type != "goal_signal" else goal
+            x = np.broadcast_to(shown.reshape(-1, *(1,) * len(o.shape)), (len(goal), *o.shape)).astype(np.float32)
+            if o.is_variable_length:
+                present = self._rng.integers(1, o.shape[0], size=len(goal), endpoint=True)
+                x = x * (np.arange(o.shape[0])[None, :] < present[:, None])[:, :, None]
+            out.append(x)
+        return out
+
+    def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
+        """Takes ``step_size`` (a float) from the run's ``environment_parameters``, for the episodes that follow;
+        every set of values received is kept in :attr:`parameters_received`."""
+        self.parameters_received.append(dict(values))
+        if isinstance(values.get("step_size"), float):
+            self.step_size = float(values["step_size"])
 
     async def reset(self) -> dict[str, StepBatch]:
         out = {}

@@ -236,3 +236,40 @@ def test_inference_plays_the_trained_run_and_writes_nothing(
     assert f"CartPole: Resumed from {newest} (step {step})." in messages
     # Played with the trained policy: no trajectory reached the trainer, no update ran.
     assert f"CartPole: trained {step} steps, {episodes} episodes, {updates} updates." in messages
+
+
+def test_attention_goal_conditioning_and_memory_are_saved_and_restored() -> None:
+    from asynctrainer.ppo.trainer import PPOTrainer
+
+    network = {"hidden_units": 16, "num_layers": 2, "memory": {"memory_size": 8, "sequence_length": 4}}
+    settings = run_settings_from_dict(
+        {
+            "behaviors": {
+                "1D": {"trainer_type": "ppo", "network_settings": network, "hyperparameters": {"batch_size": 16}}
+            }
+        }
+    ).behaviors["1D"]
+    spec = SimpleEnvironment("1D", num_var_len=1, goal_indices=(0,)).behavior_specs["1D"]
+
+    def trainer(seed: int) -> PPOTrainer:
+        t = PPOTrainer("1D", settings, seed=seed)
+        t.add_policy("1D", t.create_policy("1D", spec))
+        return t
+
+    saved, fresh = trainer(1), trainer(2)
+    state = saved.get_state()
+    for part in (
+        "actor_encoder_attention_query",
+        "actor_hyper_weights",
+        "critic_hyper_first",
+        "actor_lstm",
+        "critic_lstm",
+    ):
+        assert any(k.startswith(f"algo/weights/{part}") for k in state), part
+    fresh.set_state(state)
+    assert_same_state(fresh.get_state(), state)
+    before, after = saved._make_snapshot(0), fresh._make_snapshot(0)
+    assert after.attention is not None and after.hyper is not None and after.lstm is not None
+    assert sorted(after.weights()) == sorted(before.weights())
+    for name, w in before.weights().items():
+        np.testing.assert_array_equal(after.weights()[name], w, err_msg=name)

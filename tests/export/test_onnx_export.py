@@ -341,3 +341,52 @@ def test_importing_the_exporter_loads_neither_onnx_nor_tensorflow() -> None:
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[2])
+
+
+def test_a_hallway_policy_has_the_interface_of_mlagents_hallway_model(tmp_path: Path) -> None:
+    """ML-Agents' Hallway config (memory 128) on Hallway's spec: the inputs and constants of the model
+    Unity ships for Hallway (obs_0 [batch,105], obs_1 [batch,3], action_masks [batch,5],
+    recurrent_in [batch,1,128]; memory_size [128], version_number [3], one branch of 5; opset 9)."""
+    pytest.importorskip("tensorflow")
+    from asynctrainer.ppo.trainer import PPOTrainer
+    from asynctrainer.settings import load_run_settings
+
+    settings = load_run_settings(Path(__file__).parents[1] / "configs" / "hallway.yaml").behaviors["Hallway"]
+    spec = BehaviorSpec((ObservationSpec((105,)), ObservationSpec((3,))), ActionSpec.create_discrete((5,)))
+    trainer = PPOTrainer("Hallway", settings, seed=0)
+    trainer.add_policy("Hallway", trainer.create_policy("Hallway", spec))
+    path = export_onnx(trainer._make_snapshot(0), tmp_path / "Hallway.onnx")
+    model = onnx.load(str(path))
+    assert [o.version for o in model.opset_import] == [9]
+    sess = session(path)
+
+    def dims(value: Any) -> list[Any]:
+        return list(value.shape)
+
+    assert [(i.name, dims(i), i.type) for i in sess.get_inputs()] == [
+        ("obs_0", ["batch", 105], "tensor(float)"),
+        ("obs_1", ["batch", 3], "tensor(float)"),
+        ("action_masks", ["batch", 5], "tensor(float)"),
+        ("recurrent_in", ["batch", 1, 128], "tensor(float)"),
+    ]
+    assert [o.name for o in sess.get_outputs()] == [
+        "version_number",
+        "memory_size",
+        "recurrent_out",
+        "discrete_actions",
+        "discrete_action_output_shape",
+        "deterministic_discrete_actions",
+    ]
+    n = 4
+    feed = {
+        "obs_0": np.zeros((n, 105), np.float32),
+        "obs_1": np.zeros((n, 3), np.float32),
+        "action_masks": np.ones((n, 5), np.float32),
+        "recurrent_in": np.zeros((n, 1, 128), np.float32),
+    }
+    out = run(sess, feed)
+    np.testing.assert_array_equal(out["version_number"], [3.0])
+    np.testing.assert_array_equal(out["memory_size"], [128.0])
+    np.testing.assert_array_equal(out["discrete_action_output_shape"], [[5.0]])
+    assert out["recurrent_out"].shape == (n, 1, 128)
+    assert out["discrete_actions"].dtype == np.int64 and out["discrete_actions"].shape == (n, 1)

@@ -126,17 +126,49 @@ def test_onnx_export_with_memory_feeds_back_as_unity_does(net: object, tmp_path:
         memory, onnx_memory = acted.memories, out["recurrent_out"]
 
 
-def test_savedmodel_and_policy_server_refuse_memory_naming_it(net: object, tmp_path: Path) -> None:
+def test_savedmodel_refuses_memory_naming_it(net: object, tmp_path: Path) -> None:
     from asynctrainer.export.savedmodel import export_saved_model
     from asynctrainer.nn.networks import ActorCritic
-    from asynctrainer.serving.server import SnapshotPolicy
+
+    assert isinstance(net, ActorCritic)
+    with pytest.raises(ExportError, match="memory"):
+        export_saved_model(net.snapshot("mem", 1, 0), tmp_path / "saved")
+
+
+@pytest.mark.parametrize("source", ["snapshot", "onnx"])
+async def test_policy_server_keeps_each_agents_memory_until_its_episode_ends(
+    net: object, source: str, tmp_path: Path
+) -> None:
+    from asynctrainer.export.onnx import export_onnx
+    from asynctrainer.nn.networks import ActorCritic
+    from asynctrainer.serving.server import PolicyServer
 
     assert isinstance(net, ActorCritic)
     snap = net.snapshot("mem", 1, 0)
-    with pytest.raises(ExportError, match="memory"):
-        export_saved_model(snap, tmp_path / "saved")
-    with pytest.raises(SpecError, match="memory"):
-        SnapshotPolicy(snap)
+    policy = snap if source == "snapshot" else export_onnx(snap, tmp_path / "mem.onnx")
+    rng = np.random.default_rng(3)
+    steps = [[rng.normal(size=(1, 3)).astype(np.float32), rng.normal(size=(1, 2)).astype(np.float32)] for _ in range(4)]
+
+    def expected(obs_seq: list[list[np.ndarray]]) -> list[np.ndarray]:
+        """Continuous actions of one agent acting on ``obs_seq`` from zero memory, feeding its memory back."""
+        out, memory = [], None
+        for obs in obs_seq:
+            acted = snap.act(obs, np.ones((1, 5), np.float32), deterministic=True, rng=rng, memories=memory)
+            out.append(acted.continuous[0])
+            memory = acted.memories
+        return out
+
+    async with PolicyServer({"mem": policy}, deterministic=True, max_wait_ms=0.0) as server:
+        first = [await server.decide(1, [o[0] for o in obs]) for obs in steps[:3]]
+        joined = await server.decide(2, [o[0] for o in steps[3]])  # a new agent starts from zeros
+        assert await server.decide(1, [o[0] for o in steps[3]], terminated=True) is None
+        again = await server.decide(1, [o[0] for o in steps[0]])  # a new episode: memory reset
+    assert all(a is not None for a in (*first, joined, again))
+    for got, want in zip(first, expected(steps[:3]), strict=True):
+        np.testing.assert_allclose(got.continuous, want, atol=1e-5)  # type: ignore[union-attr]
+    assert np.abs(first[2].continuous - expected([steps[2]])[0]).max() > 1e-4  # type: ignore[union-attr]
+    np.testing.assert_allclose(joined.continuous, expected([steps[3]])[0], atol=1e-5)  # type: ignore[union-attr]
+    np.testing.assert_allclose(again.continuous, expected([steps[0]])[0], atol=1e-5)  # type: ignore[union-attr]
 
 
 def _decision(ids: list[int], value: float) -> DecisionSteps:

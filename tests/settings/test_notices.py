@@ -13,9 +13,11 @@ from asynctrainer.settings import run_settings_from_dict
 CONFIG = """
 behaviors:
   A:
-    network_settings: {goal_conditioning_type: none}
+    trainer_type: sac
+    hyperparameters: {reward_signal_steps_per_update: 4.0}
   B:
-    network_settings: {goal_conditioning_type: none}
+    trainer_type: sac
+    hyperparameters: {reward_signal_steps_per_update: 4.0}
 """
 
 
@@ -28,7 +30,7 @@ def test_the_cli_reports_a_notice_once(tmp_path: Path, caplog: pytest.LogCapture
     config.write_text(CONFIG)
     # An unknown env stops the run after the config (and its overrides) loaded, before anything is written.
     assert main([str(config), "--env", "Nope-v0", "--results-dir", str(tmp_path / "r"), "--run-id", "x"]) == 2
-    assert len([m for m in _notices(caplog) if "goal_conditioning_type" in m]) == 1, caplog.text
+    assert len([m for m in _notices(caplog) if "reward_signal_steps_per_update" in m]) == 1, caplog.text
 
 
 def test_notices_false_reports_nothing(caplog: pytest.LogCaptureFixture) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from asynctrainer.errors import SettingsError, UnsupportedFeatureError
+from asynctrainer.errors import SettingsError
 from asynctrainer.settings import PPOHyperparameters, SACHyperparameters, run_settings_from_dict
 
 FLAT = {
@@ -173,7 +173,7 @@ def test_parameter_randomization_becomes_environment_parameters(caplog: pytest.L
     assert any("`environment_parameters`" in m for m in _notices(caplog))
 
 
-def test_curriculum_becomes_lessons_which_are_not_supported_yet(caplog: pytest.LogCaptureFixture) -> None:
+def test_curriculum_becomes_lessons(caplog: pytest.LogCaptureFixture) -> None:
     data = {
         "behaviors": {"SmallWallJump": {}},
         "curriculum": {
@@ -186,10 +186,11 @@ def test_curriculum_becomes_lessons_which_are_not_supported_yet(caplog: pytest.L
             }
         },
     }
-    with pytest.raises(UnsupportedFeatureError) as info:
-        run_settings_from_dict(data)
-    assert info.value.key_path == "environment_parameters.small_wall_height.curriculum"
-    assert "not supported yet" in str(info.value) and "\n" not in str(info.value)
+    lessons = run_settings_from_dict(data).environment_parameters["small_wall_height"]["curriculum"]  # type: ignore[index]
+    assert [lesson["value"] for lesson in lessons] == [1.5, 2.0, 2.5, 4.0]
+    criteria = [lesson.get("completion_criteria") for lesson in lessons]
+    assert [c["threshold"] for c in criteria[:3]] == [0.1, 0.3, 0.5] and criteria[3] is None
+    assert all(c["behavior"] == "SmallWallJump" and c["measure"] == "progress" for c in criteria[:3])
     _once_each(caplog, "curriculum")
 
 

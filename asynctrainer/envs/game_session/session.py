@@ -126,6 +126,8 @@ class GameSession:
         self._recorders: dict[str, list[DemoRecorder]] = {}
         self._collected: dict[str, StepBatch] = {}  # the batch in flight, while recording
         self._players: dict[int, tuple[str, tuple[Any, ...]]] = {}  # player-driven agents: behavior, last obs
+        self._parameters: dict[str, Any] = {}
+        self._parameters_changed: asyncio.Event | None = None
 
     # ----- the host's side ----------------------------------------------------------------------
 
@@ -136,6 +138,26 @@ class GameSession:
     @property
     def max_batch(self) -> int:
         return self._batcher.max_batch
+
+    @property
+    def environment_parameters(self) -> Mapping[str, Any]:
+        """The run's ``environment_parameters`` in their current lessons: a float, or a sampler
+        ``{sampler_type, sampler_parameters}`` (with its ``seed``) for the host to draw from."""
+        return dict(self._parameters)
+
+    async def environment_parameters_changed(self) -> Mapping[str, Any]:
+        """Wait until the parameters change (a curriculum's lesson advanced) and return the new ones."""
+        if self._parameters_changed is None:
+            self._parameters_changed = asyncio.Event()
+        await self._parameters_changed.wait()
+        return self.environment_parameters
+
+    def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
+        """The Runner calls this (on the loop) with each lesson's values; wakes the waiting hosts."""
+        self._parameters = dict(values)
+        changed, self._parameters_changed = self._parameters_changed, None
+        if changed is not None:
+            changed.set()
 
     @property
     def max_wait(self) -> float:

@@ -371,6 +371,13 @@ class UnityEnv:
         self._pending = second
         return await self._exchange_step(self._reply(RESET, {}), restarting=False)
 
+    def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
+        """The ``environment_parameters`` of the current lessons (seeds resolved): sent to Unity with the
+        next message, and again after every restart of the game."""
+        self._parameters = dict(values)
+        if self._specs:  # connected: Unity reads them with the next reply
+            self._queue_parameters()
+
     def _queue_parameters(self) -> None:
         if self._parameters:
             self.environment_parameters.set_parameters(self._parameters, self.seed)

@@ -20,6 +20,7 @@ from asynctrainer.envs.unity.env import EDITOR_PORT, UnityEnv
 from asynctrainer.envs.unity.launcher import PlayerLauncher, RestartPolicy, resolve_executable
 from asynctrainer.envs.unity.side_channels import EngineConfig
 from asynctrainer.errors import EnvError, SettingsError
+from asynctrainer.runtime.curriculum import EnvironmentParameters
 from asynctrainer.settings import RunSettings
 
 __all__ = ["UnityEnvFactory", "is_unity_build", "run_seed", "unity_env_factories"]
@@ -129,8 +130,9 @@ def unity_env_factories(
             key_path="env_settings.executor",
         )
     engine = settings.engine_settings
+    env_seed = run_seed(es.seed) if seed is None else seed
     common: dict[str, Any] = {
-        "seed": run_seed(es.seed) if seed is None else seed,
+        "seed": env_seed,
         "num_areas": es.num_areas,
         "timeout_wait": float(es.timeout_wait),
         "engine": EngineConfig(
@@ -141,7 +143,8 @@ def unity_env_factories(
             target_frame_rate=engine.target_frame_rate,
             capture_frame_rate=engine.capture_frame_rate,
         ),
-        "parameters": dict(settings.environment_parameters or {}),
+        # The first lessons' values; a Runner sends each new lesson's with set_environment_parameters.
+        "parameters": EnvironmentParameters(settings.environment_parameters, env_seed).values(),
     }
     if es.env_path is None:
         if es.num_envs > 1:

@@ -239,11 +239,10 @@ async def test_a_camera_observation_trains_and_exports_channel_first(tmp_path: P
     assert session.get_inputs()[camera].shape == ["batch", 3, height, width]
 
 
-def test_variable_length_observations_are_refused_before_a_trainer_is_built() -> None:
-    spec = BehaviorSpec(
-        (ObservationSpec((3,), "Ray"), ObservationSpec((20, 6), "BufferSensor", (DIM_VARIABLE_SIZE, DIM_NONE))),
-        ActionSpec.create_discrete((2,)),
-    )
-    with pytest.raises(UnsupportedFeatureError, match=r"'BufferSensor' \(variable-length, shape 20x6\)"):
-        check_observations("Sorter", spec)
-    check_observations("Sorter", BehaviorSpec(spec.observation_specs[:1], spec.action_spec))  # vectors pass
+def test_variable_length_observations_of_the_wrong_rank_are_refused_before_a_trainer_is_built() -> None:
+    ray = ObservationSpec((3,), "Ray")
+    buffer = ObservationSpec((20, 6), "BufferSensor", (DIM_VARIABLE_SIZE, DIM_NONE))
+    check_observations("Sorter", BehaviorSpec((ray, buffer), ActionSpec.create_discrete((2,))))  # Sorter's layout
+    cube = ObservationSpec((20, 6, 2), "BufferSensor", (DIM_VARIABLE_SIZE, DIM_NONE, DIM_NONE))
+    with pytest.raises(UnsupportedFeatureError, match=r"'BufferSensor' is variable-length with shape 20x6x2"):
+        check_observations("Sorter", BehaviorSpec((ray, cube), ActionSpec.create_discrete((2,))))

@@ -1,0 +1,90 @@
+"""A curriculum during a run: lessons advance by reward, their values reach the env, the lesson is a stat,
+saved in training_status.json and continued by ``--resume``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from asynctrainer import Runner
+from asynctrainer.errors import UsageError
+from asynctrainer.runtime.stats import StatsSummaryRecord
+from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.simple_env import SimpleEnvironment
+
+pytest.importorskip("tensorflow")
+
+#: SimpleEnvironment's step size: 0.5 (easy: two steps to a goal), then ML-Agents' 0.2 once the
+#: smoothed mean return of the last 5 episodes exceeds 0.9.
+CURRICULUM = {
+    "step_size": {
+        "curriculum": [
+            {
+                "name": "long strides",
+                "value": 0.5,
+                "completion_criteria": {"behavior": "1D", "threshold": 0.9, "min_lesson_length": 5},
+            },
+            {"name": "short strides", "value": 0.2},
+        ]
+    },
+    "gravity": 9.81,
+}
+
+
+def settings(max_steps: int, parameters: dict[str, Any] = CURRICULUM) -> Any:
+    behavior = {
+        "trainer_type": "ppo",
+        "hyperparameters": {
+            "batch_size": 16,
+            "buffer_size": 64,
+            "learning_rate": 5e-3,
+            "learning_rate_schedule": "constant",
+        },
+        "network_settings": {"hidden_units": 32, "num_layers": 1},
+        "max_steps": max_steps,
+        "summary_freq": 20,
+        "time_horizon": 64,
+        "checkpoint_interval": 500,
+        "strict_on_policy": True,
+    }
+    return run_settings_from_dict({"behaviors": {"1D": behavior}, "environment_parameters": parameters})
+
+
+async def test_lessons_advance_by_reward_reach_the_env_and_resume(tmp_path: Path) -> None:
+    env = SimpleEnvironment("1D", seed=1337)
+    records: list[StatsSummaryRecord] = []
+
+    class Keep:
+        def write_stats(self, record: StatsSummaryRecord) -> None:
+            records.append(record)
+
+        def close(self) -> None:
+            pass
+
+    runner = Runner(settings(3000), env, seed=1337, results_dir=tmp_path, run_id="run", stats_writers=[Keep()])
+    await runner.run()
+    assert runner.environment_parameters.lessons == {"step_size": 1, "gravity": 0}
+    assert env.parameters_received[0] == {"step_size": 0.5, "gravity": 9.81}
+    assert env.parameters_received[-1] == {"step_size": 0.2, "gravity": 9.81} and env.step_size == 0.2
+    lessons = [r.values["Environment/Lesson Number/step_size"].mean for r in records if r.category == "1D"]
+    assert lessons[0] == 0.0 and lessons[-1] == 1.0, lessons
+    assert env.mean_final_reward("1D") > 0.9  # and it learns the harder lesson too
+    status = json.loads((tmp_path / "run" / "run_logs" / "training_status.json").read_text())
+    assert status["step_size"] == {"lesson_num": 1}
+
+    resumed_env = SimpleEnvironment("1D", seed=7)
+    resumed = Runner(
+        settings(3500), resumed_env, seed=1337, results_dir=tmp_path, run_id="run", resume=True, stats_writers=[]
+    )
+    await resumed.run()
+    assert resumed.environment_parameters.lessons["step_size"] == 1
+    assert resumed_env.parameters_received[0]["step_size"] == 0.2  # the resumed run starts in lesson 1
+
+
+async def test_a_criterion_naming_an_untrained_behavior_is_refused() -> None:
+    parameters = {"wall": {"curriculum": [{"value": 1.0, "completion_criteria": {"behavior": "Nope"}}, {"value": 2.0}]}}
+    with pytest.raises(UsageError, match="'Nope', which this run does not train"):
+        await Runner(settings(100, parameters), SimpleEnvironment("1D"), stats_writers=[]).run()
