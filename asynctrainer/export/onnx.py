@@ -68,8 +68,8 @@ from asynctrainer.errors import ExportError, SpecError
 from asynctrainer.files import atomic_write_bytes
 from asynctrainer.runtime import attention as attn
 from asynctrainer.runtime import encoders as ops
-from asynctrainer.runtime.conditioning import Hyper, hyper_mismatch
-from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, LSTM, MASK_PENALTY, PolicySnapshot, lstm_mismatch
+from asynctrainer.runtime.conditioning import Hyper
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, LSTM, MASK_PENALTY, PolicySnapshot
 
 __all__ = [
     "MAX_OPSET",
@@ -228,16 +228,9 @@ def check_exportable(snapshot: PolicySnapshot) -> None:
                 f"but its input has width {width}"
             )
         width = int(layer.kernel.shape[1])
-    if snapshot.hyper is not None:
-        problem = hyper_mismatch(snapshot.hyper, width, len(snapshot.goal_columns))
-        if problem:
-            raise bad(f"the goal-conditioned layer does not fit: {problem}")
-        width = snapshot.hyper.units
-    if snapshot.lstm is not None:
-        problem = lstm_mismatch(snapshot.lstm, width)
-        if problem:
-            raise bad(problem)
-        width = snapshot.lstm.units
+    width, problem = snapshot.heads_width(width)
+    if problem:
+        raise bad(problem)
     heads = (
         ("continuous", snapshot.continuous_head, a.continuous_size, a.is_continuous()),
         ("discrete", snapshot.discrete_head, a.mask_size, a.is_discrete()),

@@ -28,6 +28,7 @@ __all__ = [
     "ActorCritic",
     "VariableReader",
     "apply_body",
+    "apply_lstm",
     "body_layers",
     "layer_variables",
     "mlp",
@@ -140,6 +141,17 @@ def apply_body(h: Tensor, body: list[Any], hyper: HyperLayer | None, goals: Tens
     for layer in body:
         h = layer(h)
     return h if hyper is None else hyper(h, goals)
+
+
+def apply_lstm(lstm: LSTMLayer | None, h: Tensor, memory: Tensor | None, sequence_length: int | None) -> Tensor:
+    """The LSTM (when there is one) on the rows ``h``: ``memory`` ``[B / T, m]`` starts each of the sequences
+    of ``sequence_length`` rows; None makes every row a sequence of one step from zeros (BC's rows)."""
+    if lstm is None:
+        return h
+    t = tf()
+    if memory is None:
+        return lstm.sequences(h, t.zeros([t.shape(h)[0], lstm.memory_size], t.float32), 1)[0]
+    return lstm.sequences(h, memory, sequence_length)[0]
 
 
 class ActorCritic:
@@ -277,12 +289,7 @@ class ActorCritic:
         lstm: LSTMLayer | None,
         memory: Tensor | None,
     ) -> Tensor:
-        h = self._body(obs, encoder, body, hyper)
-        if lstm is None:
-            return h
-        if memory is None:  # each row a one-step sequence from zero memory (behavioral cloning's rows)
-            return lstm.sequences(h, tf().zeros([tf().shape(h)[0], lstm.memory_size], tf().float32), 1)[0]
-        return lstm.sequences(h, memory, self.sequence_length)[0]
+        return apply_lstm(lstm, self._body(obs, encoder, body, hyper), memory, self.sequence_length)
 
     def value(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
         """Each value head's estimate, ``[B, value_heads]``."""

@@ -19,7 +19,14 @@ import numpy.typing as npt
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.errors import SpecError
 from asynctrainer.runtime.attention import Attention, attend, attention_arrays, attention_from_arrays
-from asynctrainer.runtime.conditioning import Hyper, goal_columns, hyper_arrays, hyper_from_arrays, hyper_layer
+from asynctrainer.runtime.conditioning import (
+    Hyper,
+    goal_columns,
+    hyper_arrays,
+    hyper_from_arrays,
+    hyper_layer,
+    hyper_mismatch,
+)
 from asynctrainer.runtime.encoders import (
     Op,
     encoder_from_payload,
@@ -420,6 +427,22 @@ class PolicySnapshot:
             return joined
         pooled = attend(self.attention, joined, entities)
         return pooled if joined is None else np.concatenate([joined, pooled], axis=1)
+
+    def heads_width(self, hidden_width: int) -> tuple[int, str | None]:
+        """The heads' input width, from the last hidden layer's ``hidden_width``, through the
+        goal-conditioned layer and the LSTM where there are; and what of either does not fit (None: all fits)."""
+        width = hidden_width
+        if self.hyper is not None:
+            problem = hyper_mismatch(self.hyper, width, len(self.goal_columns))
+            if problem:
+                return width, f"the goal-conditioned layer does not fit: {problem}"
+            width = self.hyper.units
+        if self.lstm is not None:
+            problem = lstm_mismatch(self.lstm, width)
+            if problem:
+                return width, problem
+            width = self.lstm.units
+        return width, None
 
     def feature_width(self) -> int:
         """Width of :meth:`encode`'s output, from the encoders' shapes.

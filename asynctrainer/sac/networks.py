@@ -17,7 +17,15 @@ import numpy as np
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.encoders import ObservationEncoder
-from asynctrainer.nn.networks import VariableReader, apply_body, body_layers, layer_variables, snapshot_from_layers
+from asynctrainer.nn.memory import LSTMLayer
+from asynctrainer.nn.networks import (
+    VariableReader,
+    apply_body,
+    apply_lstm,
+    body_layers,
+    layer_variables,
+    snapshot_from_layers,
+)
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.snapshot import LOG_2PI, MASK_PENALTY, PolicySnapshot
@@ -54,7 +62,11 @@ def _named(layers: list[Any]) -> dict[str, Any]:
 
 
 class SACActor:
-    """The policy: ``obs → (mean, log_std)`` and masked per-branch log-probabilities."""
+    """The policy: ``obs → (mean, log_std)`` and masked per-branch log-probabilities.
+
+    With ``memory_size``, an LSTM of ``memory_size / 2`` units follows the body; the forward
+    methods then take ``memory`` as :func:`~asynctrainer.nn.networks.apply_lstm` does.
+    """
 
     def __init__(
         self,
@@ -65,6 +77,8 @@ class SACActor:
         seed: int,
         vis_encode_type: str = "simple",
         goal_conditioning: bool = True,
+        memory_size: int = 0,
+        sequence_length: int | None = None,
     ) -> None:
         keras = tf_keras()
         self.spec = spec
@@ -80,6 +94,8 @@ class SACActor:
             inputs=self.encoder.output_size,
             goal_size=len(self.encoder.goal_columns) if goal_conditioning else 0,
         )
+        self.lstm = LSTMLayer(hidden_units, memory_size, seed=seed + 700, name="actor_lstm") if memory_size else None
+        self.sequence_length = sequence_length
         self._reader: VariableReader | None = None
         self.discrete_head = (
             keras.layers.Dense(
@@ -104,10 +120,19 @@ class SACActor:
         )
         self.heads_of(np.zeros((1, spec.observation_size), np.float32))
 
-    def heads_of(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None]:
-        """(continuous mean, raw logits) of ``obs``; None for a missing part."""
+    def _features(self, obs: Tensor) -> Tensor:
         encoded = self.encoder(obs)
-        h = apply_body(encoded, self.body, self.hyper, self.encoder.goals(encoded))
+        return apply_body(encoded, self.body, self.hyper, self.encoder.goals(encoded))
+
+    def after_first_step(self, obs: Tensor, memory: Tensor) -> Tensor:
+        """The memory after each sequence's first row (where its ``next_obs`` sequence starts), ``[B / T, m]``."""
+        assert self.lstm is not None and self.sequence_length
+        first = self._features(obs[:: self.sequence_length])
+        return self.lstm.sequences(first, memory, 1)[1]
+
+    def heads_of(self, obs: Tensor, memory: Tensor | None = None) -> tuple[Tensor | None, Tensor | None]:
+        """(continuous mean, raw logits) of ``obs``; None for a missing part."""
+        h = apply_lstm(self.lstm, self._features(obs), memory, self.sequence_length)
         mean = self.continuous_head(h) if self.continuous_head is not None else None
         logits = self.discrete_head(h) if self.discrete_head is not None else None
         return mean, logits
@@ -119,19 +144,23 @@ class SACActor:
     #: Actions are ``tanh`` of the Gaussian sample (behavioral cloning compares the squashed action).
     squashed = True
 
-    def actor_outputs(self, obs: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+    def actor_outputs(
+        self, obs: Tensor, memory: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
         """Gaussian mean ``[B, c]`` and log-std ``[c]`` (before the squash), unmasked logits ``[B, Σ branches]``."""
-        mean, logits = self.heads_of(obs)
+        mean, logits = self.heads_of(obs, memory)
         return mean, self.clipped_log_std() if mean is not None else None, logits
 
     @property
     def actor_variables(self) -> list[Any]:
         return self.variables
 
-    def distribution(self, obs: Tensor, masks: Tensor) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
+    def distribution(
+        self, obs: Tensor, masks: Tensor, memory: Tensor | None = None
+    ) -> tuple[Tensor | None, Tensor | None, list[Tensor]]:
         """(mean ``[B, C]``, log_std ``[C]``, masked log-probabilities ``[B, n_b]`` per branch)."""
         t = tf()
-        mean, logits = self.heads_of(obs)
+        mean, logits = self.heads_of(obs, memory)
         log_std = self.clipped_log_std() if mean is not None else None
         branch_logp: list[Tensor] = []
         if logits is not None:
@@ -143,10 +172,12 @@ class SACActor:
                 start += size
         return mean, log_std, branch_logp
 
-    def log_prob(self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor) -> Tensor:
+    def log_prob(
+        self, obs: Tensor, continuous: Tensor, discrete: Tensor, masks: Tensor, memory: Tensor | None = None
+    ) -> Tensor:
         """``[B]`` log-probability of the env action ``(tanh(continuous), discrete)``, summed over parts."""
         t = tf()
-        mean, log_std, branch_logp = self.distribution(obs, masks)
+        mean, log_std, branch_logp = self.distribution(obs, masks, memory)
         out = t.zeros(t.shape(obs)[:1], t.float32)
         if mean is not None:
             out += squashed_gaussian_log_prob(continuous, mean, log_std)
@@ -162,6 +193,8 @@ class SACActor:
                 out += layer.trainable_weights
         if self.hyper is not None:
             out += self.hyper.variables
+        if self.lstm is not None:
+            out += self.lstm.variables
         if self.log_std is not None:
             out.append(self.log_std)
         return out
@@ -171,6 +204,8 @@ class SACActor:
         out.update(_named([layer for layer in [*self.body, self.discrete_head, self.continuous_head] if layer]))
         if self.hyper is not None:
             out.update(self.hyper.named_variables())
+        if self.lstm is not None:
+            out.update(self.lstm.named_variables())
         if self.log_std is not None:
             out["log_std"] = self.log_std
         return out
@@ -187,13 +222,18 @@ class SACActor:
         # The snapshot uses log_std as given, so it gets the clamped value the TF actor uses.
         log_std = None if self.log_std is None else self.clipped_log_std().numpy()
         hyper_variables = [] if self.hyper is None else self.hyper.variables
+        lstm_variables = [] if self.lstm is None else self.lstm.variables
         if self._reader is None:
             self._reader = VariableReader(
                 self.encoder.variables
                 + layer_variables([*self.body, self.discrete_head, self.continuous_head])
                 + hyper_variables
+                + lstm_variables
             )
         values = self._reader()
+        lstm = None
+        if lstm_variables:
+            values, lstm = values[: -len(lstm_variables)], values[-len(lstm_variables) :]
         hyper = None
         if self.hyper is not None:
             values, hyper = values[: -len(hyper_variables)], self.hyper.snapshot(values[-len(hyper_variables) :])
@@ -212,6 +252,7 @@ class SACActor:
             tanh_squash=True,
             encoder=self.encoder,
             hyper=hyper,
+            lstm=lstm,
         )
 
 
@@ -233,12 +274,16 @@ class QNetwork:
         streams: int = 1,
         vis_encode_type: str = "simple",
         goal_conditioning: bool = True,
+        memory_size: int = 0,
+        sequence_length: int | None = None,
     ) -> None:
         keras = tf_keras()
         a = spec.action_spec
         self.encoder = ObservationEncoder(
             spec, vis_encode_type=vis_encode_type, hidden_units=hidden_units, seed=seed + 500, name=f"{name}_encoder"
         )
+        self.lstm = LSTMLayer(hidden_units, memory_size, seed=seed + 700, name=f"{name}_lstm") if memory_size else None
+        self.sequence_length = sequence_length
         self.continuous_size = a.continuous_size
         self.per_stream = a.mask_size if a.is_discrete() else 1
         self.body, self.hyper = body_layers(
@@ -254,12 +299,21 @@ class QNetwork:
             kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 50),
             name=f"{name}_head",
         )
-        self(np.zeros((1, spec.observation_size), np.float32), np.zeros((1, a.continuous_size), np.float32))
+        rows = sequence_length or 1  # one whole sequence builds the variables
+        self(np.zeros((rows, spec.observation_size), np.float32), np.zeros((rows, a.continuous_size), np.float32))
 
     def __call__(self, obs: Tensor, squashed_action: Tensor) -> Tensor:
+        """Q of each row; with memory, the rows are sequences of ``sequence_length``, each from zero memory
+        (ML-Agents' SAC critics start every sequence from zeros)."""
+        t = tf()
         encoded = self.encoder(obs)
-        h = tf().concat([encoded, squashed_action], axis=1) if self.continuous_size else encoded
-        return self.head(apply_body(h, self.body, self.hyper, self.encoder.goals(encoded)))
+        h = t.concat([encoded, squashed_action], axis=1) if self.continuous_size else encoded
+        h = apply_body(h, self.body, self.hyper, self.encoder.goals(encoded))
+        if self.lstm is not None:
+            length = self.sequence_length or 1
+            zeros = t.zeros([t.shape(h)[0] // length, self.lstm.memory_size], t.float32)
+            h = self.lstm.sequences(h, zeros, length)[0]
+        return self.head(h)
 
     def stream(self, values: Tensor, k: int) -> Tensor:
         """Stream ``k`` of :meth:`__call__`'s output, ``[B, M]``."""
@@ -270,11 +324,13 @@ class QNetwork:
         out: list[Any] = list(self.encoder.variables)
         for layer in [*self.body, self.head]:
             out += layer.trainable_weights
-        return out + ([] if self.hyper is None else self.hyper.variables)
+        out += [] if self.hyper is None else self.hyper.variables
+        return out + ([] if self.lstm is None else self.lstm.variables)
 
     def named_variables(self) -> dict[str, Any]:
         hyper = {} if self.hyper is None else self.hyper.named_variables()
-        return {**self.encoder.named_variables(), **_named([*self.body, self.head]), **hyper}
+        lstm = {} if self.lstm is None else self.lstm.named_variables()
+        return {**self.encoder.named_variables(), **_named([*self.body, self.head]), **hyper, **lstm}
 
 
 class SACNetworks:
@@ -295,6 +351,8 @@ class SACNetworks:
         streams: int = 1,
         vis_encode_type: str = "simple",
         goal_conditioning: bool = True,
+        memory_size: int = 0,
+        sequence_length: int | None = None,
     ) -> None:
         keras = tf_keras()
         self.spec = spec
@@ -304,6 +362,8 @@ class SACNetworks:
             "num_layers": num_layers,
             "vis_encode_type": vis_encode_type,
             "goal_conditioning": goal_conditioning,
+            "memory_size": memory_size,
+            "sequence_length": sequence_length,
         }
         self.actor = SACActor(spec, seed=seed, **kw)
         self.q1 = QNetwork(spec, seed=seed + 1000, name="q1", streams=streams, **kw)

@@ -4,6 +4,12 @@ ML-Agents keeps SAC's experience in an ``AgentBuffer`` that grows past ``buffer_
 cut back to ``int(0.8 * buffer_size)`` newest experiences after an update
 (``BUFFER_TRUNCATE_PERCENT``); minibatches are drawn uniformly with replacement. This buffer
 does the same with one contiguous array per field, so a checkpoint can save it as ``.npz``.
+
+With memory, each trajectory is stored cut into sequences of ``sequence_length`` from its
+start, the last padded at its end with rows of ``valid`` 0 (as PPO's sequences are), so every
+sequence starts at a multiple of the length; minibatches are whole sequences
+(:meth:`ReplayBuffer.sample_sequences`) and truncation keeps whole sequences. ``memories`` is
+the actor's memory each action was chosen with.
 """
 
 from __future__ import annotations
@@ -39,18 +45,25 @@ class Transitions(NamedTuple):
     terminated: F32
     masks: F32
     next_masks: F32
+    #: The actor's memory at each step, ``[N, memory_size]`` (``[N, 0]`` without memory).
+    memories: F32
+    #: 1 for a real step, 0 for a row padding a sequence.
+    valid: F32
 
 
 #: Field names, in order; also the suffixes of the checkpoint keys ``replay/<field>``.
 FIELDS: tuple[str, ...] = Transitions._fields
 
 
-def transitions_from_trajectory(trajectory: Trajectory, mask_size: int) -> Transitions:
+def transitions_from_trajectory(
+    trajectory: Trajectory, mask_size: int, memory_size: int = 0, sequence_length: int = 0
+) -> Transitions:
     """Turn one trajectory into transitions ``obs[t] → obs[t+1]`` (``next_obs`` after the last).
 
     The mask after the last step is not part of a trajectory; the last step's own mask
     stands in for it (it only matters when the cut bootstraps, and masks rarely change
-    from one step to the next).
+    from one step to the next). With ``sequence_length``, rows of ``valid`` 0 pad the
+    transitions to a whole number of sequences (copies of the last row, as ML-Agents pads masks).
     """
     n = len(trajectory)
     obs = np.asarray(trajectory.obs, np.float32).reshape(n, -1)
@@ -63,7 +76,12 @@ def transitions_from_trajectory(trajectory: Trajectory, mask_size: int) -> Trans
     else:
         masks = np.asarray(trajectory.action_masks, np.float32).reshape(n, mask_size)
     next_masks = np.concatenate([masks[1:], masks[-1:]]) if n else masks
-    return Transitions(
+    memories = (
+        np.asarray(trajectory.memories, np.float32).reshape(n, memory_size)
+        if memory_size and trajectory.memories is not None
+        else np.zeros((n, memory_size), np.float32)
+    )
+    out = Transitions(
         obs=obs,
         next_obs=next_obs,
         actions_continuous=np.asarray(trajectory.actions_continuous, np.float32).reshape(n, -1),
@@ -72,7 +90,18 @@ def transitions_from_trajectory(trajectory: Trajectory, mask_size: int) -> Trans
         terminated=terminated,
         masks=masks,
         next_masks=next_masks,
+        memories=memories,
+        valid=np.ones(n, np.float32),
     )
+    pad = (-n) % sequence_length if sequence_length and n else 0
+    if not pad:
+        return out
+    padded = [np.concatenate([field, np.repeat(field[-1:], pad, axis=0)]) for field in out]
+    result = Transitions(*padded)
+    result.valid[n:] = 0.0
+    result.rewards[n:] = 0.0
+    result.terminated[n:] = 0.0
+    return result
 
 
 class ReplayBuffer:
@@ -84,7 +113,16 @@ class ReplayBuffer:
     :param mask_size: sum of the discrete branch sizes (0 for none).
     """
 
-    def __init__(self, obs_size: int, continuous_size: int, num_branches: int, mask_size: int) -> None:
+    def __init__(
+        self,
+        obs_size: int,
+        continuous_size: int,
+        num_branches: int,
+        mask_size: int,
+        memory_size: int = 0,
+        sequence_length: int = 0,
+    ) -> None:
+        self.sequence_length = sequence_length
         self._shapes: dict[str, tuple[tuple[int, ...], type[np.generic]]] = {
             "obs": ((obs_size,), np.float32),
             "next_obs": ((obs_size,), np.float32),
@@ -94,6 +132,8 @@ class ReplayBuffer:
             "terminated": ((), np.float32),
             "masks": ((mask_size,), np.float32),
             "next_masks": ((mask_size,), np.float32),
+            "memories": ((memory_size,), np.float32),
+            "valid": ((), np.float32),
         }
         self._size = 0
         self._data: dict[str, np.ndarray] = {k: self._empty(k, 0) for k in FIELDS}
@@ -128,9 +168,12 @@ class ReplayBuffer:
         self._size += n
 
     def truncate(self, keep: int) -> None:
-        """Keep only the newest ``keep`` transitions (ML-Agents' ``AgentBuffer.truncate``)."""
+        """Keep only the newest ``keep`` transitions (ML-Agents' ``AgentBuffer.truncate``); with sequences,
+        ``keep`` rounded down to whole sequences."""
         if keep < 0:
             raise ValueError(f"keep must be >= 0, got {keep}")
+        if self.sequence_length:
+            keep -= keep % self.sequence_length
         if self._size <= keep:
             return
         start = self._size - keep
@@ -143,6 +186,16 @@ class ReplayBuffer:
         if self._size == 0:
             raise ValueError("cannot sample from an empty replay buffer")
         return rng.integers(0, self._size, size=(num_batches, batch_size)).astype(np.int32)
+
+    def sample_sequences(self, rng: np.random.Generator, num_batches: int, batch_size: int) -> I32:
+        """``[num_batches, rows]`` row indices of ``batch_size // sequence_length`` (at least one) whole
+        sequences each, drawn uniformly with replacement; ``rows`` is a multiple of the length."""
+        seq = self.sequence_length
+        sequences = self._size // seq
+        if sequences == 0:
+            raise ValueError("cannot sample a sequence from a replay buffer without one")
+        starts = rng.integers(0, sequences, size=(num_batches, max(1, batch_size // seq))) * seq
+        return (starts[:, :, None] + np.arange(seq)).reshape(num_batches, -1).astype(np.int32)
 
     def gather(self, indices: npt.NDArray[np.integer]) -> Transitions:
         """The transitions at ``indices`` (any shape), each field shaped ``[*indices.shape, ...]``."""

@@ -15,6 +15,13 @@ ones), each with its own soft TD target, ``gamma`` and terminal rule; the value 
 mean over streams and the actor follows their mean. Learned signals score each sampled
 minibatch and then learn on the same minibatches, once per gradient step: as ML-Agents with
 ``reward_signal_steps_per_update`` equal to ``steps_per_update``, its default.
+
+Memory (``network_settings.memory``): the replay buffer holds whole sequences
+(:mod:`asynctrainer.sac.replay_buffer`) and each gradient step trains on
+``batch_size // sequence_length`` of them. The actor starts each sequence from the memory it
+acted with and its next-state sequence from the memory after the first row; the Q networks
+and their targets start every sequence from zeros, as ML-Agents' SAC critics do; rows padding
+a sequence enter no loss.
 """
 
 from __future__ import annotations
@@ -45,6 +52,9 @@ from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.sac import loss
 from asynctrainer.sac.networks import SACNetworks, squashed_gaussian_log_prob
 from asynctrainer.sac.replay_buffer import FIELDS, ReplayBuffer, Transitions, transitions_from_trajectory
+
+#: Replay fields a checkpoint of an earlier version may lack (filled in when it is restored).
+NEWER_FIELDS = ("memories", "valid")
 
 __all__ = ["MAX_GRADIENT_STEPS_PER_UPDATE", "SACTrainer"]
 
@@ -78,6 +88,10 @@ class SACTrainer(RLTrainer[SACNetworks]):
         self.replay: ReplayBuffer | None = None
         self.normalizer: Normalizer | None = None
         self.nets: SACNetworks | None = None
+        memory = trainer_settings.network_settings.memory
+        #: With ``network_settings.memory``: the LSTMs' memory width and the training sequences' length.
+        self.memory_size = 0 if memory is None else int(memory.memory_size)
+        self.sequence_length = 0 if memory is None else int(memory.sequence_length)
         self.policy_optimizer: Any = None
         self.value_optimizer: Any = None
         self.entropy_optimizer: Any = None
@@ -103,6 +117,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
             streams=len(self.streams),
             vis_encode_type=ns.vis_encode_type,
             goal_conditioning=ns.goal_conditioning_type == "hyper",
+            memory_size=self.memory_size,
+            sequence_length=self.sequence_length or None,
         )
         self.signals = create_reward_signals(
             self.trainer_settings.reward_signals,
@@ -113,7 +129,14 @@ class SACTrainer(RLTrainer[SACNetworks]):
         )
         self.nets = nets
         a = behavior_spec.action_spec
-        self.replay = ReplayBuffer(behavior_spec.observation_size, a.continuous_size, a.discrete_size, a.mask_size)
+        self.replay = ReplayBuffer(
+            behavior_spec.observation_size,
+            a.continuous_size,
+            a.discrete_size,
+            a.mask_size,
+            self.memory_size,
+            self.sequence_length,
+        )
         if ns.normalize:
             self.normalizer = Normalizer.for_spec(behavior_spec)
         # ML-Agents: one Adam each for the policy, the critics and the temperatures, same lr.
@@ -157,9 +180,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
         stops = [0.0 if stream.ignore_done else 1.0 for stream in self.streams]
         k_streams = len(stops)
 
-        def sample_policy(obs: Any, masks: Any, noise: Any) -> tuple[Any, Any, Any]:
+        recurrent = self.memory_size > 0
+
+        def sample_policy(obs: Any, masks: Any, noise: Any, memory: Any = None) -> tuple[Any, Any, Any]:
             """Reparameterised continuous sample (squashed), log-prob terms ``[B, K]``, probs ``[B, M]``."""
-            mean, log_std, branch_logp = actor.distribution(obs, masks)
+            mean, log_std, branch_logp = actor.distribution(obs, masks, memory)
             terms = []
             squashed = t.zeros([t.shape(obs)[0], 0], f32)
             if mean is not None:
@@ -185,12 +210,28 @@ class SACTrainer(RLTrainer[SACNetworks]):
             t.TensorSpec([None], f32),  # gamma per stream [K]
             t.TensorSpec([], f32),  # tau
             t.TensorSpec([], f32),  # learning rate (all three optimizers)
+            t.TensorSpec([None, None, self.memory_size], f32),  # memory: the actor's at each sequence's start
+            t.TensorSpec([None, None], f32),  # valid: 0 for a row padding a sequence
         ]
 
         # autograph=False, as in PPO (nn/graph_loops.py).
         @t.function(input_signature=batch_spec, autograph=False)
         def train_fn(  # type: ignore[no-untyped-def]
-            obs, next_obs, cont, disc, masks, next_masks, rewards, terminated, noise, next_noise, gamma, tau, lr
+            obs,
+            next_obs,
+            cont,
+            disc,
+            masks,
+            next_masks,
+            rewards,
+            terminated,
+            noise,
+            next_noise,
+            gamma,
+            tau,
+            lr,
+            memory,
+            valid,
         ):
             for opt in (value_opt, policy_opt, entropy_opt):
                 opt.learning_rate = lr  # assigned in the graph: no Python-side variable writes
@@ -199,8 +240,25 @@ class SACTrainer(RLTrainer[SACNetworks]):
             def step(i: Any) -> Any:
                 o, o_next = obs[i], next_obs[i]
                 alpha = t.exp(t.convert_to_tensor(log_alpha))
+                # With memory the rows are whole sequences: padding rows enter no loss; the actor starts
+                # each sequence from its recorded memory, and its next-state sequence from the memory
+                # after the first row; the critics start from zeros (module docstring).
+                if recurrent:
+                    keep = valid[i] > 0.0
+
+                    def real(x: Any) -> Any:
+                        return t.boolean_mask(x, keep)
+
+                    m_now = memory[i]
+                    m_next = actor.after_first_step(o, m_now)
+                else:
+
+                    def real(x: Any) -> Any:
+                        return x
+
+                    m_now = m_next = None
                 # Soft TD target from the target critics and the current policy at s'.
-                a_next, terms_next, probs_next = sample_policy(o_next, next_masks[i], next_noise[i])
+                a_next, terms_next, probs_next = sample_policy(o_next, next_masks[i], next_noise[i], m_next)
                 q_next = t.minimum(q1_target(o_next, a_next), q2_target(o_next, a_next))
                 targets = []
                 for k in range(k_streams):  # one soft TD target per reward stream, as ML-Agents
@@ -220,17 +278,25 @@ class SACTrainer(RLTrainer[SACNetworks]):
                     q2_taken = [
                         loss.taken_branch_value(q2.stream(q2_out, k), disc[i], branches) for k in range(k_streams)
                     ]
-                    q1_loss = t.add_n([loss.q_loss(q, y) for q, y in zip(q1_taken, targets, strict=True)]) / k_streams
-                    q2_loss = t.add_n([loss.q_loss(q, y) for q, y in zip(q2_taken, targets, strict=True)]) / k_streams
+                    q1_loss = (
+                        t.add_n([loss.q_loss(real(q), real(y)) for q, y in zip(q1_taken, targets, strict=True)])
+                        / k_streams
+                    )
+                    q2_loss = (
+                        t.add_n([loss.q_loss(real(q), real(y)) for q, y in zip(q2_taken, targets, strict=True)])
+                        / k_streams
+                    )
                     value_loss = q1_loss + q2_loss
                 value_grads = tape.gradient(value_loss, critic_vars)
                 value_opt.apply(value_grads, critic_vars)
                 # Actor toward the soft value of the (just updated) critics' minimum.
                 with t.GradientTape() as tape:
-                    a_pi, terms, probs = sample_policy(o, masks[i], noise[i])
+                    a_pi, terms, probs = sample_policy(o, masks[i], noise[i], m_now)
                     q_min = t.minimum(q1(o, a_pi), q2(o, a_pi))
                     q_pi = t.add_n([q1.stream(q_min, k) for k in range(k_streams)]) / k_streams  # mean over streams
-                    pi_loss = loss.policy_loss(loss.expected_branch_value(probs, q_pi, branches), terms, alpha)
+                    expected = loss.expected_branch_value(probs, q_pi, branches)
+                    terms = real(terms)
+                    pi_loss = loss.policy_loss(real(expected), terms, alpha)
                 policy_grads = tape.gradient(pi_loss, actor_vars)
                 policy_opt.apply(policy_grads, actor_vars)
                 # Temperatures toward the target entropies.
@@ -244,7 +310,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 norms = [t.linalg.global_norm(g) for g in (value_grads, policy_grads, entropy_grads)]
                 finite = t.math.is_finite(value_loss + pi_loss + ent_loss + t.add_n(norms))
                 bad = 1.0 - t.cast(finite, f32)  # > 0: a NaN or inf loss or gradient
-                estimates = [t.reduce_mean(q) for q in q1_taken]
+                estimates = [t.reduce_mean(real(q)) for q in q1_taken]
                 return t.stack([pi_loss, value_loss, q1_loss, q2_loss, ent_loss, bad, *estimates])
 
             sums = sum_over_range(n_steps, step, 6 + k_streams)
@@ -294,8 +360,9 @@ class SACTrainer(RLTrainer[SACNetworks]):
 
     def _store_trajectory(self, trajectory: Trajectory) -> None:
         mask_size = self.nets.spec.action_spec.mask_size if self.nets is not None else 0
-        self._pending.append(transitions_from_trajectory(trajectory, mask_size))
-        self._pending_steps += len(trajectory)
+        transitions = transitions_from_trajectory(trajectory, mask_size, self.memory_size, self.sequence_length)
+        self._pending.append(transitions)
+        self._pending_steps += len(transitions.rewards)
 
     def _due_gradient_steps(self, limit: int) -> int:
         """Gradient steps owed now, at most ``limit``, by ML-Agents' rule:
@@ -336,7 +403,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
         pending, self._pending, self._pending_steps = self._pending, [], 0
         for transitions in pending:
             if self.normalizer is not None:
-                self.normalizer.update(transitions.obs)
+                self.normalizer.update(transitions.obs[transitions.valid > 0])
             self.replay.add(transitions)
         return sum(len(t.rewards) for t in pending)
 
@@ -355,10 +422,16 @@ class SACTrainer(RLTrainer[SACNetworks]):
         lr = decayed_value(hp.learning_rate_schedule, hp.learning_rate, 1e-10, self._step, self.get_max_steps)
         stats: dict[str, float] = {"Policy/Learning Rate": lr}
         if n_steps > 0 and len(self.replay) >= hp.batch_size:
-            idx = self.replay.sample_indices(self._rng, n_steps, hp.batch_size)
+            seq = self.sequence_length
+            if seq:
+                idx = self.replay.sample_sequences(self._rng, n_steps, hp.batch_size)
+            else:
+                idx = self.replay.sample_indices(self._rng, n_steps, hp.batch_size)
             batch = self.replay.gather(idx)
+            rows = idx.shape[1]
             c = self.nets.spec.action_spec.continuous_size
-            noise = self._rng.standard_normal((2, n_steps, hp.batch_size, c), dtype=np.float32)
+            noise = self._rng.standard_normal((2, n_steps, rows, c), dtype=np.float32)
+            starts = batch.memories[:, ::seq] if seq else np.zeros((n_steps, 0, 0), np.float32)
             rewards, signals_batch = self._stream_rewards(batch)
             inputs = (
                 self._normalize(batch.obs),
@@ -374,6 +447,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
                 np.array([stream.gamma for stream in self.streams], np.float32),
                 np.float32(hp.tau),
                 np.float32(lr),
+                np.ascontiguousarray(starts),
+                batch.valid,
             )
             # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
             with idle_while_computing():
@@ -393,14 +468,14 @@ class SACTrainer(RLTrainer[SACNetworks]):
             for k, stream in enumerate(self.streams):
                 stats[f"Policy/{stream.stat_name} Value"] = float(means[6 + k])  # ML-Agents SAC's name
             if signals_batch is not None:  # the signals learn on the same minibatches
-                steps = np.arange(n_steps * hp.batch_size, dtype=np.int32).reshape(n_steps, hp.batch_size)
+                steps = np.arange(n_steps * rows, dtype=np.int32).reshape(n_steps, rows)
                 for signal in self.signals:
                     losses, finite = signal.update(signals_batch, steps)
                     if not finite:
                         raise self._non_finite_update()
                     stats.update(losses)
                     stats[f"Policy/{signal.stat_name} Reward"] = float(
-                        rewards[:, :, self._stream_of(signal.key)].mean()
+                        rewards[:, :, self._stream_of(signal.key)][batch.valid > 0].mean()
                     )
             a = self.nets.spec.action_spec
             if a.is_continuous():
@@ -495,8 +570,12 @@ class SACTrainer(RLTrainer[SACNetworks]):
             update_steps = checkpoint_int(state, "update_steps", self.behavior_name, low=1)
         replay: dict[str, np.ndarray] | None = None
         queued = 0
-        if all(f"replay/{f}" in state for f in FIELDS):
-            replay = {f: np.asarray(state[f"replay/{f}"]) for f in FIELDS}
+        if all(f"replay/{f}" in state for f in FIELDS if f not in NEWER_FIELDS):
+            replay = {f: np.asarray(state[f"replay/{f}"]) for f in FIELDS if f"replay/{f}" in state}
+            rows = replay["rewards"].shape[0] if replay["rewards"].ndim else 0
+            # Saved before SAC had memory: every row a real step, no memories.
+            replay.setdefault("memories", np.zeros((rows, self.memory_size), np.float32))
+            replay.setdefault("valid", np.ones(rows, np.float32))
             for name, values in replay.items():
                 if values.ndim == 0 or (values.dtype.kind == "f" and not np.isfinite(values).all()):
                     raise CheckpointLoadError(

@@ -23,6 +23,7 @@ onnxruntime. Importing this module imports neither TensorFlow nor onnxruntime.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import os
@@ -38,8 +39,7 @@ from asynctrainer.envs.game_session import AgentAction, GameSession, SessionStat
 from asynctrainer.envs.spec import ActionBatch, ActionSpec, BehaviorSpec, ObservationSpec, StepBatch
 from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.export.onnx_acting import accelerate
-from asynctrainer.runtime.conditioning import hyper_mismatch
-from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot, lstm_mismatch
+from asynctrainer.runtime.snapshot import CONTINUOUS_CLIP, MASK_PENALTY, PolicySnapshot
 
 __all__ = [
     "OnnxPolicy",
@@ -96,7 +96,28 @@ class RecurrentPolicy(Policy, Protocol):
     ) -> tuple[F32, I32, F32]: ...
 
 
-class SnapshotPolicy:
+class _ActsWithMemory(abc.ABC):
+    """``act`` for a policy that implements ``act_with_memory``: every agent from zero memory."""
+
+    @abc.abstractmethod
+    def act_with_memory(
+        self,
+        obs: list[F32],
+        allowed: F32 | None,
+        memories: F32 | None,
+        *,
+        deterministic: bool,
+        rng: np.random.Generator,
+    ) -> tuple[F32, I32, F32]: ...
+
+    def act(
+        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
+    ) -> tuple[F32, I32]:
+        cont, disc, _ = self.act_with_memory(obs, allowed, None, deterministic=deterministic, rng=rng)
+        return cont, disc
+
+
+class SnapshotPolicy(_ActsWithMemory):
     """A :class:`PolicySnapshot` as a :class:`Policy`.
 
     The forward pass is the snapshot's (dense layers ``x @ W + b``, tanh, masked
@@ -128,12 +149,6 @@ class SnapshotPolicy:
     @property
     def memory_size(self) -> int:
         return self.snapshot.memory_size
-
-    def act(
-        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
-    ) -> tuple[F32, I32]:
-        cont, disc, _ = self.act_with_memory(obs, allowed, None, deterministic=deterministic, rng=rng)
-        return cont, disc
 
     def act_with_memory(
         self,
@@ -237,16 +252,9 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
         fits(f"hidden_{i}/kernel", kernel, (width, units), f"rows: the size {width} of its input")
         fits(f"hidden_{i}/bias", layer.bias, (units,), f"one per unit of hidden_{i}/kernel")
         width = units
-    if snapshot.hyper is not None:
-        problem = hyper_mismatch(snapshot.hyper, width, len(snapshot.goal_columns))
-        if problem:
-            raise SpecError(f"{whose} does not fit its network: {problem}.")
-        width = snapshot.hyper.units
-    if snapshot.lstm is not None:
-        problem = lstm_mismatch(snapshot.lstm, width)
-        if problem:
-            raise SpecError(f"{whose} does not fit its network: {problem}.")
-        width = snapshot.lstm.units
+    width, problem = snapshot.heads_width(width)
+    if problem:
+        raise SpecError(f"{whose} does not fit its network: {problem}.")
     heads = (
         ("discrete_head", snapshot.discrete_head, a.mask_size, "the discrete branches' actions"),
         ("continuous_head", snapshot.continuous_head, a.continuous_size, "the continuous actions"),
@@ -283,7 +291,7 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
             )
 
 
-class OnnxPolicy:
+class OnnxPolicy(_ActsWithMemory):
     """An ML-Agents-style ``.onnx`` policy run with onnxruntime (CPU).
 
     The behavior spec is read from the model: observation shapes from the ``obs_<i>`` inputs
@@ -431,12 +439,6 @@ class OnnxPolicy:
             memory = np.zeros((n, self.memory_size), np.float32) if memories is None else memories
             feeds["recurrent_in"] = np.ascontiguousarray(memory.reshape(n, 1, self.memory_size), np.float32)
         return list(self.session.run(names, feeds))
-
-    def act(
-        self, obs: list[F32], allowed: F32 | None, *, deterministic: bool, rng: np.random.Generator
-    ) -> tuple[F32, I32]:
-        cont, disc, _ = self.act_with_memory(obs, allowed, None, deterministic=deterministic, rng=rng)
-        return cont, disc
 
     def act_with_memory(
         self,

@@ -134,7 +134,7 @@ class NetworkSettings(_Settings):
     hidden_units: Count = Field(default=128, gt=0, description="Units in each hidden dense layer.")
     num_layers: Count = Field(default=2, gt=0, description="Number of hidden dense layers.")
     vis_encode_type: VisEncodeType = Field(default="simple", description="Encoder of visual observations.")
-    memory: MemorySettings | None = Field(default=None, description="Recurrent memory (PPO).")
+    memory: MemorySettings | None = Field(default=None, description="Recurrent memory (an LSTM after the body).")
     goal_conditioning_type: Literal["hyper", "none"] = Field(
         default="hyper",
         description="How goal observations condition the network: hyper (a hypernetwork layer) or none.",
@@ -377,12 +377,6 @@ class TrainerSettings(_Settings):
     @model_validator(mode="after")
     def _resolve(self) -> Self:
         memory = self.network_settings.memory
-        if memory is not None and self.trainer_type == "sac":
-            raise unsupported(
-                "recurrent networks (memory) are not supported yet for trainer_type sac (ppo has them); remove "
-                "the memory section to train SAC with a feed-forward network, or train this behavior with ppo.",
-                where="network_settings.memory",
-            )
         if memory is not None and memory.sequence_length > self.hyperparameters.batch_size:
             raise invalid(
                 f"sequence_length {memory.sequence_length} is greater than batch_size "

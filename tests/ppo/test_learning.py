@@ -1,4 +1,4 @@
-"""PPO reaches ML-Agents' learning bars on SimpleEnvironment (reference: mlagents.md §6)."""
+"""PPO reaches ML-Agents' learning bars on SimpleEnvironment."""
 
 from __future__ import annotations
 

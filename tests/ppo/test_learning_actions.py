@@ -1,6 +1,6 @@
 """Multi-discrete actions with masks, hybrid actions and two behaviors learn (PPO and SAC).
 
-ML-Agents' bars (reference: mlagents.md §6) on SimpleEnvironment variants: the mean of the
+ML-Agents' bars on SimpleEnvironment variants: the mean of the
 last five episode returns passes 0.9.
 """
 

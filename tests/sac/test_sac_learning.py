@@ -1,4 +1,4 @@
-"""SAC reaches ML-Agents' learning bars on SimpleEnvironment (reference: mlagents.md §6)."""
+"""SAC reaches the learning bars of ML-Agents' own tests on SimpleEnvironment and MemoryEnvironment."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.testing.settings import dummy_sac_settings
-from asynctrainer.testing.simple_env import SimpleEnvironment
+from asynctrainer.testing.simple_env import MemoryEnvironment, SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
@@ -26,3 +26,26 @@ async def test_sac_2d_continuous() -> None:
     settings = dummy_sac_settings("2D", hyperparameters={"buffer_init_steps": 2000}, max_steps=3000)
     await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("2D") > 0.8
+
+
+#: ML-Agents' test_recurrent_sac: memory_size 16, sequence_length 16, batch 256, lr 3e-4,
+#: buffer_init_steps 1000, steps_per_update 2, 4000 steps; step size 0.2 discrete, 0.5 continuous.
+RECURRENT = {"batch_size": 256, "learning_rate": 3e-4, "buffer_init_steps": 1000, "steps_per_update": 2}
+
+
+@pytest.mark.parametrize(("action_sizes", "step_size"), [((0, 1), 0.2), ((1, 0), 0.5)], ids=["discrete", "continuous"])
+async def test_recurrent_sac(action_sizes: tuple[int, int], step_size: float) -> None:
+    env = MemoryEnvironment("1D", action_sizes=action_sizes, step_size=step_size, seed=1337)
+    network = {"hidden_units": 16, "num_layers": 1, "memory": {"memory_size": 16, "sequence_length": 16}}
+    settings = dummy_sac_settings("1D", hyperparameters=RECURRENT, network_settings=network, max_steps=4000)
+    runner = Runner(settings, env, seed=1337, stats_writers=[])
+    await runner.run()
+    assert env.mean_final_reward("1D") > 0.9
+    assert runner.slots["1D"].latest().memory_size == 16
+
+
+async def test_without_memory_sac_does_not_solve_the_memory_environment() -> None:
+    env = MemoryEnvironment("1D", action_sizes=(0, 1), step_size=0.2, seed=1337)
+    settings = dummy_sac_settings("1D", hyperparameters=RECURRENT, max_steps=4000)
+    await Runner(settings, env, seed=1337, stats_writers=[]).run()
+    assert env.mean_final_reward("1D") < 0.9

@@ -39,6 +39,8 @@ def rows(n: int, start: float = 0.0) -> Transitions:
         terminated=np.zeros(n, np.float32),
         masks=np.ones((n, 5), np.float32),
         next_masks=np.ones((n, 5), np.float32),
+        memories=np.zeros((n, 0), np.float32),
+        valid=np.ones(n, np.float32),
     )
 
 
