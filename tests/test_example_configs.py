@@ -28,6 +28,7 @@ def test_example_config_loads(path: Path) -> None:
         ("cartpole_ppo.yaml", "ppo", "CartPole-v1", None),
         ("pendulum_ppo.yaml", "ppo", "Pendulum-v1", None),
         ("pendulum_sac.yaml", "sac", "Pendulum-v1", 20_000),  # RLlib's bar: ≥ −250 within 20k steps
+        ("cartpole_memory_ppo.yaml", "ppo", "cartpole_no_velocity:make_env", None),
     ],
 )
 def test_example_config_trains_what_its_name_says(
@@ -103,3 +104,19 @@ def test_0_17_parameter_randomization_is_upgraded() -> None:
         "scale": {"sampler_type": "uniform", "sampler_parameters": {"min_value": 0.75, "max_value": 3}},
     }
     assert run.behaviors["3DBall"].hyperparameters.batch_size == 64
+
+
+def test_the_memory_example_hides_cartpoles_velocities_and_trains_with_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from asynctrainer.envs.gymnasium_env import load_env
+
+    monkeypatch.syspath_prepend(str(EXAMPLES))
+    settings = load_run_settings(str(EXAMPLES / "cartpole_memory_ppo.yaml"))
+    (behavior,) = settings.behaviors.values()
+    assert behavior.network_settings.memory is not None
+    env = load_env(settings.env_settings.env_path or "", num_envs=2, seed=0)
+    (spec,) = env.behavior_specs.values()
+    assert [o.shape for o in spec.observation_specs] == [(2,)]  # cart position and pole angle only
+    obs = env._reset_sync()[env.behavior_name].decision.obs[0]
+    assert obs.shape == (2, 2) and np.isfinite(obs).all()
