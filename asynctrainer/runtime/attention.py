@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from asynctrainer.runtime.encoders import Activation, Linear
+from asynctrainer.runtime.encoders import Activation, Linear, linear_from_arrays
 
 __all__ = [
     "EMBEDDING_SIZE",
@@ -88,10 +88,7 @@ def attention_from_arrays(arrays: Mapping[str, Any]) -> Attention | None:
         return None
 
     def layer(label: str) -> Linear:
-        kernel, bias = (np.array(arrays[f"attention/{label}/{p}"], np.float32) for p in ("kernel", "bias"))
-        kernel.setflags(write=False)
-        bias.setflags(write=False)
-        return Linear(kernel, bias)
+        return linear_from_arrays(arrays, f"attention/{label}")
 
     count = sum(1 for k in arrays if k.startswith("attention/entity_") and k.endswith("/kernel"))
     return Attention(

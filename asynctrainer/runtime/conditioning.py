@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.runtime.attention import layer_norm
-from asynctrainer.runtime.encoders import Activation, Linear, Op, output_shape
+from asynctrainer.runtime.encoders import Activation, Linear, Op, linear_from_arrays, output_shape, readonly_array
 
 __all__ = ["Hyper", "goal_columns", "hyper_arrays", "hyper_from_arrays", "hyper_layer", "hyper_mismatch"]
 
@@ -99,12 +99,5 @@ def hyper_from_arrays(arrays: Mapping[str, Any]) -> Hyper | None:
     if "hyper/bias" not in arrays:
         return None
 
-    def array(name: str) -> F32:
-        a = np.array(arrays[name], np.float32)
-        a.setflags(write=False)
-        return a
-
-    def layer(label: str) -> Linear:
-        return Linear(array(f"hyper/{label}/kernel"), array(f"hyper/{label}/bias"))
-
-    return Hyper(layer("first"), layer("second"), layer("weights"), array("hyper/bias"))
+    first, second, weights = (linear_from_arrays(arrays, f"hyper/{label}") for label in ("first", "second", "weights"))
+    return Hyper(first, second, weights, readonly_array(arrays["hyper/bias"]))

@@ -39,6 +39,8 @@ __all__ = [
     "check_resolution",
     "encoder_from_payload",
     "encoder_to_payload",
+    "linear_from_arrays",
+    "readonly_array",
     "run_encoder",
 ]
 
@@ -53,7 +55,8 @@ ActivationName = Literal["leaky_relu", "relu", "swish"]
 LEAKY_SLOPE = 0.01
 
 
-def _readonly(a: npt.ArrayLike) -> F32:
+def readonly_array(a: npt.ArrayLike) -> F32:
+    """A read-only float32 copy of ``a`` (how snapshots hold every array)."""
     arr = np.array(a, dtype=np.float32, copy=True)
     arr.setflags(write=False)
     return arr
@@ -198,6 +201,11 @@ def encoder_to_payload(ops: Sequence[Op], prefix: str) -> tuple[list[dict[str, A
     return layout, arrays
 
 
+def linear_from_arrays(arrays: Mapping[str, Any], prefix: str) -> Linear:
+    """A read-only :class:`Linear` from the arrays ``<prefix>/kernel`` and ``<prefix>/bias``."""
+    return Linear(readonly_array(arrays[f"{prefix}/kernel"]), readonly_array(arrays[f"{prefix}/bias"]))
+
+
 def encoder_from_payload(layout: Iterable[Mapping[str, Any]], arrays: Mapping[str, Any], prefix: str) -> tuple[Op, ...]:
     """Inverse of :func:`encoder_to_payload` (copies the arrays read-only)."""
     ops: list[Op] = []
@@ -207,14 +215,14 @@ def encoder_from_payload(layout: Iterable[Mapping[str, Any]], arrays: Mapping[st
         if kind == "conv":
             ops.append(
                 Conv(
-                    _readonly(arrays[f"{name}/kernel"]),
-                    _readonly(arrays[f"{name}/bias"]),
+                    readonly_array(arrays[f"{name}/kernel"]),
+                    readonly_array(arrays[f"{name}/bias"]),
                     int(entry["stride"]),
                     int(entry["padding"]),
                 )
             )
         elif kind == "linear":
-            ops.append(Linear(_readonly(arrays[f"{name}/kernel"]), _readonly(arrays[f"{name}/bias"])))
+            ops.append(linear_from_arrays(arrays, name))
         elif kind == "activation":
             ops.append(Activation(entry["name"]))
         elif kind == "max_pool":

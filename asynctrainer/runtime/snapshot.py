@@ -32,6 +32,7 @@ from asynctrainer.runtime.encoders import (
     encoder_from_payload,
     encoder_to_payload,
     output_shape,
+    readonly_array,
     readonly_ops,
     run_encoder,
 )
@@ -132,12 +133,6 @@ class ActOutput(NamedTuple):
     memories: F32 | None = None
 
 
-def _readonly(a: npt.ArrayLike) -> F32:
-    arr = np.array(a, dtype=np.float32, copy=True)
-    arr.setflags(write=False)
-    return arr
-
-
 def flatten_obs(obs: Sequence[npt.ArrayLike] | npt.ArrayLike, n: int | None = None) -> F32:
     """Concatenate a list of per-observation arrays ``[n, *shape]`` into ``[n, obs_size]``."""
     if isinstance(obs, np.ndarray):
@@ -235,22 +230,22 @@ class PolicySnapshot:
             )
 
         def dense(pair: tuple[npt.ArrayLike, npt.ArrayLike] | None) -> Dense | None:
-            return None if pair is None else Dense(_readonly(pair[0]), _readonly(pair[1]))
+            return None if pair is None else Dense(readonly_array(pair[0]), readonly_array(pair[1]))
 
         return cls(
             behavior_name=behavior_name,
             version=version,
             step=step,
             behavior_spec=behavior_spec,
-            hidden=tuple(Dense(_readonly(w), _readonly(b)) for w, b in hidden),
+            hidden=tuple(Dense(readonly_array(w), readonly_array(b)) for w, b in hidden),
             discrete_head=dense(discrete_head),
             continuous_head=dense(continuous_head),
-            log_std=None if log_std is None else _readonly(log_std),
-            obs_mean=None if obs_mean is None else _readonly(obs_mean),
-            obs_std=None if obs_std is None else _readonly(obs_std),
+            log_std=None if log_std is None else readonly_array(log_std),
+            obs_mean=None if obs_mean is None else readonly_array(obs_mean),
+            obs_std=None if obs_std is None else readonly_array(obs_std),
             tanh_squash=tanh_squash,
             encoders=tuple(None if e is None else readonly_ops(e) for e in encoders),
-            lstm=None if lstm is None else LSTM(*(_readonly(a) for a in lstm)),
+            lstm=None if lstm is None else LSTM(*(readonly_array(a) for a in lstm)),
             attention=None if attention is None else attention_from_arrays(attention_arrays(attention)),
             hyper=None if hyper is None else hyper_from_arrays(hyper_arrays(hyper)),
         )

@@ -18,6 +18,7 @@ from typing import Any, Literal, Protocol
 
 __all__ = [
     "ConsoleWriter",
+    "MemoryWriter",
     "StatsReporter",
     "StatsSummary",
     "StatsSummaryRecord",
@@ -145,6 +146,19 @@ def console_line(record: StatsSummaryRecord) -> str:
         parts.append("No episode was completed since last summary")
     parts.append("Training" if record.is_training else "Not Training")
     return ". ".join(parts) + "."
+
+
+class MemoryWriter:
+    """Keeps every summary in :attr:`records` (for notebooks and tests that look at a run's stats)."""
+
+    def __init__(self) -> None:
+        self.records: list[StatsSummaryRecord] = []
+
+    def write_stats(self, record: StatsSummaryRecord) -> None:
+        self.records.append(record)
+
+    def close(self) -> None:
+        pass
 
 
 class ConsoleWriter:

@@ -23,7 +23,6 @@ onnxruntime. Importing this module imports neither TensorFlow nor onnxruntime.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import logging
 import os
@@ -80,26 +79,14 @@ class Policy(Protocol):
 @runtime_checkable
 class RecurrentPolicy(Policy, Protocol):
     """A :class:`Policy` with memory: PolicyServer keeps each agent's memory ``[memory_size]`` between its
-    decisions (zeros for a new agent, dropped when its episode ends or it leaves) and passes it in."""
+    decisions (zeros for a new agent, dropped when its episode ends or it leaves) and passes it in.
+
+    A class deriving from it gets :meth:`act` (every agent from zero memory) from its ``act_with_memory``.
+    """
 
     @property
     def memory_size(self) -> int: ...
 
-    def act_with_memory(
-        self,
-        obs: list[F32],
-        allowed: F32 | None,
-        memories: F32 | None,
-        *,
-        deterministic: bool,
-        rng: np.random.Generator,
-    ) -> tuple[F32, I32, F32]: ...
-
-
-class _ActsWithMemory(abc.ABC):
-    """``act`` for a policy that implements ``act_with_memory``: every agent from zero memory."""
-
-    @abc.abstractmethod
     def act_with_memory(
         self,
         obs: list[F32],
@@ -117,7 +104,7 @@ class _ActsWithMemory(abc.ABC):
         return cont, disc
 
 
-class SnapshotPolicy(_ActsWithMemory):
+class SnapshotPolicy(RecurrentPolicy):
     """A :class:`PolicySnapshot` as a :class:`Policy`.
 
     The forward pass is the snapshot's (dense layers ``x @ W + b``, tanh, masked
@@ -291,7 +278,7 @@ def check_snapshot(snapshot: PolicySnapshot) -> None:
             )
 
 
-class OnnxPolicy(_ActsWithMemory):
+class OnnxPolicy(RecurrentPolicy):
     """An ML-Agents-style ``.onnx`` policy run with onnxruntime (CPU).
 
     The behavior spec is read from the model: observation shapes from the ``obs_<i>`` inputs
@@ -353,7 +340,7 @@ class OnnxPolicy(_ActsWithMemory):
             n for n in ("memory_size", "continuous_action_output_shape", "discrete_action_output_shape") if n in outputs
         ]
         memory_dims = inputs["recurrent_in"].shape if self._memory_input else [None, 1, 0]
-        self.memory_size = int(memory_dims[2]) if len(memory_dims) == 3 and isinstance(memory_dims[2], int) else 0
+        self._memory_size = int(memory_dims[2]) if len(memory_dims) == 3 and isinstance(memory_dims[2], int) else 0
         zeros = [np.zeros((1, *s.shape), np.float32) for s in obs_specs]
         try:
             values = dict(zip(consts, self._run(consts, zeros, None), strict=True))
@@ -422,6 +409,11 @@ class OnnxPolicy(_ActsWithMemory):
     @property
     def behavior_name(self) -> str:
         return self._name
+
+    @property
+    def memory_size(self) -> int:
+        """``recurrent_in``'s width (0 for a model without memory)."""
+        return self._memory_size
 
     @property
     def behavior_spec(self) -> BehaviorSpec:

@@ -12,21 +12,10 @@ import pytest
 
 from asynctrainer import GameSession, Runner, load_demonstration
 from asynctrainer.errors import EnvError
-from asynctrainer.runtime.stats import StatsSummaryRecord
+from asynctrainer.runtime.stats import MemoryWriter
 from asynctrainer.settings import run_settings_from_dict
 
 DEMOS = Path(__file__).resolve().parents[1] / "data" / "demos"
-
-
-class Keep:
-    def __init__(self) -> None:
-        self.records: list[StatsSummaryRecord] = []
-
-    def write_stats(self, record: StatsSummaryRecord) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
 
 
 @pytest.mark.parametrize("stem", ["ExpertBasic", "Expert3DBall"])
@@ -53,7 +42,7 @@ async def test_gail_and_cloning_from_a_unity_demo_train_on_its_specs(stem: str) 
         }
     )
     session = GameSession({name: demo.spec})
-    keep = Keep()
+    keep = MemoryWriter()
     rng = np.random.default_rng(0)
     size = demo.spec.observation_specs[0].shape
     async with Runner(settings, session, seed=0, stats_writers=[keep]) as runner:

@@ -114,3 +114,21 @@ def test_a_snapshot_without_attention_for_its_variable_length_observation_is_ref
             continuous_head=(np.zeros((4, 1)), np.zeros(1)),
             log_std=np.zeros(1),
         )
+
+
+def test_policy_server_refuses_a_snapshot_with_a_non_finite_attention_weight() -> None:
+    import dataclasses
+
+    from asynctrainer.nn.networks import ActorCritic
+    from asynctrainer.runtime.attention import Attention
+    from asynctrainer.runtime.encoders import Linear
+    from asynctrainer.serving.server import SnapshotPolicy
+
+    spec = BehaviorSpec((VECTOR, BUFFER), ActionSpec(1, ()))
+    snap = ActorCritic(spec, hidden_units=16, num_layers=1, seed=1).snapshot("b", 0, 0)
+    assert snap.attention is not None
+    kernel = np.array(snap.attention.query.kernel)
+    kernel[0, 0] = np.nan
+    broken: Attention = snap.attention._replace(query=Linear(kernel, snap.attention.query.bias))
+    with pytest.raises(SpecError, match="attention/query/kernel holds 1 NaN or infinite values"):
+        SnapshotPolicy(dataclasses.replace(snap, attention=broken))

@@ -93,3 +93,22 @@ def test_a_variable_length_goal_is_refused_unless_conditioning_is_off() -> None:
         check_observations("Sorter", spec)
     assert info.value.key_path == "behaviors.Sorter.network_settings.goal_conditioning_type"
     check_observations("Sorter", spec, goal_conditioning="none")
+
+
+def test_a_goal_layer_that_does_not_fit_is_refused_by_export_and_serving(tmp_path: Path) -> None:
+    import dataclasses
+
+    from asynctrainer.errors import ExportError, SpecError
+    from asynctrainer.export.onnx import export_onnx
+    from asynctrainer.runtime.encoders import Linear
+    from asynctrainer.serving.server import SnapshotPolicy
+
+    snap, _ = snapshot_of("ppo", BehaviorSpec((RAY, GOAL), ActionSpec(1, ())), 2)
+    assert snap.hyper is not None
+    first = snap.hyper.first
+    narrow = snap.hyper._replace(first=Linear(first.kernel[:1], first.bias))  # reads a goal of 1, not 2
+    broken = dataclasses.replace(snap, hyper=narrow)
+    with pytest.raises(ExportError, match=r"goal-conditioned layer does not fit: hyper/first/kernel has shape"):
+        export_onnx(broken, tmp_path / "m.onnx")
+    with pytest.raises(SpecError, match=r"hyper/first/kernel has shape \(1, 16\), expected \(2, 16\)"):
+        SnapshotPolicy(broken)

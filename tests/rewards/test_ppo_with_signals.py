@@ -9,7 +9,7 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
-from asynctrainer.runtime.stats import StatsSummaryRecord
+from asynctrainer.runtime.stats import MemoryWriter
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.testing.simple_env import SimpleEnvironment
 from tests.ppo.test_learning import dummy_ppo
@@ -100,20 +100,12 @@ def test_signal_networks_and_optimizers_are_checkpointed_and_restored() -> None:
 async def test_ppo_with_a_learned_signal_still_reaches_ml_agents_bar(signal: str) -> None:
     """ML-Agents has no end-to-end curiosity or RND test; adding one must not stop PPO from solving 1D."""
     env = SimpleEnvironment("1D", action_sizes=(0, 1), seed=1337)
-    records: list[StatsSummaryRecord] = []
-
-    class Keep:
-        def write_stats(self, record: StatsSummaryRecord) -> None:
-            records.append(record)
-
-        def close(self) -> None:
-            pass
-
+    keep = MemoryWriter()
     run = settings({"extrinsic": {}, signal: {"strength": 0.01, "network_settings": {"hidden_units": 32}}})
-    await Runner(run, env, seed=1337, stats_writers=[Keep()]).run()
+    await Runner(run, env, seed=1337, stats_writers=[keep]).run()
     assert env.mean_final_reward("1D") > 0.9
     name = "Curiosity" if signal == "curiosity" else "Rnd"
-    assert any(f"Policy/{name} Reward" in r.values for r in records)
+    assert any(f"Policy/{name} Reward" in r.values for r in keep.records)
 
 
 def test_a_signal_with_normalize_keeps_and_checkpoints_its_own_statistics() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.errors import UsageError
-from asynctrainer.runtime.stats import StatsSummaryRecord
+from asynctrainer.runtime.stats import MemoryWriter
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
@@ -55,21 +55,13 @@ def settings(max_steps: int, parameters: dict[str, Any] = CURRICULUM) -> Any:
 
 async def test_lessons_advance_by_reward_reach_the_env_and_resume(tmp_path: Path) -> None:
     env = SimpleEnvironment("1D", seed=1337)
-    records: list[StatsSummaryRecord] = []
-
-    class Keep:
-        def write_stats(self, record: StatsSummaryRecord) -> None:
-            records.append(record)
-
-        def close(self) -> None:
-            pass
-
-    runner = Runner(settings(3000), env, seed=1337, results_dir=tmp_path, run_id="run", stats_writers=[Keep()])
+    keep = MemoryWriter()
+    runner = Runner(settings(3000), env, seed=1337, results_dir=tmp_path, run_id="run", stats_writers=[keep])
     await runner.run()
     assert runner.environment_parameters.lessons == {"step_size": 1, "gravity": 0}
     assert env.parameters_received[0] == {"step_size": 0.5, "gravity": 9.81}
     assert env.parameters_received[-1] == {"step_size": 0.2, "gravity": 9.81} and env.step_size == 0.2
-    lessons = [r.values["Environment/Lesson Number/step_size"].mean for r in records if r.category == "1D"]
+    lessons = [r.values["Environment/Lesson Number/step_size"].mean for r in keep.records if r.category == "1D"]
     assert lessons[0] == 0.0 and lessons[-1] == 1.0, lessons
     assert env.mean_final_reward("1D") > 0.9  # and it learns the harder lesson too
     status = json.loads((tmp_path / "run" / "run_logs" / "training_status.json").read_text())
@@ -88,3 +80,14 @@ async def test_a_criterion_naming_an_untrained_behavior_is_refused() -> None:
     parameters = {"wall": {"curriculum": [{"value": 1.0, "completion_criteria": {"behavior": "Nope"}}, {"value": 2.0}]}}
     with pytest.raises(UsageError, match="'Nope', which this run does not train"):
         await Runner(settings(100, parameters), SimpleEnvironment("1D"), stats_writers=[]).run()
+
+
+async def test_lessons_are_refused_with_an_executor_that_cannot_deliver_them() -> None:
+    from asynctrainer.errors import UnsupportedFeatureError
+
+    class ElsewhereExecutor:  # envs run elsewhere (as Ray's workers): lessons would not reach them
+        async def run(self, job: Any, *, task_status: Any) -> None:  # pragma: no cover - never reached
+            raise AssertionError("the run must be refused before its envs run")
+
+    with pytest.raises(UnsupportedFeatureError, match=r"with env_settings\.executor ElsewhereExecutor"):
+        await Runner(settings(100), SimpleEnvironment("1D"), executor=ElsewhereExecutor(), stats_writers=[]).run()
