@@ -55,7 +55,8 @@ async def test_ppo_reaches_mlagents_bar_in_the_editor_and_unity_is_told_to_quit(
 @pytest.mark.learning
 async def test_sac_reaches_mlagents_bar_in_the_editor(tmp_path: Path) -> None:
     # ML-Agents' dummy SAC config, 4 agents sharing the steps.
-    settings = dummy_sac_settings("1D", summary_freq=500, max_steps=4000)
+    # strict_on_policy: each update before the next steps, so the run is the same however loaded the machine.
+    settings = dummy_sac_settings("1D", summary_freq=500, max_steps=4000, strict_on_policy=True)
     port = free_ports()
     standin = UnityStandIn(port, num_agents=4, seed=1337)
     play = asyncio.create_task(standin.run())
