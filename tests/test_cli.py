@@ -42,7 +42,7 @@ BAD_CONFIGS = {
     "unknown trainer": GOOD.replace("trainer_type: ppo", "trainer_type: dqn").replace(
         "    hyperparameters: {batch_size: 32, buffer_size: 64, learning_rate: 3.0e-4}\n", ""
     ),
-    "unsupported feature": GOOD + "    self_play: {window: 10}\n",
+    "unsupported feature": GOOD.replace("trainer_type: ppo", "trainer_type: poca"),
 }
 
 

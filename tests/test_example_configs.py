@@ -6,11 +6,10 @@ import warnings
 from pathlib import Path
 
 import pytest
-import yaml
 
 from asynctrainer import load_run_settings
 from asynctrainer.errors import UnsupportedFeatureError
-from asynctrainer.settings import PPOHyperparameters, run_settings_from_dict
+from asynctrainer.settings import PPOHyperparameters
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -56,7 +55,7 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "soccer_twos.yaml": "behaviors.SoccerTwos.trainer_type",
     "hallway.yaml": None,
     "mlagents_walljump_curriculum.yaml": None,
-    "mlagents_pre017_trainer_config.yaml": "behaviors.Tennis.self_play",
+    "mlagents_pre017_trainer_config.yaml": None,
 }
 
 
@@ -78,20 +77,21 @@ def test_mlagents_config_loads_or_is_refused_only_for_an_unbuilt_feature(name: s
     assert "not supported yet" in message and "\n" not in message
 
 
-def test_pre_017_config_without_its_unbuilt_features_loads(caplog: pytest.LogCaptureFixture) -> None:
-    data = yaml.safe_load((CONFIGS / "mlagents_pre017_trainer_config.yaml").read_text())
-    for name, behavior in list(data.items()):
-        unbuilt = "self_play" in behavior or behavior.get("use_recurrent")
-        if unbuilt:
-            del data[name]
-    run = run_settings_from_dict(data)
-    assert len(run.behaviors) == 15 and "Hallway" not in run.behaviors
+def test_pre_017_config_loads_with_its_self_play_and_memory(caplog: pytest.LogCaptureFixture) -> None:
+    run = load_run_settings(CONFIGS / "mlagents_pre017_trainer_config.yaml")
+    assert len(run.behaviors) == 24
     assert run.behaviors["Pyramids"].reward_signals["curiosity"].strength == 0.02
     walker = run.behaviors["Walker"]
     assert isinstance(walker.hyperparameters, PPOHyperparameters)
     assert (walker.hyperparameters.batch_size, walker.hyperparameters.beta) == (2048, 5.0e-3)  # own, then default's
     assert (walker.network_settings.num_layers, walker.max_steps) == (3, 20_000_000)
     assert walker.reward_signals["extrinsic"].gamma == 0.995
+    tennis = run.behaviors["Tennis"].self_play
+    assert tennis is not None
+    assert (tennis.window, tennis.save_steps, tennis.swap_steps, tennis.team_change) == (10, 50000, 50000, 100000)
+    assert walker.self_play is None
+    memory = run.behaviors["Hallway"].network_settings.memory
+    assert memory is not None and (memory.memory_size, memory.sequence_length) == (128, 64)
     messages = [r.getMessage() for r in caplog.records if r.name == "asynctrainer"]
     assert len(messages) == len(set(messages)) and any("`default`" in m for m in messages)
 

@@ -303,7 +303,6 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "key_path"),
     [
-        (_behavior({"self_play": {"window": 10}}), "behaviors.CartPole.self_play"),
         (_behavior({"trainer_type": "poca"}), "behaviors.CartPole.trainer_type"),
         (
             {

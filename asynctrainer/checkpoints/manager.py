@@ -311,6 +311,9 @@ class CheckpointManager:
         known = {c["auxillary_file_paths"][0]: c for c in behavior_status["checkpoints"]}
         known[str(path)] = entry
         behavior_status["checkpoints"] = [known.get(str(c.path)) or self._status_entry(c, bdir) for c in kept]
+        elos = state.get("selfplay/elos")
+        if elos is not None:  # the learning policy's rating, as ML-Agents records it
+            behavior_status["elo"] = float(elos[-1])
         if final:
             final_npz = self.run_dir / f"{name}.npz"
             atomic_write_bytes(final_npz, (path / "snapshot.npz").read_bytes())

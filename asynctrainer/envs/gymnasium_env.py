@@ -16,17 +16,8 @@ import anyio
 import numpy as np
 import numpy.typing as npt
 
-from asynctrainer.envs.spec import (
-    DIM_NONE,
-    DIM_TRANSLATIONAL_EQUIVARIANCE,
-    ActionBatch,
-    ActionSpec,
-    BehaviorSpec,
-    DecisionSteps,
-    ObservationSpec,
-    StepBatch,
-    TerminalSteps,
-)
+from asynctrainer.envs.spaces import action_spec_of, env_actions, observation_spec_of, observations_of
+from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, DecisionSteps, StepBatch, TerminalSteps
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
 from asynctrainer.runtime.curriculum import ParameterSampler
 from asynctrainer.settings.naming import behavior_name_for
@@ -69,33 +60,6 @@ class _ParameterOptions:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.env, name)
-
-
-def _action_spec(space: Any) -> ActionSpec:
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Discrete):
-        return ActionSpec.create_discrete((int(space.n),))
-    if isinstance(space, spaces.MultiDiscrete):
-        return ActionSpec.create_discrete(tuple(int(n) for n in np.asarray(space.nvec).ravel()))
-    if isinstance(space, spaces.Box):
-        return ActionSpec.create_continuous(int(np.prod(space.shape)))
-    raise SpecError(f"Gymnasium action space {space} is not supported; supported: Discrete, MultiDiscrete and Box.")
-
-
-def _obs_spec(space: Any) -> ObservationSpec:
-    from gymnasium import spaces
-
-    if isinstance(space, spaces.Box):
-        shape = tuple(int(d) for d in space.shape) or (1,)
-        if len(shape) == 3:  # an image, channel-last (H, W, C): a visual observation
-            return ObservationSpec(
-                shape, "obs_0", (DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_TRANSLATIONAL_EQUIVARIANCE, DIM_NONE)
-            )
-        return ObservationSpec(shape, "obs_0")
-    if isinstance(space, spaces.Discrete):
-        return ObservationSpec((int(space.n),), "obs_0")
-    raise SpecError(f"Gymnasium observation space {space} is not supported; supported: Box and Discrete.")
 
 
 class GymnasiumEnv:
@@ -164,7 +128,7 @@ class GymnasiumEnv:
         single_obs = self._vec.single_observation_space
         self._action_space = single_action
         self._obs_space = single_obs
-        self._spec = BehaviorSpec((_obs_spec(single_obs),), _action_spec(single_action))
+        self._spec = BehaviorSpec((observation_spec_of(single_obs),), action_spec_of(single_action))
         self._ids = np.arange(num_envs, dtype=np.int64)
         self._lock = anyio.Lock()
 
@@ -188,33 +152,10 @@ class GymnasiumEnv:
     # ----- conversions ------------------------------------------------------------------------
 
     def _obs(self, raw: Any) -> F32:
-        from gymnasium import spaces
-
-        if isinstance(self._obs_space, spaces.Discrete):
-            out = np.zeros((len(raw), int(self._obs_space.n)), np.float32)
-            out[np.arange(len(raw)), np.asarray(raw, np.int64) - int(self._obs_space.start)] = 1.0
-            return out
-        obs = np.asarray(raw, np.float32).reshape(len(raw), *self._spec.observation_specs[0].shape)
-        if self._spec.observation_specs[0].is_visual and self._obs_space.dtype == np.uint8:
-            obs *= 1.0 / 255.0  # pixels in [0, 1], as Unity's cameras send them
-        if not np.isfinite(obs).all():
-            raise SpecError(f"Env '{self.behavior_name}' returned a NaN or infinite observation.")
-        return obs
+        return observations_of(self._obs_space, self._spec.observation_specs[0], raw, self.behavior_name)
 
     def _env_actions(self, batch: ActionBatch) -> Any:
-        from gymnasium import spaces
-
-        space = self._action_space
-        if isinstance(space, spaces.Discrete):
-            return batch.discrete[:, 0].astype(np.int64) + int(space.start)
-        if isinstance(space, spaces.MultiDiscrete):
-            return (batch.discrete.astype(np.int64) + np.asarray(space.start).ravel()).reshape(-1, *space.shape)
-        assert isinstance(space, spaces.Box)
-        low, high = space.low.ravel(), space.high.ravel()
-        a = batch.continuous.astype(np.float64)
-        bounded = np.isfinite(low) & np.isfinite(high)
-        scaled = np.where(bounded, low + (a + 1.0) * 0.5 * (high - low), a)
-        return scaled.reshape(-1, *space.shape).astype(space.dtype or np.float32)
+        return env_actions(self._action_space, batch.continuous, batch.discrete)
 
     # ----- AsyncEnv -----------------------------------------------------------------------------
 

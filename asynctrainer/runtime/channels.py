@@ -6,17 +6,30 @@ Data flows left → right: ``send, receive = open_trajectory_channel(capacity)``
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from asynctrainer.errors import SettingsError
 
-__all__ = ["ChannelStatistics", "Overflow", "TrajectorySender", "open_trajectory_channel"]
+__all__ = ["ChannelStatistics", "Overflow", "TrajectorySender", "TrajectorySink", "open_trajectory_channel"]
 
 T = TypeVar("T")
+T_contra = TypeVar("T_contra", contravariant=True)
 Overflow = Literal["block", "drop_oldest"]
+
+
+class TrajectorySink(Protocol[T_contra]):
+    """Where an env loop sends a behavior's trajectories: a :class:`TrajectorySender`, or what
+    routes them further (self-play's team senders)."""
+
+    @property
+    def overflow(self) -> Overflow: ...
+
+    async def send(self, item: T_contra) -> None: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

@@ -14,14 +14,21 @@ from asynctrainer.envs.base import AsyncEnv
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, DecisionSteps
 from asynctrainer.errors import EnvStoppedError, SpecError
 from asynctrainer.runtime.agent_processor import AgentProcessor
-from asynctrainer.runtime.channels import TrajectorySender
+from asynctrainer.runtime.channels import TrajectorySink
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["BehaviorLink", "EnvLoopStats", "act_for", "allowed_mask", "run_env_loop", "send_trajectories"]
+__all__ = ["BehaviorLink", "EnvLoopStats", "EnvResets", "act_for", "allowed_mask", "run_env_loop", "send_trajectories"]
+
+
+@dataclass
+class EnvResets:
+    """Requests for a full reset of every env (self-play's team change); each env loop resets once per request."""
+
+    requested: int = 0
 
 
 @dataclass
@@ -35,7 +42,7 @@ class BehaviorLink:
     name: str
     spec: BehaviorSpec
     slot: PolicySlot
-    send: TrajectorySender[Trajectory]
+    send: TrajectorySink[Trajectory]
     time_horizon: int
     strict_on_policy: bool = False
     update_threshold: int | None = None
@@ -43,9 +50,28 @@ class BehaviorLink:
     lag_bound: int | None = None
     deterministic: bool = False
     training: bool = True
+    #: Shared by the links whose owner may ask for a full reset of the envs (self-play).
+    resets: EnvResets | None = None
     _since_update: int = 0
     _since_publish: int = 0
     _version_seen: int = -1
+
+    def pace(self, *, strict_on_policy: bool, lag_bound: int | None, since_update: int | None = None) -> None:
+        """New pacing for what this link sends from now on (self-play: its team starts or stops learning).
+
+        The lag count starts again; ``since_update`` is what the trainer's buffer already holds
+        (the strict on-policy count, carried over from the team that learned before).
+        """
+        self.strict_on_policy = strict_on_policy
+        self.lag_bound = lag_bound
+        self._since_publish = 0
+        if since_update is not None:
+            self._since_update = since_update
+
+    @property
+    def since_update(self) -> int:
+        """Experiences sent since the trainer's last update, as the strict on-policy count has it."""
+        return self._since_update
 
 
 @dataclass
@@ -103,12 +129,20 @@ async def run_env_loop(
     trajectories already sent stay sent, and the env is closed (shielded) on the way out. An
     env raising :class:`EnvStoppedError` ends every open trajectory as interrupted; they are
     sent and the loop returns. The stats a step reports go to ``reporters`` (by behavior).
+    A reset requested through a link's :class:`EnvResets` resets the env before its next step;
+    the open trajectories are dropped then (they were acted by policies no longer in place).
     """
     stats = stats if stats is not None else EnvLoopStats()
-    processors = {
-        name: AgentProcessor(name, link.spec, time_horizon=link.time_horizon, worker_id=worker_id)
-        for name, link in links.items()
-    }
+
+    def new_processors() -> dict[str, AgentProcessor]:
+        return {
+            name: AgentProcessor(name, link.spec, time_horizon=link.time_horizon, worker_id=worker_id)
+            for name, link in links.items()
+        }
+
+    processors = new_processors()
+    requests = list({id(link.resets): link.resets for link in links.values() if link.resets is not None}.values())
+    resets_seen = sum(r.requested for r in requests)
     try:
         with hierarchical_timer("env_reset"):
             steps = await env.reset()
@@ -138,6 +172,12 @@ async def run_env_loop(
                         rng=rng,
                     )
                     stats.decisions += len(batch.decision)
+            if requests and sum(r.requested for r in requests) != resets_seen:
+                resets_seen = sum(r.requested for r in requests)
+                processors = new_processors()
+                with hierarchical_timer("env_reset"):
+                    steps = await env.reset()
+                continue
             try:
                 with hierarchical_timer("env_step"):
                     steps = await env.step(actions)

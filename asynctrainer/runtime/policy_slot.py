@@ -14,7 +14,8 @@ class PolicySlot:
     """Holds the newest :class:`PolicySnapshot` of one behavior.
 
     ``publish`` replaces the held snapshot (latest wins; nothing queues), ``latest`` reads
-    it without waiting and ``wait_newer`` waits until a newer version is published.
+    it without waiting and ``wait_newer`` waits until a newer version is published. ``load``
+    puts in any snapshot, an older one too (self-play's frozen opponents).
     """
 
     def __init__(self, behavior_name: str, initial: PolicySnapshot | None = None) -> None:
@@ -23,6 +24,8 @@ class PolicySlot:
         self._changed = anyio.Event()
         self.published = 0 if initial is None else 1
         self.closed = False
+        #: How many times :meth:`load` replaced the snapshot.
+        self.loads = 0
 
     def publish(self, snapshot: PolicySnapshot) -> None:
         """Make ``snapshot`` the newest; an older or equal version than the held one is ignored."""
@@ -30,6 +33,19 @@ class PolicySlot:
             return
         self._snapshot = snapshot
         self.published += 1
+        self._wake()
+
+    def load(self, snapshot: PolicySnapshot) -> None:
+        """Hold ``snapshot`` whatever its version: a newer one is published, an older one (a
+        frozen opponent's) replaces the held one and ends every ``wait_newer`` in progress."""
+        if self._snapshot is not None and snapshot.version > self._snapshot.version:
+            self.publish(snapshot)
+            return
+        self._snapshot = snapshot
+        self.loads += 1
+        self._wake()
+
+    def _wake(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
 
@@ -57,9 +73,11 @@ class PolicySlot:
     async def wait_newer(self, version: int) -> PolicySnapshot:
         """Wait until a snapshot with a version above ``version`` is held, and return it.
 
-        Returns the held snapshot without waiting once the slot is closed. Cancellation simply
-        stops the wait.
+        Returns the held snapshot without waiting once the slot is closed, and as soon as
+        :meth:`load` replaced it (with an older one: the wait is for a version that may never
+        come to this slot). Cancellation simply stops the wait.
         """
-        while not self.closed and (self._snapshot is None or self._snapshot.version <= version):
+        loads = self.loads
+        while not self.closed and self.loads == loads and (self._snapshot is None or self._snapshot.version <= version):
             await self._changed.wait()
         return self.latest()

@@ -55,6 +55,7 @@ from asynctrainer.runtime.scheduling import (
     tf_determinism,
     tf_threads,
 )
+from asynctrainer.runtime.self_play import Ghost, SelfPlayController
 from asynctrainer.runtime.stats import ConsoleWriter, StatsReporter, StatsSummaryRecord, StatsWriter
 from asynctrainer.runtime.timers import TimerTree, hierarchical_timer
 from asynctrainer.runtime.trainer import RLTrainer
@@ -187,6 +188,8 @@ class Runner:
         self.deterministic = deterministic
         self.trainers: dict[str, RLTrainer[Any]] = {}
         self.slots: dict[str, PolicySlot] = {}
+        #: The self-play of each behavior that has ``self_play`` (``runtime/self_play.py``).
+        self.ghosts: dict[str, Ghost] = {}
         self.env_stats = EnvLoopStats()
         self.timers = TimerTree("asynctrainer")
         self._stop = anyio.Event()
@@ -323,21 +326,37 @@ class Runner:
         return env
 
     def _resolve_behaviors(self, specs: Mapping[str, BehaviorSpec]) -> dict[str, tuple[str, TrainerSettings]]:
-        """Map env behavior names to (trainer name, trainer settings): see RunSettings.resolve_behavior_name."""
+        """Map env behavior names to (trainer name, trainer settings): see RunSettings.resolve_behavior_name.
+
+        The teams of one name (Unity's ``Name?team=N``) share its trainer, through self-play.
+        """
         out: dict[str, tuple[str, TrainerSettings]] = {}
         teams: dict[str, str] = {}
         for env_name in specs:
             name, _team = split_behavior_id(env_name)  # Unity's Name?team=N: one trainer per name
             if len(specs) == 1:
                 name = self.settings.resolve_behavior_name(name, self.env_id)
+            settings = self.settings.trainer_settings_for(name)
             if name in teams:
-                raise UnsupportedFeatureError(
-                    f"The env has behavior '{name}' in several teams ('{teams[name]}' and '{env_name}'): "
-                    "training teams of one behavior against each other (self_play) is not supported yet.",
-                    key_path=f"behaviors.{name}.self_play",
-                )
+                if settings.self_play is None:
+                    raise SettingsError(
+                        f"The env has behavior '{name}' in several teams ('{teams[name]}' and '{env_name}'): "
+                        f"add a self_play section to behaviors.{name} to train its teams against each other.",
+                        key_path=f"behaviors.{name}.self_play",
+                    )
+                if specs[env_name] != specs[teams[name]]:
+                    raise SpecError(
+                        f"The teams '{teams[name]}' and '{env_name}' of behavior '{name}' have different "
+                        "observation or action specs; the teams of one name share one policy, so they must match."
+                    )
             teams[name] = env_name
-            out[env_name] = (name, self.settings.trainer_settings_for(name))
+            out[env_name] = (name, settings)
+        if any(ts.self_play is not None for _, ts in out.values()) and not isinstance(self.executor, LocalExecutor):
+            raise UnsupportedFeatureError(
+                f"self_play is not supported yet with env_settings.executor {type(self.executor).__name__}: "
+                "its opponents' policies reach envs of the local executor only.",
+                key_path="env_settings.executor",
+            )
         return out
 
     async def _main(self) -> None:
@@ -360,13 +379,22 @@ class Runner:
             self._check_curricula([name for name, _ in behaviors.values()])
             links: dict[str, BehaviorLink] = {}
             children = seeds.spawn(len(behaviors) + 1)
+            controller = SelfPlayController()
+            trainer_links: dict[str, BehaviorLink] = {}
             # Building a trainer traces its TensorFlow functions: see SHORT_SWITCH_INTERVAL.
             with gil_switch_interval(self._short_interval):
                 for i, (env_name, (name, ts)) in enumerate(behaviors.items()):
-                    spec = env.behavior_specs[env_name]
-                    links[env_name] = await self._setup_behavior(
-                        name, ts, spec, int(children[i].generate_state(1)[0]), send_records
+                    seed = int(children[i].generate_state(1)[0])
+                    if name not in self.trainers:
+                        spec = env.behavior_specs[env_name]
+                        trainer_links[name] = await self._setup_behavior(name, ts, spec, seed, send_records, controller)
+                    ghost = self.ghosts.get(name)
+                    team = split_behavior_id(env_name)[1]
+                    links[env_name] = (
+                        trainer_links[name] if ghost is None else ghost.team_link(team, env_name, trainer_links[name])
                     )
+            for name, ghost in self.ghosts.items():
+                ghost.start(self.slots[name], trainer_links[name].send)
             self._start_curricula(envs)
             if writes:
                 await anyio.to_thread.run_sync(self._write_configuration)
@@ -464,14 +492,25 @@ class Runner:
             trainer.stats_reporter.set_stat(f"Environment/Lesson Number/{name}", float(number))
 
     async def _setup_behavior(
-        self, name: str, trainer_settings: TrainerSettings, spec: BehaviorSpec, seed: int, sink: Any
+        self,
+        name: str,
+        trainer_settings: TrainerSettings,
+        spec: BehaviorSpec,
+        seed: int,
+        sink: Any,
+        controller: SelfPlayController,
     ) -> BehaviorLink:
+        """Build, restore and connect one trainer; with ``self_play``, its ghost too (restored with it)."""
         reporter = StatsReporter(name, sink.send_nowait)
         artifact = None if self.run_dir is None else self.run_dir / name
         context = TrainerContext(seed=seed, artifact_path=artifact, training=self.training, stats_reporter=reporter)
         trainer = self._trainer_factory(name, trainer_settings, spec, context)
         policy = await anyio.to_thread.run_sync(trainer.create_policy, name, spec)
         trainer.add_policy(name, policy)
+        if trainer_settings.self_play is not None:
+            ghost = Ghost(trainer, trainer_settings.self_play, controller, np.random.default_rng(seed))
+            trainer.companions["selfplay"] = ghost
+            self.ghosts[name] = ghost
         await self._restore(trainer, trainer_settings)
         if self.checkpoints is not None:
             self.checkpoints.attach(trainer)
@@ -527,7 +566,11 @@ class Runner:
                     frozen_after_first_update = True
             # This behavior is done: its env loop stops feeding it and never waits for it again,
             # so the other behaviors of a shared env keep training.
-            links_by_trainer[trainer.behavior_name].training = False
+            ghost = self.ghosts.get(trainer.behavior_name)
+            if ghost is None:
+                links_by_trainer[trainer.behavior_name].training = False
+            else:  # its teams play on as the other teams' opponents
+                ghost.retire()
             self.slots[trainer.behavior_name].close()
             remaining.discard(trainer.behavior_name)
             if not remaining:
@@ -556,6 +599,8 @@ class Runner:
                         if trainer.should_still_train:
                             tg.start_soon(advance_loop, trainer)
                 tg.start_soon(stop_watch)
+                for ghost in self.ghosts.values():
+                    tg.start_soon(ghost.run)
                 if not self.training:
                     tg.start_soon(inference_watch)
                 await tg.start(self._env_loop, envs, links, rng)
@@ -565,6 +610,8 @@ class Runner:
         finally:
             for link in links.values():
                 link.send.close()
+            for ghost in self.ghosts.values():
+                ghost.close()
             for trainer in self.trainers.values():
                 for queue in trainer.trajectory_queues:
                     queue.close()

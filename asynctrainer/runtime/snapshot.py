@@ -368,11 +368,27 @@ class PolicySnapshot:
             hyper=hyper_from_arrays(w),
         )
 
-    def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the snapshot as one ``.npz`` (arrays plus a JSON header; no pickle)."""
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """:meth:`to_payload` as named arrays only: the JSON header becomes the bytes of ``header``."""
         payload = self.to_payload()
-        arrays = {k.replace("/", "__"): v for k, v in payload["arrays"].items()}
-        arrays["__header__"] = np.frombuffer(json.dumps(payload["header"]).encode(), np.uint8)
+        return {**payload["arrays"], "header": np.frombuffer(json.dumps(payload["header"]).encode(), np.uint8)}
+
+    @classmethod
+    def from_arrays(cls, arrays: Mapping[str, np.ndarray], spec: BehaviorSpec | None = None) -> PolicySnapshot:
+        """Inverse of :meth:`to_arrays`.
+
+        :raises SpecError: for arrays without a readable header, or of another format.
+        """
+        try:
+            header = json.loads(bytes(np.asarray(arrays["header"], np.uint8)).decode())
+        except (KeyError, ValueError) as exc:
+            raise SpecError(f"A policy snapshot without a readable header: {exc}") from None
+        rest = {k: v for k, v in arrays.items() if k != "header"}
+        return cls.from_payload({"header": header, "arrays": rest}, spec)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the snapshot as one ``.npz`` (:meth:`to_arrays`; no pickle)."""
+        arrays = {"__header__" if k == "header" else k.replace("/", "__"): v for k, v in self.to_arrays().items()}
         with open(path, "wb") as f:
             np.savez(f, **arrays)  # type: ignore[arg-type]
 
@@ -380,9 +396,8 @@ class PolicySnapshot:
     def load(cls, path: str | os.PathLike[str]) -> PolicySnapshot:
         """Read a snapshot written by :meth:`save` (numpy only: no TensorFlow needed)."""
         with np.load(path, allow_pickle=False) as data:
-            header = json.loads(bytes(data["__header__"]).decode())
-            arrays = {k.replace("__", "/"): data[k] for k in data.files if k != "__header__"}
-        return cls.from_payload({"header": header, "arrays": arrays})
+            arrays = {"header" if k == "__header__" else k.replace("__", "/"): data[k] for k in data.files}
+        return cls.from_arrays(arrays)
 
     def normalize(self, x: F32, columns: slice = slice(None)) -> F32:
         """``clip((x − mean) / std, ±5)`` with the statistics of ``columns`` of the flat row (all by default)."""

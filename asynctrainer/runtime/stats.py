@@ -144,6 +144,9 @@ def console_line(record: StatsSummaryRecord) -> str:
         parts += [f"Mean Reward: {reward.mean:0.3f}", f"Std of Reward: {reward.std:0.3f}"]
     else:
         parts.append("No episode was completed since last summary")
+    elo = record.values.get("Self-play/ELO")
+    if elo is not None and elo.count > 0:
+        parts.append(f"ELO: {elo.mean:0.3f}")
     parts.append("Training" if record.is_training else "Not Training")
     return ". ".join(parts) + "."
 

@@ -12,7 +12,7 @@ import abc
 import dataclasses
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
 import numpy as np
@@ -27,7 +27,7 @@ from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["MAX_CHECKPOINT_COUNT", "RLTrainer", "Trainer", "checkpoint_int"]
+__all__ = ["MAX_CHECKPOINT_COUNT", "RLTrainer", "Trainer", "TrainerCompanion", "checkpoint_int"]
 
 PolicyT = TypeVar("PolicyT")
 R = TypeVar("R")
@@ -57,6 +57,21 @@ def checkpoint_int(
             f"Behavior '{behavior}': field '{key}' is {number}; an integer from {low} to {high} is allowed."
         )
     return number
+
+
+class TrainerCompanion(Protocol):
+    """Loop-side state that belongs with a trainer's checkpoints (self-play's snapshot window)."""
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The state as named arrays, read on the loop."""
+        ...
+
+    def restore(self, state: Mapping[str, np.ndarray]) -> None:
+        """Take back what :meth:`state` returned (empty for a checkpoint without it); may run in a worker thread.
+
+        :raises CheckpointLoadError: naming what does not fit.
+        """
+        ...
 
 
 class Trainer(abc.ABC, Generic[PolicyT]):
@@ -194,6 +209,8 @@ class RLTrainer(Trainer[PolicyT]):
         self._episodes = 0
         #: Set when an update failed: its weights may be broken, so no checkpoint is taken after it.
         self.update_failed = False
+        #: Saved and restored with the trainer, each under ``<prefix>/`` (e.g. ``selfplay``).
+        self.companions: dict[str, TrainerCompanion] = {}
 
     # ----- loop side -----------------------------------------------------------------------
 
@@ -358,14 +375,17 @@ class RLTrainer(Trainer[PolicyT]):
     # ----- checkpoint state ---------------------------------------------------------------------
 
     def _loop_state(self) -> dict[str, np.ndarray]:
-        """The bookkeeping the loop owns, as ``trainer/*`` arrays (read on the loop)."""
-        return {
+        """The bookkeeping the loop owns, as ``trainer/*`` arrays, and the companions' (read on the loop)."""
+        state = {
             "trainer/step": np.array([self._step], np.int64),
             "trainer/version": np.array([self.version], np.int64),
             "trainer/update_count": np.array([self.update_count], np.int64),
             "trainer/episodes": np.array([self._episodes], np.int64),
             "trainer/reward_buffer": np.array(list(self._reward_buffer), np.float64),
         }
+        for prefix, companion in self.companions.items():
+            state.update({f"{prefix}/{key}": value for key, value in companion.state().items()})
+        return state
 
     def _thread_state(self, loop_state: Mapping[str, np.ndarray], queued: object) -> dict[str, np.ndarray]:
         """``loop_state`` with the algorithm's state (``algo/*``) added (worker thread, under the limiter)."""
@@ -429,6 +449,9 @@ class RLTrainer(Trainer[PolicyT]):
         self._restore_algorithm_state(algo, weights_only=weights_only)
         if trainer is None:
             return
+        for prefix, companion in self.companions.items():
+            mark = prefix + "/"
+            companion.restore({k[len(mark) :]: v for k, v in state.items() if k.startswith(mark)})
         self._step = trainer["step"]
         self.version = trainer["version"]
         self.update_count = trainer["update_count"]

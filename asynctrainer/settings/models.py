@@ -45,6 +45,7 @@ __all__ = [
     "RewardSignalSettings",
     "RunSettings",
     "SACHyperparameters",
+    "SelfPlaySettings",
     "TorchSettings",
     "TrainerSettings",
     "run_id_problem",
@@ -252,6 +253,38 @@ class BehavioralCloningSettings(_Settings):
     batch_size: Count | None = Field(default=None, gt=0, description="Rows per gradient step (null: the trainer's).")
 
 
+class SelfPlaySettings(_Settings):
+    """``self_play``: teams of a game learn against frozen snapshots of each other, one team at a time."""
+
+    save_steps: Count = Field(default=20000, gt=0, description="Trainer steps between two snapshots kept.")
+    team_change: Count | None = Field(
+        default=None, gt=0, description="Trainer steps before the next team learns (null: 5 × save_steps)."
+    )
+    swap_steps: Count = Field(default=2000, gt=0, description="Opponent steps between two opponent swaps.")
+    window: Count = Field(default=10, gt=0, description="Snapshots kept to draw opponents from.")
+    play_against_latest_model_ratio: float = Field(
+        default=0.5, description="Probability that an opponent plays the newest policy rather than a kept one."
+    )
+    initial_elo: float = Field(default=1200.0, description="ELO rating every policy starts with.")
+
+    @field_validator("play_against_latest_model_ratio")
+    @classmethod
+    def _warn_ratio(cls, value: float) -> float:
+        if not 0.0 <= value <= 1.0:
+            notice(
+                "self_play.play_against_latest_model_ratio",
+                f"self_play.play_against_latest_model_ratio is {value}, outside [0, 1]: it is read as a "
+                "probability, so opponents always (above 1) or never (below 0) play the newest policy.",
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _default_team_change(self) -> Self:
+        if self.team_change is None:
+            self.team_change = 5 * self.save_steps
+        return self
+
+
 def _default_hyperparameters() -> PPOHyperparameters | SACHyperparameters:
     return PPOHyperparameters()
 
@@ -278,7 +311,7 @@ class TrainerSettings(_Settings):
     max_steps: Count = Field(default=500000, ge=0, description="Trainer steps after which training ends.")
     time_horizon: Count = Field(default=64, gt=0, description="Agent steps per trajectory cut.")
     summary_freq: Count = Field(default=50000, gt=0, description="Trainer steps between two summaries.")
-    self_play: dict[str, Any] | None = Field(default=None, description="Not supported yet.")
+    self_play: SelfPlaySettings | None = Field(default=None, description="Self-play between the teams of a game.")
     behavioral_cloning: BehavioralCloningSettings | None = Field(
         default=None, description="Behavioral cloning from a demonstration."
     )
@@ -365,13 +398,6 @@ class TrainerSettings(_Settings):
                 f"{show(value)} is not valid: reward_signals needs at least one signal, "
                 "e.g. reward_signals: {extrinsic: {gamma: 0.99}}; leave reward_signals out for that default."
             )
-        return value
-
-    @field_validator("self_play")
-    @classmethod
-    def _refuse_unbuilt(cls, value: dict[str, Any] | None) -> Any:
-        if value is not None:
-            raise unsupported("self-play is not supported yet by asynctrainer; remove the section or set it to null.")
         return value
 
     @model_validator(mode="after")

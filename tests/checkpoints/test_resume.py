@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -273,3 +274,37 @@ def test_attention_goal_conditioning_and_memory_are_saved_and_restored() -> None
     assert sorted(after.weights()) == sorted(before.weights())
     for name, w in before.weights().items():
         np.testing.assert_array_equal(after.weights()[name], w, err_msg=name)
+
+
+def self_play_run(tmp_path: Path, max_steps: int, *, resume: bool = False) -> Runner:
+    settings = ppo_settings(max_steps).to_yaml_dict()
+    settings["behaviors"]["1D"]["self_play"] = {"save_steps": 50, "swap_steps": 40, "window": 3}
+    env = SimpleEnvironment(["1D?team=0", "1D?team=1"], seed=2)
+    return Runner(
+        run_settings_from_dict(settings),
+        env,
+        results_dir=tmp_path,
+        run_id="run",
+        seed=5,
+        stats_writers=[],
+        resume=resume,
+    )
+
+
+async def test_self_play_window_ratings_and_counters_are_saved_and_restored(tmp_path: Path) -> None:
+    first = self_play_run(tmp_path, 300)
+    await first.run()
+    ghost = first.ghosts["1D"]
+    saved = [s.version for s in ghost.window]
+    assert len(saved) == 3
+    status = json.loads((tmp_path / "run" / "run_logs" / "training_status.json").read_text())
+    assert status["1D"]["elo"] == pytest.approx(ghost.elos[-1])
+    state = load_checkpoint_state(find_checkpoint(tmp_path / "run" / "1D", "1D"))
+    np.testing.assert_array_equal(state["selfplay/elos"], ghost.elos)
+    second = self_play_run(tmp_path, 400, resume=True)
+    await second.run()
+    resumed = second.ghosts["1D"]
+    # Restored, then trained on: the ring kept its place, and a saved snapshot is still in it.
+    assert resumed.ghost_step > ghost.ghost_step and second.trainers["1D"].step > 300
+    assert set(saved) & {s.version for s in resumed.window}
+    assert resumed.last_save > ghost.last_save > 0
