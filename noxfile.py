@@ -10,7 +10,7 @@ import nox
 
 nox.options.sessions = ["lint", "tests", "learning"]
 nox.options.reuse_existing_virtualenvs = True
-DEPS = ".[cpu,export,ray,dev]"
+DEPS = ".[cpu,export,ray,pettingzoo,dev]"
 
 
 def install(session: nox.Session) -> None:

@@ -32,6 +32,9 @@ __all__ = ["RUN_MARKER", "main", "parse_args"]
 
 logger = logging.getLogger("asynctrainer")
 
+#: ``--env pettingzoo:<id or module>``: a PettingZoo env.
+PETTINGZOO_PREFIX = "pettingzoo:"
+
 #: Written into a run directory when a training run starts: ``--force`` deletes only directories holding it.
 RUN_MARKER = ".asynctrainer-run"
 
@@ -46,8 +49,9 @@ def _parser() -> argparse.ArgumentParser:
         "--env",
         dest="env_path",
         default=None,
-        help="A Unity build (a path that exists), a gymnasium id (CartPole-v1) or package.module:factory; "
-        "none: wait for the Unity Editor's Play button.",
+        help="A Unity build (a path that exists), a gymnasium id (CartPole-v1), package.module:factory or "
+        "pettingzoo:<id or module> (e.g. pettingzoo:classic/tictactoe-v3); none: wait for the Unity "
+        "Editor's Play button.",
     )
     p.add_argument("--run-id", default=None, help="Name of this run; its files go to <results-dir>/<run-id>/.")
     p.add_argument("--results-dir", default=None, help="Where run directories go (default: results).")
@@ -282,13 +286,18 @@ def _recording(env: Any, names: list[str], target: Path) -> Any:
 
     if isinstance(env, list):
         raise SettingsError(
-            "--record-demo records gymnasium and Python envs; in a Unity game add Unity's Demonstration "
+            "--record-demo records one Python env (--num-envs 1); in a Unity game add Unity's Demonstration "
             "Recorder component to the agent instead."
         )
     keys = list(env.behavior_specs)
     if len(keys) == 1 and target.suffix != DEMO_SUFFIX:
         raise SettingsError(f"--record-demo is '{target}': for one behavior give a file name ending in {DEMO_SUFFIX}.")
     named = dict(zip(keys, names, strict=True))
+    if len(set(names)) < len(names):
+        raise SettingsError(
+            f"--record-demo writes one file per behavior name, and this env's behaviors {keys} share names "
+            f"(teams of one name train by self-play): record with a config without self_play."
+        )
     paths = {key: target if len(keys) == 1 else target / f"{name}{DEMO_SUFFIX}" for key, name in named.items()}
     for path in paths.values():
         if path.exists():
@@ -331,26 +340,54 @@ def _make_env(settings: Any, run_dir: Path, args: argparse.Namespace) -> tuple[A
     """The run's env source, the behaviors it is known to train, the env id naming them, and the seed.
 
     No ``--env``: the Unity Editor. A path that exists: a Unity build, ``--num-envs`` players.
-    Otherwise a gymnasium id or ``package.module:factory``, made now so its specs are checked.
+    ``pettingzoo:<id or module>``: that PettingZoo env. Otherwise a gymnasium id or
+    ``package.module:factory``. Python envs are made now, so their specs are checked.
     Unity's behaviors are known once it connects: the configured ones are checked here.
     """
     from asynctrainer.envs.unity.sources import is_unity_build, run_seed, unity_env_factories
+    from asynctrainer.settings.naming import split_behavior_id
 
     es = settings.env_settings
     seed = run_seed(es.seed)
     if es.env_path is None or is_unity_build(es.env_path):
         factories = unity_env_factories(settings, run_dir=run_dir, seed=seed, editor_port=args.base_port)
         return factories, list(settings.behaviors), None, seed
-    from asynctrainer.envs.gymnasium_env import load_env
+    env_id: str | None = es.env_path
+    if es.env_path.startswith(PETTINGZOO_PREFIX):
+        env = _pettingzoo_envs(settings, seed)
+        specs = (env[0] if isinstance(env, list) else env).behavior_specs
+        env_id = None  # PettingZoo's agent groups name the behaviors, not the env id
+    else:
+        from asynctrainer.envs.gymnasium_env import load_env
 
-    env = load_env(es.env_path, num_envs=es.num_envs, seed=seed)
+        env = load_env(es.env_path, num_envs=es.num_envs, seed=seed)
+        specs = env.behavior_specs
     names = [
-        settings.resolve_behavior_name(name, es.env_path) if len(env.behavior_specs) == 1 else name
-        for name in env.behavior_specs
+        settings.resolve_behavior_name(name, env_id) if len(specs) == 1 else name
+        for name in (split_behavior_id(key)[0] for key in specs)
     ]
     for name in names:
         settings.trainer_settings_for(name)  # a behavior with no settings: refused before anything is written
-    return env, names, es.env_path, seed
+    return env, names, env_id, seed
+
+
+def _pettingzoo_envs(settings: Any, seed: int) -> Any:
+    """``--env pettingzoo:<id or module>``: ``--num-envs`` copies (seeds ``seed``, ``seed + 1``, …).
+
+    An agent group trains by self-play (each agent a team of its own) when its behavior's
+    settings have a ``self_play`` section.
+    """
+    from asynctrainer.envs.pettingzoo_env import load_pettingzoo
+
+    es = settings.env_settings
+
+    def self_play(group: str) -> bool:
+        name = settings.resolve_behavior_name(group, None)
+        trainer = settings.behaviors.get(name, settings.default_settings)
+        return trainer is not None and trainer.self_play is not None
+
+    envs = [load_pettingzoo(es.env_path, seed=seed + i, self_play=self_play) for i in range(es.num_envs)]
+    return envs[0] if len(envs) == 1 else envs
 
 
 async def _train(
@@ -490,7 +527,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         learner_priority()
         tf_threads()
         env, behavior_names, env_id, seed = _make_env(settings, run_dir, args)
-        for name in behavior_names:
+        for name in dict.fromkeys(behavior_names):  # the teams of one name: one trainer
             if not (ckpt.resume or ckpt.inference or ckpt.initialize_from):  # init_path is not used then
                 _check_init_path(name, settings.trainer_settings_for(name), run_dir, ckpt.force)
             if not ckpt.inference:

@@ -382,3 +382,51 @@ def test_record_demo_records_the_policy_playing_and_refuses_to_overwrite(
     assert again == 2 and "would overwrite" in err and not (results / "second").exists()
     wrong = main([*args[:-2], "--run-id", "third", "--record-demo", str(tmp_path / "x.txt")])
     assert wrong == 2 and "ending in .demo" in " ".join(capsys.readouterr().err.split())
+
+
+TICTACTOE_SELF_PLAY = """
+behaviors:
+  player:
+    trainer_type: ppo
+    hyperparameters: {batch_size: 32, buffer_size: 64, learning_rate: 3.0e-4}
+    network_settings: {hidden_units: 16, num_layers: 1, vis_encode_type: fully_connected}
+    max_steps: 300
+    summary_freq: 100
+    time_horizon: 8
+    self_play: {save_steps: 64, swap_steps: 64, team_change: 128, window: 3}
+"""
+
+
+def test_a_pettingzoo_game_trains_by_self_play_from_the_cli(tmp_path: Path) -> None:
+    import json
+
+    results = tmp_path / "results"
+    code = main(
+        [
+            write(tmp_path, TICTACTOE_SELF_PLAY),
+            *("--env", "pettingzoo:classic/tictactoe-v3", "--num-envs", "2"),
+            *("--results-dir", str(results), "--run-id", "ttt", "--seed", "1"),
+        ]
+    )
+    assert code == 0
+    run = results / "ttt"
+    status = json.loads((run / "run_logs" / "training_status.json").read_text())
+    assert status["player"]["final_checkpoint"]["steps"] >= 300
+    assert status["player"]["elo"] != 1200.0  # games were played and rated (the first team won or lost some)
+    assert (run / "player.onnx").exists()
+
+
+def test_a_pettingzoo_group_without_settings_is_refused_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = tmp_path / "results"
+    two = TICTACTOE_SELF_PLAY.replace("  player:", "  striker:") + TICTACTOE_SELF_PLAY.replace(
+        "behaviors:\n  player:", "  goalie:"
+    )
+    cfg = write(tmp_path, two)
+    code = main([cfg, "--env", "pettingzoo:classic/tictactoe-v3", "--results-dir", str(results)])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "The behavior 'player' has no entry" in err and "striker, goalie" in err
+    assert "Traceback" not in err
+    assert not (results / "ppo").exists()  # the default run id's directory was not made
