@@ -15,6 +15,10 @@ episode's first decisions come in the same step.
 it collected since it last moved. An agent whose episode ended is stepped with ``None``, its
 episode ending with what it collected; the others keep their turn order.
 
+**Groups.** The agents of a behavior with several agents are one group (``group_id`` 1, 2, …
+by behavior), so that POCA's centralised critic sees them together; PettingZoo has no group
+reward, so it is 0 and each agent keeps its own reward.
+
 **Observations and masks.** A ``Dict`` observation gives one observation per key, in order,
 except ``action_mask``, which masks the discrete actions (1 = allowed, as PettingZoo has it);
 an ``action_mask`` in an agent's infos does the same. ``Box`` and ``Discrete`` observations are
@@ -112,6 +116,11 @@ class PettingZooEnv:
                     f"The agents of behavior '{name}' have different observation or action spaces "
                     f"('{agent}' differs from the first one); the agents of one group share one policy."
                 )
+        sizes = {name: list(self._behavior_of.values()).count(name) for name in self._behaviors}
+        #: Each behavior's group id: 1, 2, … for behaviors of several agents, 0 (no group) for one.
+        self._group_of = {name: 0 for name in self._behaviors}
+        for name in (n for n in self._behaviors if sizes[n] > 1):
+            self._group_of[name] = 1 + sum(1 for g in self._group_of.values() if g)
         #: The agents that asked for a decision at the last reset or step, per behavior, in order.
         self._asked: dict[str, list[str]] = {}
         self._lock = anyio.Lock()
@@ -171,7 +180,7 @@ class PettingZooEnv:
             ends = [s for s in terminals if self._behavior_of[s.agent] == name]
             if not asks and not ends:
                 continue
-            spec = behavior.spec
+            spec, group = behavior.spec, self._group_of[name]
             decision = DecisionSteps.empty(spec)
             if asks:
                 decision = DecisionSteps(
@@ -179,6 +188,7 @@ class PettingZooEnv:
                     np.array([s.reward for s in asks], np.float32),
                     np.array([self._ids[s.agent] for s in asks], np.int64),
                     self._forbidden(behavior, asks),
+                    *_groups(group, len(asks)),
                 )
             terminal = TerminalSteps.empty(spec)
             if ends:
@@ -187,6 +197,7 @@ class PettingZooEnv:
                     np.array([s.reward for s in ends], np.float32),
                     np.array([self._ids[s.agent] for s in ends], np.int64),
                     np.array([s.interrupted for s in ends], bool),
+                    *_groups(group, len(ends)),
                 )
             out[name] = StepBatch(decision, terminal)
             if asks:
@@ -284,6 +295,13 @@ class PettingZooEnv:
 
     async def aclose(self) -> None:
         self._env.close()
+
+
+def _groups(group: int, n: int) -> tuple[npt.NDArray[np.int64] | None, F32 | None]:
+    """``group_id`` and ``group_reward`` for ``n`` agents of a behavior (None, None: no group)."""
+    if not group:
+        return None, None
+    return np.full(n, group, np.int64), np.zeros(n, np.float32)
 
 
 def load_pettingzoo(

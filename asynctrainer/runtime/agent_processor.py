@@ -3,6 +3,12 @@
 Per step the env loop calls :meth:`AgentProcessor.add_steps` with what the env reported
 (closing the experiences whose reward just arrived and cutting trajectories), then acts,
 then calls :meth:`AgentProcessor.record_actions` so the next step can close them.
+
+**Groups** (``group_id`` > 0, as Unity's multi-agent groups and the PettingZoo adapter report
+them): each experience also keeps what the agent's groupmates that decided in the same step
+observed and did, and the group reward that followed; a trajectory carries them as
+:class:`~asynctrainer.runtime.trajectory.GroupData`, with the groupmates still playing when it
+was cut (the critic of an agent that ended early bootstraps from them, as ML-Agents' POCA does).
 """
 
 from __future__ import annotations
@@ -15,11 +21,20 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec, DecisionSteps, TerminalSteps
 from asynctrainer.runtime.snapshot import ActOutput, flatten_obs
-from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.runtime.trajectory import GroupData, Trajectory
 
 __all__ = ["AgentProcessor"]
 
 F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class _Mates:
+    """The groupmates that decided beside an agent in one step: their observations and actions."""
+
+    obs: F32
+    continuous: F32
+    discrete: npt.NDArray[np.int32]
 
 
 @dataclass
@@ -34,6 +49,8 @@ class _Pending:
     mask: F32 | None
     version: int
     memory: F32 | None = None
+    group_id: int = 0
+    mates: _Mates | None = None
 
 
 @dataclass
@@ -47,13 +64,16 @@ class _AgentState:
     masks: list[F32 | None] = field(default_factory=list)
     versions: list[int] = field(default_factory=list)
     memories: list[F32 | None] = field(default_factory=list)
+    group_rew: list[float] = field(default_factory=list)
+    mates: list[_Mates | None] = field(default_factory=list)
+    group_id: int = 0
     pending: _Pending | None = None
     #: The newest observation the env reported for this agent: a leaving agent bootstraps from it.
     last_obs: F32 | None = None
     episode_return: float = 0.0
     episode_length: int = 0
 
-    def append(self, p: _Pending, reward: float) -> None:
+    def append(self, p: _Pending, reward: float, group_reward: float = 0.0) -> None:
         self.obs.append(p.obs)
         self.cont.append(p.continuous)
         self.disc.append(p.discrete)
@@ -63,6 +83,9 @@ class _AgentState:
         self.masks.append(p.mask)
         self.versions.append(p.version)
         self.memories.append(p.memory)
+        self.group_rew.append(group_reward)
+        self.mates.append(p.mates)
+        self.group_id = p.group_id
         self.episode_return += reward
         self.episode_length += 1
 
@@ -77,6 +100,8 @@ class _AgentState:
             self.masks,
             self.versions,
             self.memories,
+            self.group_rew,
+            self.mates,
         ):
             lst.clear()
 
@@ -102,14 +127,49 @@ class AgentProcessor:
         self.episodes_completed = 0
         self.steps_recorded = 0
 
+    def _group(self, state: _AgentState, next_mates: F32 | None, ended: bool) -> GroupData | None:
+        """The group beside ``state``'s steps (None when it is in no group), padded to its most mates."""
+        if state.group_id <= 0:
+            return None
+        a = self.spec.action_spec
+        width = self.spec.observation_size
+        following = np.zeros((0, width), np.float32) if next_mates is None else next_mates
+        most = max([len(following), *(0 if m is None else len(m.obs) for m in state.mates)])
+        steps = len(state.mates)
+        obs = np.full((steps, most, width), np.nan, np.float32)
+        cont = np.zeros((steps, most, a.continuous_size), np.float32)
+        disc = np.zeros((steps, most, a.discrete_size), np.int32)
+        for t, m in enumerate(state.mates):
+            if m is not None:
+                obs[t, : len(m.obs)], cont[t, : len(m.obs)], disc[t, : len(m.obs)] = m.obs, m.continuous, m.discrete
+        nxt = np.full((most, width), np.nan, np.float32)
+        nxt[: len(following)] = following
+        return GroupData(
+            state.group_id,
+            np.asarray(state.group_rew, np.float32),
+            obs,
+            cont,
+            disc,
+            nxt,
+            all_done=ended and not len(following),
+        )
+
     def _cut(
-        self, agent_id: int, state: _AgentState, next_obs: F32, *, terminated: bool, interrupted: bool
+        self,
+        agent_id: int,
+        state: _AgentState,
+        next_obs: F32,
+        *,
+        terminated: bool,
+        interrupted: bool,
+        next_mates: F32 | None = None,
     ) -> Trajectory:
         masks = None
         if any(m is not None for m in state.masks):
             full = np.ones(self.spec.action_spec.mask_size, np.float32)
             masks = np.stack([full if m is None else m for m in state.masks])
         ended = terminated or interrupted
+        group = self._group(state, next_mates, ended)
         traj = Trajectory(
             behavior_name=self.behavior_name,
             agent_id=f"agent_{self.worker_id}-{agent_id}",
@@ -127,6 +187,7 @@ class AgentProcessor:
             interrupted=interrupted,
             episode_return=state.episode_return if ended else None,
             episode_length=state.episode_length if ended else None,
+            group=group,
         )
         self.steps_recorded += len(traj)
         state.clear_steps()
@@ -139,6 +200,8 @@ class AgentProcessor:
         observation of a new episode), as in ML-Agents.
         """
         out: list[Trajectory] = []
+        d_obs = flatten_obs(decision.obs, len(decision)) if len(decision) else None
+        playing = self._playing(decision, d_obs, set(terminal.agent_id.tolist()))
         if len(terminal):
             t_obs = flatten_obs(terminal.obs, len(terminal))
             for i, aid in enumerate(terminal.agent_id.tolist()):
@@ -146,21 +209,39 @@ class AgentProcessor:
                 state = self._agents.pop(aid, None)
                 if state is None or state.pending is None:
                     continue
-                state.append(state.pending, float(terminal.reward[i]))
+                state.append(state.pending, float(terminal.reward[i]), _group_reward(terminal.group_reward, i))
                 interrupted = bool(terminal.interrupted[i])
-                out.append(self._cut(aid, state, t_obs[i], terminated=not interrupted, interrupted=interrupted))
+                mates = _others(playing.get(state.group_id), aid)
+                out.append(
+                    self._cut(
+                        aid, state, t_obs[i], terminated=not interrupted, interrupted=interrupted, next_mates=mates
+                    )
+                )
                 self.episodes_completed += 1
-        if len(decision):
-            d_obs = flatten_obs(decision.obs, len(decision))
+        if d_obs is not None:
             for i, aid in enumerate(decision.agent_id.tolist()):
                 state = self._agents.get(aid)
                 if state is None or state.pending is None:
                     continue
-                state.append(state.pending, float(decision.reward[i]))
+                state.append(state.pending, float(decision.reward[i]), _group_reward(decision.group_reward, i))
                 state.pending = None
                 state.last_obs = d_obs[i]
                 if len(state.rew) >= self.time_horizon:
-                    out.append(self._cut(aid, state, d_obs[i], terminated=False, interrupted=False))
+                    mates = _others(playing.get(state.group_id), aid)
+                    out.append(self._cut(aid, state, d_obs[i], terminated=False, interrupted=False, next_mates=mates))
+        return out
+
+    def _playing(self, decision: DecisionSteps, d_obs: F32 | None, ended: set[int]) -> dict[int, tuple[list[int], F32]]:
+        """Per group, the agents that play on in their episode after this step and their observations:
+        deciding, not ending now, and not starting a new episode (they acted before this step)."""
+        if decision.group_id is None or d_obs is None:
+            return {}
+        out: dict[int, tuple[list[int], F32]] = {}
+        ids = decision.agent_id.tolist()
+        groups = decision.group_id.tolist()
+        for gid in {int(g) for g in groups if g > 0}:
+            rows = [i for i, g in enumerate(groups) if g == gid and ids[i] not in ended and ids[i] in self._agents]
+            out[gid] = ([ids[i] for i in rows], d_obs[rows])
         return out
 
     def memories(self, agent_ids: npt.NDArray[np.integer[Any]], size: int) -> F32:
@@ -187,11 +268,16 @@ class AgentProcessor:
     ) -> None:
         """Remember what each deciding agent did (and the memory it decided with), until its reward arrives."""
         obs = flatten_obs(decision.obs, len(decision))
+        groups = [0] * len(decision) if decision.group_id is None else [int(g) for g in decision.group_id.tolist()]
         for i, aid in enumerate(decision.agent_id.tolist()):
             state = self._agents.get(aid)
             if state is None:
                 state = self._agents[aid] = _AgentState()
             state.last_obs = obs[i]
+            mates = None
+            if groups[i] > 0:
+                rows = [j for j, g in enumerate(groups) if g == groups[i] and j != i]
+                mates = _Mates(obs[rows], acted.continuous_raw[rows], acted.discrete[rows])
             state.pending = _Pending(
                 obs[i],
                 acted.continuous_raw[i],
@@ -201,6 +287,8 @@ class AgentProcessor:
                 None if masks is None else masks[i],
                 version,
                 None if memories is None else memories[i],
+                groups[i],
+                mates,
             )
 
     def end_agent(self, agent_id: int, next_obs: F32 | None = None) -> Trajectory | None:
@@ -221,3 +309,15 @@ class AgentProcessor:
     @property
     def agent_ids(self) -> list[int]:
         return list(self._agents)
+
+
+def _group_reward(rewards: F32 | None, i: int) -> float:
+    return 0.0 if rewards is None else float(rewards[i])
+
+
+def _others(playing: tuple[list[int], F32] | None, agent_id: int) -> F32 | None:
+    """The observations of the agents in ``playing`` other than ``agent_id``."""
+    if playing is None:
+        return None
+    ids, obs = playing
+    return obs[[i for i, other in enumerate(ids) if other != agent_id]]

@@ -7,9 +7,39 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["Trajectory"]
+__all__ = ["GroupData", "Trajectory"]
 
 F32 = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True, eq=False)
+class GroupData:
+    """What an agent's group (ML-Agents' ``group_id`` > 0: agents that share a group reward) did
+    beside it, step by step, for POCA's centralised critic.
+
+    ``M`` is the most groupmates the trajectory saw at once; a step with fewer has NaN rows in
+    ``mates_obs`` (and zero actions) where the missing ones would be.
+
+    :ivar rewards: the group reward that followed each step, ``[T]``.
+    :ivar mates_obs: the groupmates' observations at each step, ``[T, M, obs_size]``.
+    :ivar mates_continuous: their unclipped continuous actions at that step, ``[T, M, continuous_size]``.
+    :ivar mates_discrete: their discrete actions, ``[T, M, n_branches]``.
+    :ivar next_mates_obs: the groupmates still in the episode after the last step, ``[M, obs_size]``.
+    :ivar all_done: every agent of the group had ended its episode when this trajectory ended
+        (an agent that ends early is not done for the critic: its group plays on).
+    """
+
+    group_id: int
+    rewards: F32
+    mates_obs: F32
+    mates_continuous: F32
+    mates_discrete: npt.NDArray[np.int32]
+    next_mates_obs: F32
+    all_done: bool
+
+    @property
+    def max_mates(self) -> int:
+        return int(self.mates_obs.shape[1])
 
 
 @dataclass(frozen=True, eq=False)
@@ -25,6 +55,7 @@ class Trajectory:
     :ivar action_masks: 1 = allowed, ``[T, sum(branches)]``, or None when nothing is masked.
     :ivar episode_return: the whole episode's return, on the trajectory that ends it.
     :ivar memories: a recurrent policy's memory fed in at each step, ``[T, memory_size]``, or None.
+    :ivar group: the agent's group beside it (:class:`GroupData`), or None when it is in no group.
     """
 
     behavior_name: str
@@ -43,6 +74,7 @@ class Trajectory:
     episode_return: float | None = None
     episode_length: int | None = None
     memories: F32 | None = None
+    group: GroupData | None = None
 
     def __len__(self) -> int:
         return int(self.rewards.shape[0])

@@ -17,7 +17,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.export.onnx_acting import accelerate
 from asynctrainer.runtime.snapshot import SNAPSHOT_FORMAT, PolicySnapshot
-from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.runtime.trajectory import GroupData, Trajectory
 
 __all__ = [
     "SNAPSHOT_FORMAT",
@@ -40,6 +40,7 @@ _ARRAYS = (
     "rewards",
     "policy_versions",
 )
+_GROUP_ARRAYS = ("rewards", "mates_obs", "mates_continuous", "mates_discrete", "next_mates_obs")
 
 
 def trajectory_to_dict(trajectory: Trajectory) -> dict[str, Any]:
@@ -55,6 +56,13 @@ def trajectory_to_dict(trajectory: Trajectory) -> dict[str, Any]:
         interrupted=bool(trajectory.interrupted),
         episode_return=None if trajectory.episode_return is None else float(trajectory.episode_return),
         episode_length=None if trajectory.episode_length is None else int(trajectory.episode_length),
+    )
+    group = trajectory.group
+    out["group"] = (
+        None
+        if group is None
+        else {"group_id": int(group.group_id), "all_done": bool(group.all_done)}
+        | {name: getattr(group, name) for name in _GROUP_ARRAYS}
     )
     return out
 
@@ -84,6 +92,21 @@ def trajectory_from_dict(data: Mapping[str, Any]) -> Trajectory:
         episode_return=data["episode_return"],
         episode_length=data["episode_length"],
         memories=None if data.get("memories") is None else np.asarray(data["memories"], np.float32),
+        group=_group_from_dict(data.get("group")),
+    )
+
+
+def _group_from_dict(data: Mapping[str, Any] | None) -> GroupData | None:
+    if data is None:
+        return None
+    return GroupData(
+        group_id=int(data["group_id"]),
+        rewards=np.asarray(data["rewards"], np.float32),
+        mates_obs=np.asarray(data["mates_obs"], np.float32),
+        mates_continuous=np.asarray(data["mates_continuous"], np.float32),
+        mates_discrete=np.asarray(data["mates_discrete"], np.int32),
+        next_mates_obs=np.asarray(data["next_mates_obs"], np.float32),
+        all_done=bool(data["all_done"]),
     )
 
 

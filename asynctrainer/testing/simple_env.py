@@ -34,7 +34,7 @@ from asynctrainer.envs.spec import (
 )
 from asynctrainer.errors import SpecError
 
-__all__ = ["MemoryEnvironment", "SimpleEnvironment"]
+__all__ = ["MemoryEnvironment", "MultiAgentEnvironment", "SimpleEnvironment"]
 
 STEP_SIZE = 0.2
 TIME_PENALTY = 0.01
@@ -235,3 +235,89 @@ class MemoryEnvironment(SimpleEnvironment):
     def _obs(self, name: str, which: np.ndarray | slice = slice(None)) -> list[np.ndarray]:
         shown = (self.episode_steps[name][which] <= self.show_steps).astype(np.float32)
         return [(o * shown.reshape(-1, *(1,) * (o.ndim - 1))).astype(np.float32) for o in super()._obs(name, which)]
+
+
+class MultiAgentEnvironment(SimpleEnvironment):
+    """ML-Agents' MultiAgentEnvironment: per behavior, ``num_agents`` agents (2) in one group
+    (``group_id`` 1), each with a goal and positions of its own, as SimpleEnvironment's.
+
+    An agent whose positions all reach ±1 leaves the group's episode (a terminal step). While
+    others play on it is given ``min(−TIME_PENALTY, r)``, ``r`` being the reward SimpleEnvironment
+    would give; the last one to finish is given 0 and the group reward ``r`` (of several finishing
+    together, the one with the highest id is the last). Then the whole group starts again.
+    After ``max_episode_steps`` the players left are interrupted. Every finisher's ``r`` goes
+    into :attr:`final_rewards`, as ML-Agents logs it.
+    """
+
+    def __init__(self, behavior_names: list[str] | str = "1D", *, num_agents: int = 2, **kwargs: Any) -> None:
+        super().__init__(behavior_names, num_agents=num_agents, **kwargs)
+        self.playing = {n: np.ones(num_agents, bool) for n in self._specs}
+        self._group = np.ones(num_agents, np.int64)
+
+    async def reset(self) -> dict[str, StepBatch]:
+        for name in self._specs:
+            self.playing[name][:] = True
+        out = await super().reset()
+        return {name: self._grouped(b, np.zeros(self.num_agents, np.float32)) for name, b in out.items()}
+
+    def _grouped(self, batch: StepBatch, decision_group_reward: np.ndarray) -> StepBatch:
+        d, t = batch.decision, batch.terminal
+        return StepBatch(
+            DecisionSteps(d.obs, d.reward, d.agent_id, d.action_mask, self._group[d.agent_id], decision_group_reward),
+            t,
+        )
+
+    async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
+        out = {}
+        for name in self._specs:
+            playing = np.flatnonzero(self.playing[name])
+            batch = actions.get(name)
+            if batch is None or sorted(batch.agent_id.tolist()) != playing.tolist():
+                raise SpecError(f"MultiAgentEnvironment: behavior '{name}' needs actions for its agents {playing}.")
+            order = np.argsort(batch.agent_id)
+            moves = []
+            if self.action_spec.continuous_size:
+                moves.append(np.clip(batch.continuous[order], -self.step_size, self.step_size))
+            if self.action_spec.discrete_size:
+                moves.append(np.where(batch.discrete[order] == 1, self.step_size, -self.step_size).astype(np.float32))
+            pos = np.clip(self.positions[name][playing] + np.concatenate(moves, axis=1), -1.0, 1.0)
+            self.positions[name][playing] = pos
+            self.episode_steps[name][playing] += 1
+            finished = (np.abs(pos) >= 1.0).all(axis=1)
+            success = (SUCCESS_REWARD * (pos * self.goals[name][playing][:, None]).mean(axis=1)).astype(np.float32)
+            reward = np.where(finished, np.minimum(-TIME_PENALTY, success), -TIME_PENALTY).astype(np.float32)
+            group_reward = np.zeros(len(playing), np.float32)
+            self.final_rewards[name].extend(float(r) for r in success[finished])
+            still = playing[~finished]
+            truncated = len(still) > 0 and bool((self.episode_steps[name][still] >= self.max_episode_steps).any())
+            group_over = truncated or not len(still)
+            if not len(still):  # the last one to finish: 0 for itself, its reward for the group
+                last = int(np.flatnonzero(finished)[-1])
+                reward[last], group_reward[last] = 0.0, success[last]
+            ends = finished | group_over
+            ended = playing[ends]
+            terminal = TerminalSteps(
+                self._obs(name, ended),
+                reward[ends],
+                self._ids[ended],
+                np.logical_and(~finished, group_over)[ends],
+                self._group[ended],
+                group_reward[ends],
+            )
+            self.playing[name][ended] = False
+            if group_over:
+                self._reset_agents(name, np.ones(self.num_agents, bool))
+                self.playing[name][:] = True
+            asking = np.flatnonzero(self.playing[name])
+            rewards = np.zeros(len(asking), np.float32) if group_over else reward[~finished]
+            mask = self._mask()
+            decision = DecisionSteps(
+                self._obs(name, asking),
+                rewards,
+                self._ids[asking],
+                None if mask is None else mask[asking],
+                self._group[asking],
+                np.zeros(len(asking), np.float32),
+            )
+            out[name] = StepBatch(decision, terminal)
+        return out

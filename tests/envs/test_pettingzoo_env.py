@@ -49,6 +49,7 @@ async def test_aec_asks_only_the_agent_to_move_and_ends_with_both_rewards() -> N
     assert list(steps) == ["player?team=0"]
     assert steps["player?team=0"].decision.agent_id.tolist() == [0]
     assert steps["player?team=0"].decision.action_mask is None  # an empty board: every move allowed
+    assert steps["player?team=0"].decision.group_id is None  # one agent per team: no group
     # player_1 takes 0, 1, 2 (a line); player_2 takes 3 and 4.
     movers = ["player?team=1", "player?team=0", "player?team=1", "player?team=0"]
     for move, (cell, mover) in enumerate(zip([0, 3, 1, 4], movers, strict=True)):
@@ -85,6 +86,8 @@ async def test_parallel_agents_act_together_and_truncation_is_interrupted() -> N
     assert list(env.behavior_specs) == ["player?team=0"]
     steps = await env.reset()
     assert steps["player?team=0"].decision.agent_id.tolist() == [0, 1]
+    group_id = steps["player?team=0"].decision.group_id  # the agents of one behavior: one group, for POCA
+    assert group_id is not None and group_id.tolist() == [1, 1]
     rock, paper = 0, 1
     steps = await env.step(discrete(steps, {"player?team=0": [rock, paper]}))
     assert steps["player?team=0"].decision.reward.tolist() == [-1.0, 1.0]
