@@ -28,6 +28,7 @@ __all__ = ["Runner", "check_observations", "create_trainer", "executor_for"]
 TRAINERS: dict[str, tuple[str, str]] = {
     "ppo": ("asynctrainer.ppo.trainer", "PPOTrainer"),
     "sac": ("asynctrainer.sac.trainer", "SACTrainer"),
+    "poca": ("asynctrainer.poca.trainer", "POCATrainer"),
 }
 
 

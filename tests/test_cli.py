@@ -42,7 +42,9 @@ BAD_CONFIGS = {
     "unknown trainer": GOOD.replace("trainer_type: ppo", "trainer_type: dqn").replace(
         "    hyperparameters: {batch_size: 32, buffer_size: 64, learning_rate: 3.0e-4}\n", ""
     ),
-    "unsupported feature": GOOD.replace("trainer_type: ppo", "trainer_type: poca"),
+    "unsupported feature": GOOD.replace("trainer_type: ppo", "trainer_type: poca").replace(
+        "num_layers: 1}", "num_layers: 1, memory: {memory_size: 16}}"
+    ),
 }
 
 
@@ -109,7 +111,7 @@ EXAMPLE_CONFIGS = {
     "gridworld_sac.yaml": None,
     "hallway.yaml": None,
     "pyramids.yaml": None,
-    "soccer_twos.yaml": "trainer_type",
+    "soccer_twos.yaml": None,
 }
 
 

@@ -27,6 +27,7 @@ INTERNAL: dict[str, set[str]] = {
     # pure math on arrays the trainer itself shapes: an internal invariant, not input.
     "asynctrainer/ppo/gae.py": {"ValueError"},
     "asynctrainer/ppo/loss.py": {"ValueError"},
+    "asynctrainer/poca/advantages.py": {"ValueError"},
     "asynctrainer/sac/loss.py": {"ValueError"},
     "asynctrainer/sac/replay_buffer.py": {"ValueError"},
     # array names are the trainers' own state keys, fixed in code.

@@ -52,7 +52,7 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "gridworld_sac.yaml": None,
     "mlagents_3dball_randomize_transitional.yaml": None,
     "pyramids.yaml": None,
-    "soccer_twos.yaml": "behaviors.SoccerTwos.trainer_type",
+    "soccer_twos.yaml": None,
     "hallway.yaml": None,
     "mlagents_walljump_curriculum.yaml": None,
     "mlagents_pre017_trainer_config.yaml": None,

@@ -19,7 +19,7 @@ LAYERS: list[set[str]] = [
     {"errors", "files", "lazy"},
     {"settings"},
     {"runtime", "envs", "demos"},
-    {"nn", "rewards", "imitation", "ppo", "sac", "checkpoints", "export", "scale", "serving"},
+    {"nn", "rewards", "imitation", "ppo", "poca", "sac", "checkpoints", "export", "scale", "serving"},
     {"app", "startup", "testing"},
     {"cli"},
 ]

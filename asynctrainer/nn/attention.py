@@ -25,7 +25,7 @@ from asynctrainer.runtime.attention import (
 )
 from asynctrainer.runtime.encoders import Linear
 
-__all__ = ["EntityAttention", "layer_norm"]
+__all__ = ["EntityAttention", "SelfAttention", "layer_norm"]
 
 Tensor = Any
 
@@ -35,6 +35,46 @@ def layer_norm(x: Tensor) -> Tensor:
     t = tf()
     mean, var = t.nn.moments(x, axes=[-1], keepdims=True)
     return (x - mean) * t.math.rsqrt(var + NORM_EPSILON)
+
+
+class SelfAttention:
+    """ML-Agents' residual self-attention: embedded entities ``[B, N, D]`` and their padding ``[B, N]``
+    (1 = absent) → the mean over the present ones of ``LN(out(MHA(LN(e))) + LN(e))``, ``[B, D]``.
+
+    Four heads; an absent entity gets a score of −10⁶ (:mod:`asynctrainer.runtime.attention` has
+    the numpy twin and the formulas).
+
+    :param dense: makes a Dense of ``size`` units from a label (``query``, ``key``, ``value``, ``out``).
+    """
+
+    def __init__(self, size: int, dense: Any) -> None:
+        self.size = size
+        self.query, self.key, self.value, self.out = (dense(x) for x in ("query", "key", "value", "out"))
+
+    @property
+    def layers(self) -> list[Any]:
+        return [self.query, self.key, self.value, self.out]
+
+    def __call__(self, entities: Tensor, padding: Tensor) -> Tensor:
+        t = tf()
+        x = layer_norm(entities)
+        d, per_head = self.size, self.size // HEADS
+
+        def heads(layer: Any) -> Tensor:
+            y = layer(x)
+            return t.transpose(t.reshape(y, [t.shape(y)[0], t.shape(y)[1], HEADS, per_head]), [0, 2, 1, 3])
+
+        q, k, v = heads(self.query), heads(self.key), heads(self.value)
+        scores = t.matmul(q, k, transpose_b=True) / math.sqrt(d)
+        keys = padding[:, None, None, :]
+        weights = t.nn.softmax((1.0 - keys) * scores - SCORE_PENALTY * keys, axis=-1)
+        mixed = t.transpose(t.matmul(weights, v), [0, 2, 1, 3])
+        mixed = t.reshape(mixed, [t.shape(x)[0], t.shape(x)[1], d])
+        y = layer_norm(self.out(mixed) + x)
+        present = 1.0 - padding
+        return t.reduce_sum(y * present[:, :, None], axis=1) / (
+            t.reduce_sum(present, axis=1, keepdims=True) + POOL_EPSILON
+        )
 
 
 class EntityAttention:
@@ -57,7 +97,7 @@ class EntityAttention:
 
         self.self_encoder = dense("self") if self_size else None
         self.entity_encoders = [dense(f"entity_{k}") for k in range(len(entity_sizes))]
-        self.query, self.key, self.value, self.out = (dense(x) for x in ("query", "key", "value", "out"))
+        self.attention = SelfAttention(d, dense)
         s = np.zeros((1, self_size), np.float32) if self_size else None
         self(s, [np.zeros((1, 1, e), np.float32) for e in entity_sizes])
 
@@ -65,7 +105,7 @@ class EntityAttention:
     def layers(self) -> list[Any]:
         """Every Dense, in the order of :attr:`variables` and :meth:`snapshot`."""
         head = [] if self.self_encoder is None else [self.self_encoder]
-        return [*head, *self.entity_encoders, self.query, self.key, self.value, self.out]
+        return [*head, *self.entity_encoders, *self.attention.layers]
 
     def __call__(self, encoded_self: Tensor | None, entities: list[Tensor]) -> Tensor:
         t = tf()
@@ -84,24 +124,7 @@ class EntityAttention:
             padding.append(t.cast(t.reduce_sum(t.square(x), axis=2) < PADDING_THRESHOLD, t.float32))
         e = t.concat(embedded, axis=1) if len(embedded) > 1 else embedded[0]
         m = t.concat(padding, axis=1) if len(padding) > 1 else padding[0]
-        x = layer_norm(e)
-        d, per_head = EMBEDDING_SIZE, EMBEDDING_SIZE // HEADS
-
-        def heads(layer: Any) -> Tensor:
-            y = layer(x)
-            return t.transpose(t.reshape(y, [t.shape(y)[0], t.shape(y)[1], HEADS, per_head]), [0, 2, 1, 3])
-
-        q, k, v = heads(self.query), heads(self.key), heads(self.value)
-        scores = t.matmul(q, k, transpose_b=True) / math.sqrt(d)
-        keys = m[:, None, None, :]
-        weights = t.nn.softmax((1.0 - keys) * scores - SCORE_PENALTY * keys, axis=-1)
-        mixed = t.transpose(t.matmul(weights, v), [0, 2, 1, 3])
-        mixed = t.reshape(mixed, [t.shape(x)[0], t.shape(x)[1], d])
-        y = layer_norm(self.out(mixed) + x)
-        present = 1.0 - m
-        return t.reduce_sum(y * present[:, :, None], axis=1) / (
-            t.reduce_sum(present, axis=1, keepdims=True) + POOL_EPSILON
-        )
+        return self.attention(e, m)
 
     @property
     def variables(self) -> list[Any]:

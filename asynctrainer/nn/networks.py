@@ -160,7 +160,8 @@ class ActorCritic:
     :param shared_critic: the value head reads the actor's hidden layers (ML-Agents'
         ``network_settings.shared_critic``) instead of a body of its own; one loss trains both.
     :param value_heads: one value output per reward signal (ML-Agents' value heads on one critic
-        body), in the order of the trainer's signals.
+        body), in the order of the trainer's signals; 0: an actor alone (a trainer with a critic
+        of its own, as POCA's centralised one).
     :param vis_encode_type: the encoder of visual observations (actor and critic have one each,
         or share the actor's with ``shared_critic``).
     :param memory_size: with memory (> 0), an LSTM of ``memory_size / 2`` units follows the
@@ -193,6 +194,9 @@ class ActorCritic:
         a = spec.action_spec
         encoder: dict[str, Any] = {"vis_encode_type": vis_encode_type, "hidden_units": hidden_units}
         self.actor_encoder = ObservationEncoder(spec, seed=seed + 500, name="actor_encoder", **encoder)
+        #: False: an actor alone (``value_heads`` 0); its critic parts are then the actor's, unused.
+        self.has_critic = value_heads > 0
+        shared_critic = shared_critic or not self.has_critic
         self.critic_encoder = (
             self.actor_encoder
             if shared_critic
@@ -241,12 +245,17 @@ class ActorCritic:
         self.log_std = (
             keras.Variable(np.zeros(a.continuous_size, np.float32), name="log_std") if a.is_continuous() else None
         )
-        self.value_head = keras.layers.Dense(
-            value_heads, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400), name="value_head"
+        self.value_head = (
+            keras.layers.Dense(
+                value_heads, kernel_initializer=keras.initializers.Orthogonal(1.0, seed=seed + 400), name="value_head"
+            )
+            if self.has_critic
+            else None
         )
         dummy = np.zeros((1, spec.observation_size), np.float32)
         self.features(dummy)
-        self.value(dummy)
+        if self.has_critic:
+            self.value(dummy)
         actor = self.actor_encoder.variables + layer_variables(
             [*self.actor_body, self.discrete_head, self.continuous_head]
         )
@@ -293,11 +302,12 @@ class ActorCritic:
 
     def value(self, obs: Tensor, memory: Tensor | None = None) -> Tensor:
         """Each value head's estimate, ``[B, value_heads]``."""
+        assert self.value_head is not None, "an actor alone has no value heads"
         return self.value_head(self._hidden(obs, *self._critic, memory))
 
     def value_sequences(self, obs: Tensor, memory: Tensor) -> tuple[Tensor, Tensor]:
         """A recurrent critic over sequences: each row's values ``[rows, heads]`` and the memory after it."""
-        assert self.critic_lstm is not None
+        assert self.critic_lstm is not None and self.value_head is not None
         h = self._body(obs, self.critic_encoder, self.critic_body, self.critic_hyper)
         out, memories = self.critic_lstm.sequences(h, memory)
         return self.value_head(out), memories
@@ -372,7 +382,7 @@ class ActorCritic:
             out += self.critic_lstm.variables
         if self.critic_hyper is not None and not self.shared_critic:
             out += self.critic_hyper.variables
-        return out + self.value_head.trainable_weights
+        return out + ([] if self.value_head is None else self.value_head.trainable_weights)
 
     @property
     def trainable_variables(self) -> list[Any]:

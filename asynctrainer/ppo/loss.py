@@ -10,7 +10,7 @@ from typing import Any
 
 from asynctrainer.nn.tf_setup import tf
 
-__all__ = ["approx_kl", "clip_fraction", "clipped_surrogate_loss", "value_loss"]
+__all__ = ["approx_kl", "clip_fraction", "clipped_surrogate_loss", "mean_value_loss", "value_loss"]
 
 Tensor = Any
 
@@ -42,6 +42,11 @@ def value_loss(values: Tensor, returns: Tensor) -> Tensor:
     """
     _check(values, returns)
     return tf().reduce_mean(tf().square(returns - values))
+
+
+def mean_value_loss(values: Tensor, returns: Tensor, heads: int) -> Tensor:
+    """``(1/K) Σ_k E[(R_k − V_k)²]`` over the ``K = heads`` columns of ``[B, K]`` values and returns."""
+    return sum(value_loss(values[:, k], returns[:, k]) for k in range(heads)) / float(heads)
 
 
 def approx_kl(log_prob: Tensor, behavior_log_prob: Tensor) -> Tensor:

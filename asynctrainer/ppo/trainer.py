@@ -28,11 +28,41 @@ from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["PPOTrainer"]
+__all__ = ["PPOTrainer", "apply_update"]
 
 F32 = npt.NDArray[np.float32]
 #: Global gradient-norm clip (SB3's and CleanRL's default).
 MAX_GRAD_NORM = 0.5
+
+
+def apply_update(
+    tape: Any,
+    total: Any,
+    variables: list[Any],
+    optimizer: Any,
+    losses: list[Any],
+    log_prob: Any,
+    behavior_log_prob: Any,
+    epsilon: Any,
+    extra: tuple[Any, ...] = (),
+) -> Any:
+    """One Adam step on ``total`` with the gradient clipped to :data:`MAX_GRAD_NORM` (inside a traced
+    minibatch); returns its statistics ``[policy, value, entropy, approx KL, clip fraction,
+    non-finite, *extra]`` (``losses`` gives the first three; non-finite > 0 when the loss or the
+    gradient was NaN or infinite)."""
+    t = tf()
+    grads = tape.gradient(total, variables)
+    grads, norm = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
+    optimizer.apply(grads, variables)
+    return t.stack(
+        [
+            *losses,
+            loss.approx_kl(log_prob, behavior_log_prob),
+            loss.clip_fraction(log_prob, behavior_log_prob, epsilon),
+            1.0 - t.cast(t.math.is_finite(total + norm), t.float32),
+            *extra,
+        ]
+    )
 
 
 class PPOTrainer(RLTrainer[ActorCritic]):
@@ -91,18 +121,19 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             hidden_units=ns.hidden_units,
             num_layers=ns.num_layers,
             seed=self.seed,
-            shared_critic=self.hyperparameters.shared_critic,
-            value_heads=len(self._heads()),
+            shared_critic=bool(getattr(self.hyperparameters, "shared_critic", False)),  # POCA's has none
+            value_heads=len(self._heads()) if self.critic_in_actor else 0,
             vis_encode_type=ns.vis_encode_type,
             memory_size=0 if ns.memory is None else ns.memory.memory_size,
             sequence_length=self.sequence_length or None,
             goal_conditioning=ns.goal_conditioning_type == "hyper",
         )
         self.net = net
+        self._create_critic(behavior_spec)
         if ns.normalize:
             self.normalizer = Normalizer.for_spec(behavior_spec)
         self.optimizer = keras.optimizers.Adam(learning_rate=self.hyperparameters.learning_rate, epsilon=1e-5)
-        self.optimizer.build(net.trainable_variables)
+        self.optimizer.build(self._trainable_variables())
         self._compile(behavior_spec)
         bc = self.trainer_settings.behavioral_cloning
         if bc is not None:
@@ -118,12 +149,27 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             )
         return net
 
+    #: The value heads are the actor-critic's own; POCA's critic is a network of its own.
+    critic_in_actor = True
+
+    def _create_critic(self, spec: BehaviorSpec) -> None:
+        """A critic beside ``self.net`` (none: the actor-critic has the value heads)."""
+
+    def _trainable_variables(self) -> list[Any]:
+        assert self.net is not None
+        return list(self.net.trainable_variables)
+
+    def _named_variables(self) -> dict[str, Any]:
+        """The networks' variables by stable name, as checkpoints store them."""
+        assert self.net is not None
+        return dict(self.net.named_variables())
+
     def _compile(self, spec: BehaviorSpec) -> None:
         t = tf()
         net = self.net
         assert net is not None
         optimizer = self.optimizer
-        variables = net.trainable_variables
+        variables = self._trainable_variables()
         a = spec.action_spec
         f32 = t.float32
         heads = len(self._heads())
@@ -189,23 +235,11 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                         mb_old_logp, mb_adv = t.boolean_mask(mb_old_logp, real), t.boolean_mask(mb_adv, real)
                         mb_returns = t.boolean_mask(mb_returns, real)
                     policy_loss = loss.clipped_surrogate_loss(logp, mb_old_logp, mb_adv, epsilon)
-                    value_loss = sum(loss.value_loss(values[:, k], mb_returns[:, k]) for k in range(heads)) / float(
-                        heads
-                    )
+                    value_loss = loss.mean_value_loss(values, mb_returns, heads)
                     entropy = t.reduce_mean(ent)
                     total = policy_loss + 0.5 * value_loss - beta * entropy
-                grads = tape.gradient(total, variables)
-                grads, norm = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
-                optimizer.apply(grads, variables)
-                return t.stack(
-                    [
-                        policy_loss,
-                        value_loss,
-                        entropy,
-                        loss.approx_kl(logp, mb_old_logp),
-                        loss.clip_fraction(logp, mb_old_logp, epsilon),
-                        1.0 - t.cast(t.math.is_finite(total + norm), f32),  # > 0: a NaN or inf loss or gradient
-                    ]
+                return apply_update(
+                    tape, total, variables, optimizer, [policy_loss, value_loss, entropy], logp, mb_old_logp, epsilon
                 )
 
             return sum_over_range(n_mb, minibatch, 6) / t.cast(t.maximum(n_mb, 1), f32)
@@ -233,7 +267,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             optimizers["bc"] = self.bc.optimizer
         return LearnedState(
             self.behavior_name,
-            {**self.net.named_variables(), **weights},
+            {**self._named_variables(), **weights},
             optimizers,
             self.normalizer,
             self._rng,
@@ -385,6 +419,14 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         mean_adv = np.mean(advantages, axis=0).astype(np.float32)
         return mean_adv, np.stack(returns, axis=1).astype(np.float32)
 
+    def _critic_inputs(self) -> tuple[Any, ...]:
+        """Inputs of the update beyond PPO's, from this update's :meth:`_values` (none for PPO)."""
+        return ()
+
+    def _critic_stats(self, out: F32) -> dict[str, float]:
+        """Statistics of this update beyond PPO's, from the update's outputs ``out`` (none for PPO)."""
+        return {}
+
     @staticmethod
     def _memories_of(trajectory: Trajectory, size: int) -> F32:
         """The actor's memory before each step (zeros for a trajectory recorded without memory)."""
@@ -459,7 +501,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         )
         # The call releases the GIL for the whole update: TF's inline kernels may yield the core too.
         with idle_while_computing():
-            out = self._train_fn(*inputs).numpy()
+            out = self._train_fn(*inputs, *self._critic_inputs()).numpy()
         if not (out[5] == 0.0 and np.isfinite(out).all()):
             raise self._non_finite_update()
         if self.signals:  # trained on the same minibatches as the policy, after it
@@ -476,6 +518,7 @@ class PPOTrainer(RLTrainer[ActorCritic]):
             signal_stats.update(cloned)
         for k, stream in enumerate(self._heads()):
             signal_stats[f"Policy/{stream.stat_name} Value Estimate"] = float(values[:, k].mean())
+        signal_stats.update(self._critic_stats(out))
         return signal_stats | {
             "Losses/Policy Loss": float(abs(out[0])),
             "Losses/Value Loss": float(out[1]),

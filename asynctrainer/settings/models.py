@@ -41,6 +41,7 @@ __all__ = [
     "EnvSettings",
     "MemorySettings",
     "NetworkSettings",
+    "POCAHyperparameters",
     "PPOHyperparameters",
     "RewardSignalSettings",
     "RunSettings",
@@ -143,8 +144,8 @@ class NetworkSettings(_Settings):
     deterministic: bool = Field(default=False, description="Act with the distribution's mode.")
 
 
-class PPOHyperparameters(_Settings):
-    """``hyperparameters`` of a ``trainer_type: ppo`` behavior."""
+class _OnPolicyHyperparameters(_Settings):
+    """The hyperparameters PPO and POCA share."""
 
     batch_size: Count = Field(default=1024, gt=0, description="Experiences per minibatch.")
     buffer_size: Count = Field(default=10240, gt=0, description="Experiences per policy update.")
@@ -153,7 +154,6 @@ class PPOHyperparameters(_Settings):
     epsilon: float = Field(default=0.2, gt=0, description="Clipping range of the PPO policy ratio.")
     lambd: float = Field(default=0.95, ge=0, le=1, description="GAE lambda.")
     num_epoch: Count = Field(default=3, gt=0, description="Passes through the buffer per update.")
-    shared_critic: bool = Field(default=False, description="Share the value network with the policy.")
     learning_rate_schedule: Schedule = Field(
         default="linear", description="How the learning rate changes over max_steps."
     )
@@ -171,6 +171,17 @@ class PPOHyperparameters(_Settings):
         if self.epsilon_schedule is None:
             self.epsilon_schedule = self.learning_rate_schedule
         return self
+
+
+class PPOHyperparameters(_OnPolicyHyperparameters):
+    """``hyperparameters`` of a ``trainer_type: ppo`` behavior."""
+
+    shared_critic: bool = Field(default=False, description="Share the value network with the policy.")
+
+
+class POCAHyperparameters(_OnPolicyHyperparameters):
+    """``hyperparameters`` of a ``trainer_type: poca`` behavior: PPO's, but its critic is the group's
+    (centralised, so never shared with the policy)."""
 
 
 class SACHyperparameters(_Settings):
@@ -285,7 +296,16 @@ class SelfPlaySettings(_Settings):
         return self
 
 
-def _default_hyperparameters() -> PPOHyperparameters | SACHyperparameters:
+Hyperparameters = PPOHyperparameters | SACHyperparameters | POCAHyperparameters
+#: ``trainer_type`` → the model of its ``hyperparameters``.
+HYPERPARAMETERS: dict[str, type[PPOHyperparameters | SACHyperparameters | POCAHyperparameters]] = {
+    "ppo": PPOHyperparameters,
+    "sac": SACHyperparameters,
+    "poca": POCAHyperparameters,
+}
+
+
+def _default_hyperparameters() -> Hyperparameters:
     return PPOHyperparameters()
 
 
@@ -296,8 +316,8 @@ def _default_reward_signals() -> dict[str, RewardSignalSettings]:
 class TrainerSettings(_Settings):
     """Settings of one behavior (an entry of ``behaviors``, or ``default_settings``)."""
 
-    trainer_type: Literal["ppo", "sac"] = Field(default="ppo", description="Algorithm: ppo or sac.")
-    hyperparameters: PPOHyperparameters | SACHyperparameters = Field(
+    trainer_type: Literal["ppo", "sac", "poca"] = Field(default="ppo", description="Algorithm: ppo, sac or poca.")
+    hyperparameters: Hyperparameters = Field(
         default_factory=_default_hyperparameters, description="Keys depend on trainer_type."
     )
     checkpoint_interval: Count = Field(default=500000, gt=0, description="Trainer steps between two checkpoints.")
@@ -329,14 +349,12 @@ class TrainerSettings(_Settings):
         data = upgrade_trainer(data)
         hyperparameters = data.get("hyperparameters")
         if "trainer_type" not in data:
-            if isinstance(hyperparameters, PPOHyperparameters):
-                data["trainer_type"] = "ppo"
-            elif isinstance(hyperparameters, SACHyperparameters):
-                data["trainer_type"] = "sac"
+            kinds = [kind for kind, model in HYPERPARAMETERS.items() if isinstance(hyperparameters, model)]
+            if kinds:
+                data["trainer_type"] = kinds[0]
             elif "hyperparameters" in data:
                 raise invalid(
-                    "hyperparameters were specified but no trainer_type was given; "
-                    "add trainer_type: ppo or trainer_type: sac.",
+                    "hyperparameters were specified but no trainer_type was given; add trainer_type: ppo, sac or poca.",
                     where="hyperparameters",
                 )
         if hyperparameters is None:
@@ -346,10 +364,8 @@ class TrainerSettings(_Settings):
     @field_validator("trainer_type", mode="before")
     @classmethod
     def _check_trainer_type(cls, value: Any) -> Any:
-        if value == "poca":
-            raise unsupported("the 'poca' trainer is not supported yet by asynctrainer (supported: ppo, sac).")
-        if value not in ("ppo", "sac"):
-            raise invalid(f"{show(value)} is not valid: expected one of ppo, sac.")
+        if value not in HYPERPARAMETERS:
+            raise invalid(f"{show(value)} is not valid: expected one of {', '.join(HYPERPARAMETERS)}.")
         return value
 
     @field_validator("hyperparameters", mode="before")
@@ -358,8 +374,8 @@ class TrainerSettings(_Settings):
         trainer_type = info.data.get("trainer_type")
         if trainer_type is None:  # trainer_type itself was invalid and is reported
             raise PydanticUseDefault()
-        model = PPOHyperparameters if trainer_type == "ppo" else SACHyperparameters
-        if isinstance(value, (PPOHyperparameters, SACHyperparameters)):
+        model = HYPERPARAMETERS[trainer_type]
+        if isinstance(value, tuple(HYPERPARAMETERS.values())):
             if not isinstance(value, model):
                 raise invalid(f"{type(value).__name__} given for trainer_type {trainer_type}.")
             return value
@@ -409,6 +425,20 @@ class TrainerSettings(_Settings):
                 f"{self.hyperparameters.batch_size}: with memory, sequence_length must be at most batch_size.",
                 where="network_settings.memory.sequence_length",
             )
+        if self.trainer_type == "poca":
+            if memory is not None:
+                raise unsupported(
+                    "network_settings.memory with trainer_type poca is not supported yet (recurrent POCA); "
+                    "use ppo for a recurrent policy, or poca without memory.",
+                    where="network_settings.memory",
+                )
+            for name in self.reward_signals:
+                if name != "extrinsic":
+                    notice(
+                        f"reward_signals.{name}",
+                        f"Reward signal {name} is not supported with the POCA trainer; results may be unexpected "
+                        "(as in ML-Agents: it is computed from each agent's own observations).",
+                    )
         if self.even_checkpoints:
             self.checkpoint_interval = max(1, int(self.max_steps / self.keep_checkpoints))
         return self

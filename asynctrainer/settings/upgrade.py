@@ -30,6 +30,7 @@ _COMMON_HYPERPARAMETERS = frozenset({"batch_size", "buffer_size", "learning_rate
 #: Hyperparameters a behavior held flat before ML-Agents 0.17, by trainer.
 _FLAT_HYPERPARAMETERS: dict[str, frozenset[str]] = {
     "ppo": _COMMON_HYPERPARAMETERS | {"beta", "epsilon", "lambd", "num_epoch"},
+    "poca": _COMMON_HYPERPARAMETERS | {"beta", "epsilon", "lambd", "num_epoch"},
     "sac": _COMMON_HYPERPARAMETERS
     | {"buffer_init_steps", "tau", "steps_per_update", "save_replay_buffer", "init_entcoef"}
     | {"reward_signal_steps_per_update"},

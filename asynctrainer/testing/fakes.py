@@ -3,10 +3,12 @@
 ``FakeTrainer`` follows the whole :class:`RLTrainer` contract, but its "update" only sleeps
 (in the worker thread) and perturbs a numpy policy; ``fake_trainer_factory`` plugs it into
 a :class:`Runner`. ``CountingEnv`` is a trivial scripted env with fixed-length episodes.
+``random_trajectory`` makes a trajectory of random steps for trainer tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -28,7 +30,40 @@ from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["CountingEnv", "FakeTrainer", "fake_trainer_factory", "random_snapshot"]
+__all__ = ["CountingEnv", "FakeTrainer", "fake_trainer_factory", "random_snapshot", "random_trajectory"]
+
+
+def random_trajectory(
+    n: int,
+    *,
+    obs_size: int = 3,
+    continuous: int = 1,
+    rng: np.random.Generator | None = None,
+    ends: bool = True,
+    **fields: Any,
+) -> Trajectory:
+    """``n`` steps of random observations, rewards and actions (``continuous`` of them and one
+    discrete branch of 2) at log-probability −1, ending in a terminal step when ``ends``;
+    ``fields`` replace any of the trajectory's fields (``agent_id``, ``rewards``, ``group``, …)."""
+    rng = rng if rng is not None else np.random.default_rng(0)
+    made = Trajectory(
+        behavior_name="B",
+        agent_id="a",
+        obs=rng.normal(size=(n, obs_size)).astype(np.float32),
+        next_obs=rng.normal(size=obs_size).astype(np.float32),
+        actions_continuous=rng.normal(size=(n, continuous)).astype(np.float32),
+        actions_discrete=rng.integers(0, 2, size=(n, 1)).astype(np.int32),
+        log_probs=np.full(n, -1.0, np.float32),
+        entropies=np.ones(n, np.float32),
+        rewards=rng.normal(size=n).astype(np.float32),
+        action_masks=None,
+        policy_versions=np.zeros(n, np.int64),
+        terminated=ends,
+    )
+    made = dataclasses.replace(made, **fields)
+    if ends and "episode_return" not in fields:  # the episode is this trajectory
+        made = dataclasses.replace(made, episode_return=float(made.rewards.sum()), episode_length=len(made))
+    return made
 
 
 def random_snapshot(name: str, spec: BehaviorSpec, version: int = 0, seed: int = 0, hidden: int = 8) -> PolicySnapshot:

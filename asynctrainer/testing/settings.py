@@ -7,7 +7,7 @@ from typing import Any
 
 from asynctrainer.settings import RunSettings, run_settings_from_dict
 
-__all__ = ["dummy_sac_settings", "make_run_settings"]
+__all__ = ["dummy_ppo_config", "dummy_ppo_settings", "dummy_sac_settings", "make_run_settings"]
 
 
 def make_run_settings(
@@ -34,6 +34,34 @@ def make_run_settings(
         **trainer,
     }
     return run_settings_from_dict({"behaviors": {behavior: cfg}, "env_settings": dict(env_settings or {})})
+
+
+def dummy_ppo_config(**overrides: Any) -> dict[str, Any]:
+    """ML-Agents' dummy PPO (and POCA) behavior config for SimpleEnvironment: lr 5e-3 constant,
+    batch 16, buffer 64, 1x32 units, time horizon 64, summary 500, 3000 steps; strict on-policy,
+    so that a learning test passes or fails the same way every run.
+
+    Keyword arguments override the keys (``trainer_type="poca"``); ``hyperparameters`` is merged.
+    """
+    hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
+    hyper.update(overrides.pop("hyperparameters", {}))
+    return {
+        "trainer_type": "ppo",
+        "hyperparameters": hyper,
+        "network_settings": {"hidden_units": 32, "num_layers": 1},
+        "summary_freq": 500,
+        "max_steps": 3000,
+        "time_horizon": 64,
+        "strict_on_policy": True,
+        **overrides,
+    }
+
+
+def dummy_ppo_settings(*names: str, run: Mapping[str, Any] | None = None, **overrides: Any) -> RunSettings:
+    """A run config with :func:`dummy_ppo_config` for each behavior name; ``run`` adds top-level
+    sections (``environment_parameters``, ``env_settings``)."""
+    behaviors = {name: dummy_ppo_config(**overrides) for name in names}
+    return run_settings_from_dict({"behaviors": behaviors, **dict(run or {})})
 
 
 def dummy_sac_settings(behavior: str, **trainer: Any) -> RunSettings:

@@ -12,7 +12,7 @@ from asynctrainer import Runner, load_demonstration
 from asynctrainer.errors import DemonstrationError
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing import SimpleEnvironment, record_simple_expert
-from tests.ppo.test_learning import dummy_ppo
+from asynctrainer.testing.settings import dummy_ppo_settings
 
 
 @pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0), (1, 1)], ids=["discrete", "continuous", "hybrid"])
@@ -36,7 +36,7 @@ async def test_the_expert_recording_holds_the_optimal_action_at_each_observation
 
 
 def ppo(demo: Path, *, bc: dict[str, Any] | None = None, **extra: Any) -> Any:
-    return dummy_ppo(
+    return dummy_ppo_settings(
         "1D", behavioral_cloning={"demo_path": str(demo), "steps": 1000, **(bc or {})}, max_steps=500, **extra
     )
 

@@ -10,9 +10,8 @@ from __future__ import annotations
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.testing.settings import dummy_sac_settings
+from asynctrainer.testing.settings import dummy_ppo_settings, dummy_sac_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
-from tests.ppo.test_learning import dummy_ppo
 
 pytestmark = pytest.mark.learning
 
@@ -26,7 +25,7 @@ CASES = pytest.mark.parametrize(
 @CASES
 async def test_var_len_obs_ppo(num_vector: int, num_var_len: int, action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("1D", action_sizes=action_sizes, num_vector=num_vector, num_var_len=num_var_len, seed=1337)
-    runner = Runner(dummy_ppo("1D", hyperparameters={"learning_rate": 3e-4}), env, seed=1337, stats_writers=[])
+    runner = Runner(dummy_ppo_settings("1D", hyperparameters={"learning_rate": 3e-4}), env, seed=1337, stats_writers=[])
     await runner.run()
     assert env.mean_final_reward("1D") > 0.9
     assert runner.slots["1D"].latest().attention is not None

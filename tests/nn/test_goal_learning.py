@@ -11,9 +11,8 @@ from __future__ import annotations
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.testing.settings import dummy_sac_settings
+from asynctrainer.testing.settings import dummy_ppo_settings, dummy_sac_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
-from tests.ppo.test_learning import dummy_ppo
 
 pytestmark = pytest.mark.learning
 
@@ -27,7 +26,7 @@ NETWORK = {"hidden_units": 32, "num_layers": 1, "goal_conditioning_type": "hyper
 )
 async def test_goal_conditioned_ppo(observations: dict[str, int], action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("1D", action_sizes=action_sizes, goal_indices=(0,), seed=1337, **observations)
-    settings = dummy_ppo("1D", hyperparameters={"learning_rate": 3e-4}, network_settings=NETWORK)
+    settings = dummy_ppo_settings("1D", hyperparameters={"learning_rate": 3e-4}, network_settings=NETWORK)
     runner = Runner(settings, env, seed=1337, stats_writers=[])
     await runner.run()
     assert env.mean_final_reward("1D") > 0.9

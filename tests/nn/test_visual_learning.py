@@ -11,9 +11,8 @@ from __future__ import annotations
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.testing.settings import dummy_sac_settings
+from asynctrainer.testing.settings import dummy_ppo_settings, dummy_sac_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
-from tests.ppo.test_learning import dummy_ppo
 
 pytestmark = pytest.mark.learning
 
@@ -31,7 +30,7 @@ def visual_env(action_sizes: tuple[int, int], num_visual: int) -> SimpleEnvironm
 @VISUALS
 async def test_visual_ppo(action_sizes: tuple[int, int], num_visual: int) -> None:
     env = visual_env(action_sizes, num_visual)
-    runner = Runner(dummy_ppo("1D", hyperparameters={"learning_rate": 3e-4}), env, seed=1337, stats_writers=[])
+    runner = Runner(dummy_ppo_settings("1D", hyperparameters={"learning_rate": 3e-4}), env, seed=1337, stats_writers=[])
     await runner.run()
     assert env.mean_final_reward("1D") > 0.9
     encoders = runner.slots["1D"].latest().encoders
@@ -62,7 +61,9 @@ def advanced_env(vis_encode_type: str, num_visual: int) -> SimpleEnvironment:
 async def test_visual_advanced_ppo(vis_encode_type: str, num_visual: int) -> None:
     env = advanced_env(vis_encode_type, num_visual)
     network = {"hidden_units": 16, "num_layers": 1, "vis_encode_type": vis_encode_type}
-    settings = dummy_ppo("1D", hyperparameters={"learning_rate": 3e-4}, network_settings=network, max_steps=900)
+    settings = dummy_ppo_settings(
+        "1D", hyperparameters={"learning_rate": 3e-4}, network_settings=network, max_steps=900
+    )
     await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("1D") > 0.5
 

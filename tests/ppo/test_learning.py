@@ -2,47 +2,27 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.settings import dummy_ppo_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
 
-def dummy_ppo(name: str, **overrides: Any) -> Any:
-    """ML-Agents' dummy PPO config: lr 5e-3 constant, batch 16, buffer 64, 1×32 units, 3000 steps."""
-    hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
-    hyper.update(overrides.pop("hyperparameters", {}))
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": hyper,
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "summary_freq": 500,
-        "max_steps": 3000,
-        "time_horizon": 64,
-        # Deterministic: a learning test passes or fails the same way every run.
-        "strict_on_policy": True,
-        **overrides,
-    }
-    return run_settings_from_dict({"behaviors": {name: cfg}})
-
-
 @pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0)], ids=["discrete", "continuous"])
 async def test_ppo_1d(action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("1D", action_sizes=action_sizes, seed=1337)
-    await Runner(dummy_ppo("1D"), env, seed=1337, stats_writers=[]).run()
+    await Runner(dummy_ppo_settings("1D"), env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("1D") > 0.9
 
 
 @pytest.mark.parametrize("action_sizes", [(0, 2), (2, 0)], ids=["discrete", "continuous"])
 async def test_ppo_2d(action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("2D", action_sizes=action_sizes, step_size=0.8, seed=1337)
-    settings = dummy_ppo("2D", hyperparameters={"batch_size": 64, "buffer_size": 640}, max_steps=10000)
+    settings = dummy_ppo_settings("2D", hyperparameters={"batch_size": 64, "buffer_size": 640}, max_steps=10000)
     await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("2D") > 0.9
 
@@ -50,7 +30,10 @@ async def test_ppo_2d(action_sizes: tuple[int, int]) -> None:
 async def run_strict(seed: int) -> tuple[list[tuple[int, float]], dict[str, np.ndarray]]:
     env = SimpleEnvironment("1D", action_sizes=(0, 1), seed=seed, num_agents=3)
     runner = Runner(
-        dummy_ppo("1D", strict_on_policy=True, max_steps=1200, summary_freq=200), env, seed=seed, stats_writers=[]
+        dummy_ppo_settings("1D", strict_on_policy=True, max_steps=1200, summary_freq=200),
+        env,
+        seed=seed,
+        stats_writers=[],
     )
     await runner.run()
     history = runner.trainers["1D"].stats_reporter.history
@@ -73,7 +56,7 @@ async def test_strict_on_policy_with_a_seed_repeats_exactly() -> None:
 @pytest.mark.parametrize("action_sizes", [(0, 1), (1, 0)], ids=["discrete", "continuous"])
 async def test_ppo_1d_shared_critic(action_sizes: tuple[int, int]) -> None:
     env = SimpleEnvironment("1D", action_sizes=action_sizes, seed=1337)
-    settings = dummy_ppo("1D", hyperparameters={"shared_critic": True})
+    settings = dummy_ppo_settings("1D", hyperparameters={"shared_critic": True})
     runner = Runner(settings, env, seed=1337, stats_writers=[])
     await runner.run()
     net = runner.trainers["1D"].net

@@ -14,25 +14,10 @@ import pytest
 
 from asynctrainer import Runner
 from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.settings import dummy_ppo_config
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
-
-
-def ppo_config(**overrides: Any) -> dict[str, Any]:
-    """ML-Agents' dummy PPO config: lr 5e-3 constant, batch 16, buffer 64, 1×32 units, 3000 steps."""
-    hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
-    hyper.update(overrides.pop("hyperparameters", {}))
-    return {
-        "trainer_type": "ppo",
-        "hyperparameters": hyper,
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "summary_freq": 500,
-        "max_steps": 3000,
-        "time_horizon": 64,
-        "strict_on_policy": True,
-        **overrides,
-    }
 
 
 def sac_config(**overrides: Any) -> dict[str, Any]:
@@ -58,7 +43,7 @@ def sac_config(**overrides: Any) -> dict[str, Any]:
     }
 
 
-CONFIGS = {"ppo": ppo_config, "sac": sac_config}
+CONFIGS = {"ppo": dummy_ppo_config, "sac": sac_config}
 
 
 @pytest.mark.parametrize("trainer_type", ["ppo", "sac"])
@@ -81,7 +66,7 @@ async def test_ppo_hybrid_actions_learn() -> None:
     # Step size 0.8, as ML-Agents' hybrid tests: at 0.2 the dummy config can settle with one
     # action part against the goal (return about -0.04) on some seeds.
     env = SimpleEnvironment("Hybrid", action_sizes=(1, 1), step_size=0.8, seed=1337)
-    settings = run_settings_from_dict({"behaviors": {"Hybrid": ppo_config()}})
+    settings = run_settings_from_dict({"behaviors": {"Hybrid": dummy_ppo_config()}})
     await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert env.mean_final_reward("Hybrid") > 0.9
 
@@ -103,7 +88,7 @@ async def test_two_behaviors_one_ppo_one_sac_both_learn() -> None:
     # channel (and strict_on_policy waits for a snapshot that never comes), so the env loop
     # stalls once that channel fills; the other trainer must finish within that slack. The
     # time limit turns such a stall into a failure instead of a hung test run.
-    settings = run_settings_from_dict({"behaviors": {"A": ppo_config(), "B": sac_config(max_steps=3000)}})
+    settings = run_settings_from_dict({"behaviors": {"A": dummy_ppo_config(), "B": sac_config(max_steps=3000)}})
     with anyio.fail_after(120):
         result = await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert result.updates["A"] > 0 and result.updates["B"] > 0

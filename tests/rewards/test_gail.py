@@ -17,7 +17,7 @@ from asynctrainer.rewards.gail import GAILSignal
 from asynctrainer.rewards.signals import SignalBatch
 from asynctrainer.settings import RewardSignalSettings
 from asynctrainer.testing import SimpleEnvironment, record_simple_expert
-from tests.ppo.test_learning import dummy_ppo
+from asynctrainer.testing.settings import dummy_ppo_settings
 
 #: ML-Agents' GAIL provider specs, with vector observations only (visual ones come with the observations issue).
 SPECS = {
@@ -128,7 +128,7 @@ def test_gail_losses_by_hand() -> None:
 
 def gail_ppo(demo: Path, **extra: Any) -> Any:
     """ML-Agents' test_gail: signals = {gail} only, behavioral cloning for 1000 steps, 500 steps in all."""
-    return dummy_ppo(
+    return dummy_ppo_settings(
         "1D",
         reward_signals={"gail": {"demo_path": str(demo), "encoding_size": 32, **extra}},
         behavioral_cloning={"demo_path": str(demo), "steps": 1000},

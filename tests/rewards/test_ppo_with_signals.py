@@ -11,14 +11,15 @@ from asynctrainer import Runner
 from asynctrainer.envs.spec import ActionSpec, BehaviorSpec, ObservationSpec
 from asynctrainer.runtime.stats import MemoryWriter
 from asynctrainer.runtime.trajectory import Trajectory
+from asynctrainer.testing.fakes import random_trajectory
+from asynctrainer.testing.settings import dummy_ppo_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
-from tests.ppo.test_learning import dummy_ppo
 
 SPEC = BehaviorSpec((ObservationSpec((3,)),), ActionSpec(1, (2,)))
 
 
 def settings(signals: dict[str, Any], **extra: Any) -> Any:
-    return dummy_ppo("1D", reward_signals=signals, **extra)
+    return dummy_ppo_settings("1D", reward_signals=signals, **extra)
 
 
 def make_trainer(signals: dict[str, Any], seed: int = 0) -> Any:
@@ -30,22 +31,7 @@ def make_trainer(signals: dict[str, Any], seed: int = 0) -> Any:
 
 
 def trajectory(rng: np.random.Generator, n: int = 16, agent: str = "0", ends: bool = True) -> Trajectory:
-    return Trajectory(
-        behavior_name="1D",
-        agent_id=agent,
-        obs=rng.normal(size=(n, 3)).astype(np.float32),
-        next_obs=rng.normal(size=3).astype(np.float32),
-        actions_continuous=rng.normal(size=(n, 1)).astype(np.float32),
-        actions_discrete=rng.integers(0, 2, (n, 1)).astype(np.int32),
-        log_probs=np.full(n, -1.0, np.float32),
-        entropies=np.zeros(n, np.float32),
-        rewards=rng.normal(size=n).astype(np.float32),
-        action_masks=None,
-        policy_versions=np.zeros(n, np.int64),
-        terminated=ends,
-        episode_return=0.0 if ends else None,
-        episode_length=n if ends else None,
-    )
+    return random_trajectory(n, rng=rng, ends=ends, behavior_name="1D", agent_id=agent)
 
 
 def update(trainer: Any, rng: np.random.Generator) -> dict[str, float]:

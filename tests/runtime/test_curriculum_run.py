@@ -12,7 +12,7 @@ import pytest
 from asynctrainer import Runner
 from asynctrainer.errors import UsageError
 from asynctrainer.runtime.stats import MemoryWriter
-from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.settings import dummy_ppo_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytest.importorskip("tensorflow")
@@ -35,22 +35,13 @@ CURRICULUM = {
 
 
 def settings(max_steps: int, parameters: dict[str, Any] = CURRICULUM) -> Any:
-    behavior = {
-        "trainer_type": "ppo",
-        "hyperparameters": {
-            "batch_size": 16,
-            "buffer_size": 64,
-            "learning_rate": 5e-3,
-            "learning_rate_schedule": "constant",
-        },
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "max_steps": max_steps,
-        "summary_freq": 20,
-        "time_horizon": 64,
-        "checkpoint_interval": 500,
-        "strict_on_policy": True,
-    }
-    return run_settings_from_dict({"behaviors": {"1D": behavior}, "environment_parameters": parameters})
+    return dummy_ppo_settings(
+        "1D",
+        max_steps=max_steps,
+        summary_freq=20,
+        checkpoint_interval=500,
+        run={"environment_parameters": parameters},
+    )
 
 
 async def test_lessons_advance_by_reward_reach_the_env_and_resume(tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from asynctrainer.errors import EnvError, SettingsError
 from asynctrainer.scale.ray_executor import RayEnvExecutor, executor_of
 from asynctrainer.settings import run_settings_from_dict
 from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
+from asynctrainer.testing.settings import dummy_ppo_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
 from asynctrainer.testing.unity_standin import free_ports, write_player_executable
 
@@ -49,19 +50,9 @@ def local_ray() -> Iterator[None]:
 
 
 def ray_settings(behavior: str, *, num_workers: int = 2, env_path: str | None = None, **trainer: Any) -> Any:
-    hyper = {"batch_size": 16, "buffer_size": 64, "learning_rate": 5e-3, "learning_rate_schedule": "constant"}
-    hyper.update(trainer.pop("hyperparameters", {}))
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": hyper,
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "summary_freq": 500,
-        "max_steps": 3000,
-        "time_horizon": 64,
-        **trainer,
-    }
     env = {"executor": "ray", "num_workers": num_workers, "env_path": env_path}
-    return run_settings_from_dict({"behaviors": {behavior: cfg}, "env_settings": env})
+    trainer.setdefault("strict_on_policy", False)
+    return dummy_ppo_settings(behavior, run={"env_settings": env}, **trainer)
 
 
 def the_executor(runner: Runner) -> RayEnvExecutor:

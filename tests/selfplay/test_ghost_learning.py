@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from asynctrainer import Runner
-from asynctrainer.settings import run_settings_from_dict
+from asynctrainer.testing.settings import dummy_ppo_settings
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
@@ -20,30 +20,12 @@ pytestmark = pytest.mark.learning
 BAR = 0.9
 
 
-def ghost_settings(names: list[str], self_play: dict[str, Any], max_steps: int) -> Any:
-    """ML-Agents' dummy PPO config with ``self_play``, for each behavior name."""
-    cfg = {
-        "trainer_type": "ppo",
-        "hyperparameters": {
-            "batch_size": 16,
-            "buffer_size": 64,
-            "learning_rate": 5e-3,
-            "learning_rate_schedule": "constant",
-        },
-        "network_settings": {"hidden_units": 32, "num_layers": 1},
-        "summary_freq": 500,
-        "max_steps": max_steps,
-        "time_horizon": 64,
-        "strict_on_policy": True,
-        "self_play": self_play,
-    }
-    return run_settings_from_dict({"behaviors": {name: cfg for name in names}})
-
-
 async def run_ghost(env_names: list[str], self_play: dict[str, Any], max_steps: int) -> tuple[dict[str, float], Runner]:
     env = SimpleEnvironment(env_names, action_sizes=(0, 1), seed=1337)
     names = sorted({n.split("?")[0] for n in env_names})
-    runner = Runner(ghost_settings(names, self_play, max_steps), env, seed=1337, stats_writers=[])
+    runner = Runner(
+        dummy_ppo_settings(*names, self_play=self_play, max_steps=max_steps), env, seed=1337, stats_writers=[]
+    )
     await runner.run()
     return {name: env.mean_final_reward(name) for name in env_names}, runner
 

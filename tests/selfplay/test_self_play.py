@@ -17,7 +17,7 @@ from asynctrainer.runtime.stats import StatsSummary, StatsSummaryRecord, console
 from asynctrainer.runtime.trajectory import Trajectory
 from asynctrainer.settings import SelfPlaySettings, run_settings_from_dict
 from asynctrainer.testing import make_run_settings
-from asynctrainer.testing.fakes import FakeTrainer, fake_trainer_factory, random_snapshot
+from asynctrainer.testing.fakes import FakeTrainer, fake_trainer_factory, random_snapshot, random_trajectory
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 TEAMS = ["1D?team=0", "1D?team=1"]
@@ -53,19 +53,14 @@ def test_elo_change_is_the_result_minus_the_expected_score() -> None:
 
 
 def _trajectory(rewards: list[float], *, terminated: bool, interrupted: bool = False) -> Trajectory:
-    n = len(rewards)
-    return Trajectory(
+    return random_trajectory(
+        len(rewards),
+        obs_size=1,
+        continuous=0,
+        ends=terminated or interrupted,
         behavior_name="1D?team=0",
         agent_id="0-0",
-        obs=np.zeros((n, 1), np.float32),
-        next_obs=np.zeros(1, np.float32),
-        actions_continuous=np.zeros((n, 0), np.float32),
-        actions_discrete=np.zeros((n, 1), np.int32),
-        log_probs=np.zeros(n, np.float32),
-        entropies=np.zeros(n, np.float32),
         rewards=np.array(rewards, np.float32),
-        action_masks=None,
-        policy_versions=np.zeros(n, np.int64),
         terminated=terminated,
         interrupted=interrupted,
     )
