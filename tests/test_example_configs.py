@@ -53,6 +53,8 @@ MLAGENTS_CONFIGS: dict[str, str | None] = {
     "mlagents_3dball_randomize_transitional.yaml": None,
     "pyramids.yaml": None,
     "soccer_twos.yaml": None,
+    "strikers_vs_goalie.yaml": None,
+    "push_block_collab.yaml": None,
     "hallway.yaml": None,
     "mlagents_walljump_curriculum.yaml": None,
     "mlagents_pre017_trainer_config.yaml": None,

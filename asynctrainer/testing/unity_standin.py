@@ -7,7 +7,9 @@ infos (``brain_parameters`` the first time a behavior has agents), a 400 status 
 by itself (Stop in the Editor), and quitting when the trainer answers with anything but 200.
 The game is ML-Agents' SimpleEnvironment (:mod:`asynctrainer.testing.simple_env`): one vector
 observation (the goal), optionally a PNG camera of it, laid out as Unity 3.x (``[C, H, W]``) or
-2.x (``[H, W, C]``) sends it, and the game's own stats on Unity's stats channel.
+2.x (``[H, W, C]``) sends it, and the game's own stats on Unity's stats channel. With ``scene``
+it is one of ML-Agents' multi-agent example scenes instead (:mod:`asynctrainer.testing.scenes`:
+several behaviors, teams and groups with the scene's specs; grids sent as 3.x sends them).
 
 Run as a program (``python -m asynctrainer.testing.unity_standin --mlagents-port 5005``) it is
 a fake player executable: :func:`write_player_executable` wraps it in a file the launcher finds.
@@ -52,6 +54,7 @@ from asynctrainer.envs.unity.side_channels import (
     OutgoingMessage,
 )
 from asynctrainer.errors import EnvError
+from asynctrainer.testing.scenes import SceneEnvironment
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 __all__ = ["StandInRecord", "UnityStandIn", "encode_png", "free_ports", "write_player_executable"]
@@ -132,6 +135,9 @@ class UnityStandIn:
     :param masked_actions: SimpleEnvironment's masks, sent as Unity's flat ``action_mask``.
     :param max_steps: send a 400 (Stop in the Editor) after this many steps; None: run until the trainer ends it.
     :param stats: send the game's stats (``Custom/Goal``: average, ``Custom/Episodes``: sum) at episode ends.
+    :param scene: play this scene of :data:`~asynctrainer.testing.scenes.SCENES` (its behaviors and
+        specs) instead of SimpleEnvironment; ``behavior``, ``num_agents``, ``action_sizes``,
+        ``visual``, ``group_id`` and ``masked_actions`` are then the scene's.
     """
 
     def __init__(
@@ -151,12 +157,20 @@ class UnityStandIn:
         communication_version: str = "1.5.0",
         package_version: str = "3.0.0",
         host: str = "localhost",
+        scene: str | None = None,
     ) -> None:
         self.port = port
         self.behavior = behavior
-        self.sim = SimpleEnvironment(
-            behavior, num_agents=num_agents, action_sizes=action_sizes, seed=seed, masked_actions=masked_actions
+        self.sim: SimpleEnvironment | SceneEnvironment = (
+            SimpleEnvironment(
+                behavior, num_agents=num_agents, action_sizes=action_sizes, seed=seed, masked_actions=masked_actions
+            )
+            if scene is None
+            else SceneEnvironment(scene, seed=seed)
         )
+        #: The agents of each behavior that asked for a decision in the last step sent, in order.
+        self._asked: dict[str, np.ndarray] = {}
+        self._brains_sent: set[str] = set()
         self.visual = visual
         self.image_size = image_size
         self.group_id = group_id
@@ -166,7 +180,6 @@ class UnityStandIn:
         self.package_version = package_version
         self.target = f"{host}:{port}"
         self.record = StandInRecord()
-        self._brain_sent = False
 
     # ----- the protocol -----------------------------------------------------------------------
 
@@ -230,6 +243,30 @@ class UnityStandIn:
             header=HeaderProto(status=200), unity_output=UnityOutputProto(rl_initialization_output=init)
         )
 
+    def _scene_observations(self, obs: list[np.ndarray], row: int) -> list[ObservationProto]:
+        """A scene agent's observations: vectors as floats, grids channel-first (Unity 3.x) as floats."""
+        out = []
+        for o in obs:
+            values = o[row]
+            shape, dims = [values.shape[0]], [1]
+            if values.ndim == 3:
+                values = values.transpose(2, 0, 1)
+                shape, dims = list(values.shape), [1, 2, 2]
+            out.append(
+                ObservationProto(
+                    shape=shape,
+                    compression_type=NONE,
+                    float_data=ObservationProto.FloatData(data=values.ravel().tolist()),
+                    dimension_properties=dims,
+                )
+            )
+        return out
+
+    def _agent_observations(self, obs: list[np.ndarray], row: int) -> list[ObservationProto]:
+        if isinstance(self.sim, SceneEnvironment):
+            return self._scene_observations(obs, row)
+        return self._observations(float(obs[0][row, 0]))
+
     def _observations(self, goal: float) -> list[ObservationProto]:
         vector = ObservationProto(
             shape=[1],
@@ -253,58 +290,73 @@ class UnityStandIn:
         )
         return [camera, vector]  # sensors are sorted by name, as Unity does
 
+    def _group(
+        self, group_id: np.ndarray | None, group_reward: np.ndarray | None, i: int, otherwise: float
+    ) -> tuple[int, float]:
+        """An agent's ``(group_id, group_reward)``: the scene's, else ``group_id`` and ``otherwise``."""
+        if group_id is not None and group_reward is not None:
+            return int(group_id[i]), float(group_reward[i])
+        return self.group_id, otherwise if self.group_id else 0.0
+
     def _infos(self, batch: StepBatch) -> list[AgentInfoProto]:
         infos = []
         terminal = batch.terminal
         for i, aid in enumerate(terminal.agent_id.tolist()):
             reward = float(terminal.reward[i])
+            group, group_reward = self._group(terminal.group_id, terminal.group_reward, i, 0.5 if reward > 0 else -0.5)
             infos.append(
                 AgentInfoProto(
                     reward=reward,
                     done=True,
                     max_step_reached=bool(terminal.interrupted[i]),
                     id=int(aid),
-                    observations=self._observations(float(terminal.obs[0][i, 0])),
-                    group_id=self.group_id,
-                    group_reward=(0.5 if reward > 0 else -0.5) if self.group_id else 0.0,
+                    observations=self._agent_observations(terminal.obs, i),
+                    group_id=group,
+                    group_reward=group_reward,
                 )
             )
         decision = batch.decision
         mask = decision.action_mask
         for i, aid in enumerate(decision.agent_id.tolist()):
+            group, _ = self._group(decision.group_id, decision.group_reward, i, 0.0)
             infos.append(
                 AgentInfoProto(
                     reward=float(decision.reward[i]),
                     done=False,
                     id=int(aid),
                     action_mask=[] if mask is None else mask[i].tolist(),
-                    observations=self._observations(float(decision.obs[0][i, 0])),
-                    group_id=self.group_id,
+                    observations=self._agent_observations(decision.obs, i),
+                    group_id=group,
                 )
             )
         return infos
 
     def _output(self, steps: dict[str, StepBatch]) -> UnityMessageProto:
-        batch = steps[self.behavior]
         rl_output = UnityRLOutputProto()
-        infos = self._infos(batch)
-        rl_output.agentInfos[self.behavior].value.extend(infos)
-        if self.stats and len(batch.terminal):
-            rl_output.side_channel = self._stats_message(batch)
+        brains = []
+        for name, batch in steps.items():
+            infos = self._infos(batch)
+            rl_output.agentInfos[name].value.extend(infos)
+            self._asked[name] = batch.decision.agent_id
+            if self.stats and len(batch.terminal):
+                rl_output.side_channel += self._stats_message(batch)
+            if name not in self._brains_sent and infos:
+                self._brains_sent.add(name)
+                spec = self.sim.behavior_specs[name].action_spec
+                brains.append(
+                    BrainParametersProto(
+                        brain_name=name,
+                        is_training=True,
+                        action_spec=ActionSpecProto(
+                            num_continuous_actions=spec.continuous_size,
+                            num_discrete_actions=spec.discrete_size,
+                            discrete_branch_sizes=list(spec.discrete_branches),
+                        ),
+                    )
+                )
         output = UnityOutputProto(rl_output=rl_output)
-        if not self._brain_sent and infos:
-            self._brain_sent = True
-            spec = self.sim.action_spec
-            brain = BrainParametersProto(
-                brain_name=self.behavior,
-                is_training=True,
-                action_spec=ActionSpecProto(
-                    num_continuous_actions=spec.continuous_size,
-                    num_discrete_actions=spec.discrete_size,
-                    discrete_branch_sizes=list(spec.discrete_branches),
-                ),
-            )
-            output.rl_initialization_output.CopyFrom(UnityRLInitializationOutputProto(brain_parameters=[brain]))
+        if brains:
+            output.rl_initialization_output.CopyFrom(UnityRLInitializationOutputProto(brain_parameters=brains))
         return UnityMessageProto(header=HeaderProto(status=200), unity_output=output)
 
     def _stats_message(self, batch: StepBatch) -> bytes:
@@ -321,18 +373,21 @@ class UnityStandIn:
         return bytes(out)
 
     def _actions(self, rl_input: UnityRLInputProto) -> dict[str, ActionBatch]:
-        n = self.sim.num_agents
-        spec = self.sim.action_spec
-        listed = rl_input.agent_actions[self.behavior].value if self.behavior in rl_input.agent_actions else []
-        self.record.actions.append({self.behavior: len(listed)})
-        continuous = np.zeros((n, spec.continuous_size), np.float32)
-        discrete = np.zeros((n, spec.discrete_size), np.int32)
-        for i, action in enumerate(listed[:n]):  # agents without an action act with zeros, as in Unity
-            if spec.continuous_size:
-                continuous[i] = np.asarray(action.continuous_actions, np.float32)[: spec.continuous_size]
-            if spec.discrete_size:
-                discrete[i] = np.asarray(action.discrete_actions, np.int32)[: spec.discrete_size]
-        return {self.behavior: ActionBatch(continuous, discrete, np.arange(n, dtype=np.int64))}
+        out, counts = {}, {}
+        for name, asked in self._asked.items():
+            n, spec = len(asked), self.sim.behavior_specs[name].action_spec
+            listed = rl_input.agent_actions[name].value if name in rl_input.agent_actions else []
+            counts[name] = len(listed)
+            continuous = np.zeros((n, spec.continuous_size), np.float32)
+            discrete = np.zeros((n, spec.discrete_size), np.int32)
+            for i, action in enumerate(listed[:n]):  # agents without an action act with zeros, as in Unity
+                if spec.continuous_size:
+                    continuous[i] = np.asarray(action.continuous_actions, np.float32)[: spec.continuous_size]
+                if spec.discrete_size:
+                    discrete[i] = np.asarray(action.discrete_actions, np.int32)[: spec.discrete_size]
+            out[name] = ActionBatch(continuous, discrete, asked.copy())
+        self.record.actions.append(counts)
+        return out
 
     def _apply_side_channel(self, data: bytes) -> None:
         for raw_id, payload in _side_channel_messages(data):
