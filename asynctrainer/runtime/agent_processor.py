@@ -7,8 +7,9 @@ then calls :meth:`AgentProcessor.record_actions` so the next step can close them
 **Groups** (``group_id`` > 0, as Unity's multi-agent groups and the PettingZoo adapter report
 them): each experience also keeps what the agent's groupmates that decided in the same step
 observed and did, and the group reward that followed; a trajectory carries them as
-:class:`~asynctrainer.runtime.trajectory.GroupData`, with the groupmates still playing when it
-was cut (the critic of an agent that ended early bootstraps from them, as ML-Agents' POCA does).
+:class:`~asynctrainer.runtime.trajectory.GroupData`, with its groupmates after the cut: those
+still playing and those that ended in the same step (the critic of an agent that ended early
+bootstraps from them, as ML-Agents' POCA does, and so does one whose group was interrupted).
 """
 
 from __future__ import annotations
@@ -127,7 +128,7 @@ class AgentProcessor:
         self.episodes_completed = 0
         self.steps_recorded = 0
 
-    def _group(self, state: _AgentState, next_mates: F32 | None, ended: bool) -> GroupData | None:
+    def _group(self, state: _AgentState, next_mates: F32 | None, all_done: bool) -> GroupData | None:
         """The group beside ``state``'s steps (None when it is in no group), padded to its most mates."""
         if state.group_id <= 0:
             return None
@@ -151,7 +152,7 @@ class AgentProcessor:
             cont,
             disc,
             nxt,
-            all_done=ended and not len(following),
+            all_done=all_done,
         )
 
     def _cut(
@@ -163,13 +164,14 @@ class AgentProcessor:
         terminated: bool,
         interrupted: bool,
         next_mates: F32 | None = None,
+        group_done: bool = True,
     ) -> Trajectory:
         masks = None
         if any(m is not None for m in state.masks):
             full = np.ones(self.spec.action_spec.mask_size, np.float32)
             masks = np.stack([full if m is None else m for m in state.masks])
         ended = terminated or interrupted
-        group = self._group(state, next_mates, ended)
+        group = self._group(state, next_mates, ended and group_done)
         traj = Trajectory(
             behavior_name=self.behavior_name,
             agent_id=f"agent_{self.worker_id}-{agent_id}",
@@ -204,17 +206,28 @@ class AgentProcessor:
         playing = self._playing(decision, d_obs, set(terminal.agent_id.tolist()))
         if len(terminal):
             t_obs = flatten_obs(terminal.obs, len(terminal))
-            for i, aid in enumerate(terminal.agent_id.tolist()):
+            t_ids = terminal.agent_id.tolist()
+            t_groups = [0] * len(terminal) if terminal.group_id is None else terminal.group_id.tolist()
+            for i, aid in enumerate(t_ids):
                 self._memories.pop(aid, None)  # a new episode starts from zero memory
                 state = self._agents.pop(aid, None)
                 if state is None or state.pending is None:
                     continue
                 state.append(state.pending, float(terminal.reward[i]), _group_reward(terminal.group_reward, i))
                 interrupted = bool(terminal.interrupted[i])
-                mates = _others(playing.get(state.group_id), aid)
+                # After its end: the groupmates playing on, and those ending with it (their last observations).
+                living = _others(playing.get(state.group_id), aid)
+                ending = t_obs[[j for j, g in enumerate(t_groups) if g == state.group_id and t_ids[j] != aid]]
+                mates = ending if living is None else np.concatenate([living, ending])
                 out.append(
                     self._cut(
-                        aid, state, t_obs[i], terminated=not interrupted, interrupted=interrupted, next_mates=mates
+                        aid,
+                        state,
+                        t_obs[i],
+                        terminated=not interrupted,
+                        interrupted=interrupted,
+                        next_mates=mates,
+                        group_done=living is None or not len(living),
                     )
                 )
                 self.episodes_completed += 1
@@ -227,8 +240,17 @@ class AgentProcessor:
                 state.pending = None
                 state.last_obs = d_obs[i]
                 if len(state.rew) >= self.time_horizon:
-                    mates = _others(playing.get(state.group_id), aid)
-                    out.append(self._cut(aid, state, d_obs[i], terminated=False, interrupted=False, next_mates=mates))
+                    out.append(
+                        self._cut(
+                            aid,
+                            state,
+                            d_obs[i],
+                            terminated=False,
+                            interrupted=False,
+                            next_mates=_others(playing.get(state.group_id), aid),
+                            group_done=False,
+                        )
+                    )
         return out
 
     def _playing(self, decision: DecisionSteps, d_obs: F32 | None, ended: set[int]) -> dict[int, tuple[list[int], F32]]:

@@ -24,7 +24,8 @@ class GroupData:
     :ivar mates_obs: the groupmates' observations at each step, ``[T, M, obs_size]``.
     :ivar mates_continuous: their unclipped continuous actions at that step, ``[T, M, continuous_size]``.
     :ivar mates_discrete: their discrete actions, ``[T, M, n_branches]``.
-    :ivar next_mates_obs: the groupmates still in the episode after the last step, ``[M, obs_size]``.
+    :ivar next_mates_obs: the groupmates after the last step, ``[M, obs_size]``: those still playing
+        and those whose episode ended in that step too (their last observations).
     :ivar all_done: every agent of the group had ended its episode when this trajectory ended
         (an agent that ends early is not done for the critic: its group plays on).
     """

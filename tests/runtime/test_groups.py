@@ -135,3 +135,16 @@ async def test_multi_agent_environment_needs_actions_for_exactly_its_players() -
     one = ActionBatch(np.zeros((1, 0), np.float32), np.ones((1, 1), np.int32), np.array([0]))
     with pytest.raises(SpecError, match=r"agents \[0 1\]"):
         await env.step({"G": one})
+
+
+def test_a_group_interrupted_together_bootstraps_from_each_others_last_observations() -> None:
+    proc = AgentProcessor("B", SPEC, time_horizon=100)
+    first = steps([0, 1, 2], [1, 1, 1], 0.0, [0, 0, 0], [0, 0, 0])
+    proc.record_actions(first, decided(3), 0)
+    obs = np.array([[5.0, 0.0], [5.0, 1.0], [5.0, 2.0]], np.float32)
+    cut_off = TerminalSteps([obs], np.zeros(3, np.float32), np.array([0, 1, 2]), np.ones(3, bool),
+                            np.array([1, 1, 1]), np.zeros(3, np.float32))  # fmt: skip
+    trajs = {t.agent_id: t for t in proc.add_steps(DecisionSteps.empty(SPEC), cut_off)}
+    middle = trajs["agent_0-1"]
+    assert middle.interrupted and middle.group is not None and middle.group.all_done
+    assert middle.group.next_mates_obs.tolist() == [[5.0, 0.0], [5.0, 2.0]]  # the others' last observations
