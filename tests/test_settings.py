@@ -307,19 +307,6 @@ def test_yaml_that_is_not_a_mapping_is_refused(tmp_path: Path) -> None:
             _behavior({"trainer_type": "poca", "network_settings": {"memory": {}}}),
             "behaviors.CartPole.network_settings.memory",
         ),
-        (
-            {
-                "environment_parameters": {
-                    "wall_height": {
-                        "curriculum": [
-                            {"value": 1.0, "completion_criteria": {"behavior": "B", "require_reset": True}},
-                            {"value": 2.0},
-                        ]
-                    }
-                }
-            },
-            "environment_parameters.wall_height.curriculum.0.completion_criteria.require_reset",
-        ),
     ],
 )
 def test_unsupported_feature_is_refused_in_one_line(data: dict[str, Any], key_path: str) -> None:

@@ -26,7 +26,8 @@ __all__ = ["BehaviorLink", "EnvLoopStats", "EnvResets", "act_for", "allowed_mask
 
 @dataclass
 class EnvResets:
-    """Requests for a full reset of every env (self-play's team change); each env loop resets once per request."""
+    """Requests for a full reset of every env (self-play's team change, a lesson with ``require_reset``);
+    each env loop resets once per request."""
 
     requested: int = 0
 
@@ -50,7 +51,7 @@ class BehaviorLink:
     lag_bound: int | None = None
     deterministic: bool = False
     training: bool = True
-    #: Shared by the links whose owner may ask for a full reset of the envs (self-play).
+    #: The run's requests for a full reset of the envs (self-play, curricula), shared by its links.
     resets: EnvResets | None = None
     _since_update: int = 0
     _since_publish: int = 0

@@ -44,7 +44,7 @@ from asynctrainer.runtime.contracts import (
     TrainerFactory,
 )
 from asynctrainer.runtime.curriculum import EnvironmentParameters
-from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats
+from asynctrainer.runtime.env_loop import BehaviorLink, EnvLoopStats, EnvResets
 from asynctrainer.runtime.local_executor import LocalExecutor
 from asynctrainer.runtime.policy_slot import PolicySlot
 from asynctrainer.runtime.scheduling import (
@@ -190,6 +190,8 @@ class Runner:
         self.slots: dict[str, PolicySlot] = {}
         #: The self-play of each behavior that has ``self_play`` (``runtime/self_play.py``).
         self.ghosts: dict[str, Ghost] = {}
+        #: Requests for a full reset of every env: self-play's team changes, lessons with ``require_reset``.
+        self.env_resets = EnvResets()
         self.env_stats = EnvLoopStats()
         self.timers = TimerTree("asynctrainer")
         self._stop = anyio.Event()
@@ -379,7 +381,7 @@ class Runner:
             self._check_curricula([name for name, _ in behaviors.values()])
             links: dict[str, BehaviorLink] = {}
             children = seeds.spawn(len(behaviors) + 1)
-            controller = SelfPlayController()
+            controller = SelfPlayController(self.env_resets)
             trainer_links: dict[str, BehaviorLink] = {}
             # Building a trainer traces its TensorFlow functions: see SHORT_SWITCH_INTERVAL.
             with gil_switch_interval(self._short_interval):
@@ -481,11 +483,13 @@ class Runner:
         params = self.environment_parameters
         progress = {name: t.step / max(1, t.get_max_steps) for name, t in self.trainers.items()}
         returns = {name: list(t.reward_buffer) for name, t in self.trainers.items()}
-        advanced, _ = params.update(progress, returns)
+        advanced, reset = params.update(progress, returns)
         if advanced:
             for t in self.trainers.values():
                 t.reward_buffer.clear()
             self._deliver_parameters()
+            if reset:  # require_reset: every env starts over in the new lesson (open trajectories dropped)
+                self.env_resets.requested += 1
             if self.checkpoints is not None:
                 self.checkpoints.record_lessons(params.lessons)
         for name, number in params.lessons.items():
@@ -534,6 +538,7 @@ class Runner:
             lag_bound=trainer.lag_bound,
             deterministic=self.deterministic or _network_deterministic(trainer_settings),
             training=self.training,
+            resets=self.env_resets,
         )
 
     async def _restore(self, trainer: RLTrainer[Any], trainer_settings: TrainerSettings) -> None:

@@ -74,12 +74,13 @@ class SelfPlayController:
     of the queue, lets the next one learn, tells every ghost and asks every env for a reset.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resets: EnvResets | None = None) -> None:
         self._ghosts: dict[int, Ghost] = {}
         self._queue: deque[int] = deque()
         self._retired: set[int] = set()
         self.learning_team = -1
-        self.resets = EnvResets()
+        #: The run's reset requests (shared with the curricula's ``require_reset``).
+        self.resets = resets if resets is not None else EnvResets()
 
     def subscribe(self, team: int, ghost: Ghost) -> None:
         """:raises SpecError: when another behavior already has this team id."""

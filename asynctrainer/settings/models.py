@@ -670,12 +670,6 @@ def _check_criteria(where: str, criteria: Any) -> None:
     for key in ("signal_smoothing", "require_reset"):
         if key in criteria and not isinstance(criteria[key], bool):
             raise invalid(f"{show(criteria[key])} is not valid: {key} is true or false.", f"{where}.{key}")
-    if criteria.get("require_reset"):
-        raise unsupported(
-            "require_reset: true is not supported yet by asynctrainer: a new lesson's values reach each env "
-            "at its next episode, without a reset of every env.",
-            where=f"{where}.require_reset",
-        )
 
 
 def _deep_update(target: dict[str, Any], update: Mapping[str, Any]) -> None:

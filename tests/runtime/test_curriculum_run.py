@@ -82,3 +82,38 @@ async def test_lessons_are_refused_with_an_executor_that_cannot_deliver_them() -
 
     with pytest.raises(UnsupportedFeatureError, match=r"with env_settings\.executor ElsewhereExecutor"):
         await Runner(settings(100), SimpleEnvironment("1D"), executor=ElsewhereExecutor(), stats_writers=[]).run()
+
+
+@pytest.mark.parametrize("require_reset", [True, False])
+async def test_a_lesson_with_require_reset_resets_every_env_into_the_new_lesson(require_reset: bool) -> None:
+    from asynctrainer.runtime.runner import Runner as BareRunner
+    from asynctrainer.testing.fakes import CountingEnv, fake_trainer_factory
+
+    class ResetCountingEnv(CountingEnv):
+        """Records the environment parameters in force at each reset."""
+
+        def __init__(self) -> None:
+            super().__init__("Counter", episode_length=5)
+            self.parameters: dict[str, Any] = {}
+            self.resets: list[dict[str, Any]] = []
+
+        def set_environment_parameters(self, values: Any) -> None:
+            self.parameters = dict(values)
+
+        async def reset(self) -> Any:
+            self.resets.append(dict(self.parameters))
+            return await super().reset()
+
+    criteria = {"behavior": "Counter", "measure": "progress", "threshold": 0.2, "require_reset": require_reset}
+    parameters = {"wall": {"curriculum": [{"value": 1.0, "completion_criteria": criteria}, {"value": 2.0}]}}
+    envs = [ResetCountingEnv(), ResetCountingEnv()]
+    run = dummy_ppo_settings("Counter", max_steps=200, run={"environment_parameters": parameters})
+    runner = BareRunner(run, envs, trainer_factory=fake_trainer_factory(), stats_writers=[])
+    await runner.run()
+    assert runner.environment_parameters.lessons == {"wall": 1}
+    for env in envs:
+        assert env.parameters == {"wall": 2.0}
+        if require_reset:  # the start, then at once into the new lesson
+            assert env.resets == [{"wall": 1.0}, {"wall": 2.0}]
+        else:  # the new value reaches the env without a reset (at its next episode, where it reads it)
+            assert env.resets == [{"wall": 1.0}]
