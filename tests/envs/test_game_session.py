@@ -554,3 +554,42 @@ async def test_when_the_runner_dies_waiting_decides_fail_instead_of_hanging() ->
     assert env.steps == 3 and env.closed and session.closed
     assert len(outcomes) == 4
     assert all("GameSession" in str(e) and "closed" in str(e) for e in outcomes)
+
+
+async def test_groups_reach_the_env_loop_with_each_members_group_reward_once() -> None:
+    session = GameSession({"Echo": ECHO})
+    driver = Driver(session).start()
+    session.set_group(1, 7)
+    session.set_group(2, 7)
+    assert session.add_group_reward(7, 0.5) == 2
+    await asyncio.wait_for(asyncio.gather(*(session.decide(i, obs_for(i, 0)) for i in (1, 2, 3))), 5)
+    assert session.add_group_reward(7, 1.5) == 2
+    # Agent 1 ends its episode, agent 2 decides: each gets the 1.5 with that row, agent 3 nothing.
+    assert await session.decide(1, obs_for(1, 1), terminated=True) is None
+    await asyncio.wait_for(asyncio.gather(session.decide(2, obs_for(2, 1)), session.decide(3, obs_for(3, 1))), 5)
+    await driver.stop()
+    rows: dict[int, list[tuple[int, float]]] = {}
+    for batch in (b for b in driver.batches if "Echo" in b):
+        for steps in (batch["Echo"].decision, batch["Echo"].terminal):
+            assert steps.group_id is not None and steps.group_reward is not None
+            for i, agent in enumerate(steps.agent_id.tolist()):
+                rows.setdefault(agent, []).append((int(steps.group_id[i]), float(steps.group_reward[i])))
+    assert rows[1] == [(7, 0.5), (7, 1.5)]
+    assert rows[2] == [(7, 0.5), (7, 1.5)]
+    assert rows[3] == [(0, 0.0), (0, 0.0)]
+
+
+async def test_set_group_zero_takes_an_agent_out_and_bad_groups_are_refused() -> None:
+    session = GameSession({"Echo": ECHO})
+    session.set_group(1, 2)
+    session.set_group(4, 2)
+    session.set_group(4, 0)
+    assert session.add_group_reward(2, 1.0) == 1
+    with pytest.raises(SpecError, match="group ids are ints >= 0"):
+        session.set_group(1, -1)
+    with pytest.raises(SpecError, match="group ids are ints >= 0"):
+        session.set_group(1, True)  # type: ignore[arg-type]
+    with pytest.raises(SpecError, match="the group reward nan for group 2 is not a finite float32"):
+        session.add_group_reward(2, float("nan"))
+    assert session.leave(1) is False  # it never decided, yet it leaves its group too
+    assert session.add_group_reward(2, 1.0) == 0

@@ -36,6 +36,7 @@ blocks, and nothing here imports TensorFlow.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,8 @@ class GameSession:
         self._players: dict[int, tuple[str, tuple[Any, ...]]] = {}  # player-driven agents: behavior, last obs
         self._parameters: dict[str, Any] = {}
         self._parameters_changed: asyncio.Event | None = None
+        self._group_of: dict[int, int] = {}  # agent → its multi-agent group (set_group)
+        self._group_due: dict[int, float] = {}  # agent → group reward not yet reported with one of its rows
 
     # ----- the host's side ----------------------------------------------------------------------
 
@@ -277,12 +280,14 @@ class GameSession:
             return self._player_leaves(agent_id, obs, reward)
         info = self._agents.get(agent_id)
         if info is None:
+            self._group_of.pop(agent_id, None)
             return False
         name = info.behavior
         final = None if obs is None else check.single_obs(self._specs[name], name, agent_id, obs)
         final_reward = _add_reward(check.check_reward(name, agent_id, reward), self._carry.get(agent_id, 0.0))
         # Every check passed: from here on the call changes state and raises nothing.
         self._carry.pop(agent_id, None)
+        self._group_of.pop(agent_id, None)  # its last group reward still goes with its final row
         del self._agents[agent_id]
         entry = info.waiting
         if entry is not None:
@@ -306,6 +311,64 @@ class GameSession:
         else:
             self._batcher.wake()
         return True
+
+    # ----- multi-agent groups (Unity's SimpleMultiAgentGroup) ------------------------------------
+
+    def set_group(self, agent_id: int | np.integer[Any], group_id: int) -> None:
+        """Put an agent in a multi-agent group (``group_id`` > 0; 0 takes it out), for POCA.
+
+        Its rows then carry the group id, and :meth:`add_group_reward` rewards it with its group.
+        Membership lasts across episodes, until changed, or until the agent leaves (:meth:`leave`).
+
+        :raises SpecError: a group id that is not an int >= 0.
+        """
+        agent_id = check.check_agent_id(agent_id)
+        if isinstance(group_id, bool) or not isinstance(group_id, (int, np.integer)) or group_id < 0:
+            raise SpecError(
+                f"GameSession: group ids are ints >= 0 (0: no group), got {group_id!r} for agent {agent_id}."
+            )
+        if group_id:
+            self._group_of[agent_id] = int(group_id)
+        else:
+            self._group_of.pop(agent_id, None)
+            self._group_due.pop(agent_id, None)
+
+    def add_group_reward(self, group_id: int, reward: float) -> int:
+        """Give ``reward`` to every agent of the group (Unity's ``AddGroupReward``): each gets it with its
+        next decision or episode end, as the group reward beside its own.
+
+        :returns: how many agents the group has.
+        :raises SpecError: a reward that is not finite as a float32.
+        """
+        value = check.check_group_reward(group_id, reward)
+        members = [agent for agent, group in self._group_of.items() if group == group_id]
+        for agent in members:
+            self._group_due[agent] = self._group_due.get(agent, 0.0) + value
+        return len(members)
+
+    def _with_groups(self, batches: dict[str, StepBatch]) -> dict[str, StepBatch]:
+        """Each row's group id and the group reward due to its agent (None arrays when no agent is grouped)."""
+        if not self._group_of:
+            return batches
+        out = {}
+        for name, batch in batches.items():
+            d, t = batch.decision, batch.terminal
+            t_group, t_reward = self._group_rows(t.agent_id)
+            d_group, d_reward = self._group_rows(d.agent_id)
+            for agent in t.agent_id.tolist():  # a finished episode: its group reward is reported
+                self._group_due.pop(agent, None)
+            out[name] = dataclasses.replace(
+                batch,
+                decision=dataclasses.replace(d, group_id=d_group, group_reward=d_reward),
+                terminal=dataclasses.replace(t, group_id=t_group, group_reward=t_reward),
+            )
+        return out
+
+    def _group_rows(self, agent_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ids = agent_ids.tolist()
+        groups = np.fromiter((self._group_of.get(a, 0) for a in ids), np.int64, len(ids))
+        rewards = np.fromiter((self._group_due.pop(a, 0.0) for a in ids), np.float32, len(ids))
+        return groups, rewards
 
     # ----- the env loop's side (AsyncEnv) -------------------------------------------------------
 
@@ -362,6 +425,7 @@ class GameSession:
 
     def _collect(self) -> dict[str, StepBatch]:
         out, rows = self._batcher.collect()
+        out = self._with_groups(out)
         if self._recorders:
             self._record_terminals(out)
         if rows:

@@ -135,19 +135,20 @@ def batch_obs(spec: BehaviorSpec, name: str, n: int, obs: Any, whom: Callable[[i
     return arrays
 
 
-def check_reward(name: str, agent_id: int, reward: Any) -> float:
-    """One agent's reward as a float that is finite as a float32 (as the learner stores it).
+def _number(reward: Any) -> float | None:
+    """``reward`` as a float, or None when it is no number (a string or a bool, though ``float()`` takes them)."""
+    if isinstance(reward, str | bytes | bool | np.bool_):
+        return None
+    try:
+        return float(reward)
+    except (TypeError, ValueError):
+        return None
 
-    Numbers only: a string (``"1.5"``) or a bool is refused, though ``float()`` would take it.
-    """
-    value = math.nan
-    number = not isinstance(reward, str | bytes | bool | np.bool_)
-    if number:
-        try:
-            value = float(reward)
-        except (TypeError, ValueError):
-            number = False
-    if not number:
+
+def check_reward(name: str, agent_id: int, reward: Any) -> float:
+    """One agent's reward as a float that is finite as a float32 (as the learner stores it)."""
+    value = _number(reward)
+    if value is None:
         raise SpecError(
             f"GameSession: the reward of agent {agent_id} of behavior '{name}' is not a number: {reward!r}."
         )
@@ -155,6 +156,17 @@ def check_reward(name: str, agent_id: int, reward: Any) -> float:
         raise SpecError(
             f"GameSession: the reward of agent {agent_id} of behavior '{name}' is {value}; rewards must be finite "
             f"float32 values (|reward| <= {FLOAT32_MAX:.6g})."
+        )
+    return value
+
+
+def check_group_reward(group_id: int, reward: Any) -> float:
+    """A group reward, checked as :func:`check_reward` checks an agent's."""
+    value = _number(reward)
+    if value is None or not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise SpecError(
+            f"GameSession: the group reward {reward!r} for group {group_id} is not a finite float32 number "
+            f"(|reward| <= {FLOAT32_MAX:.6g})."
         )
     return value
 
