@@ -57,6 +57,7 @@ class POCATrainer(PPOTrainer):
     """MA-POCA with ML-Agents' settings (``trainer_type: poca``); see the module docs."""
 
     critic_in_actor = False
+    multi_agent = True
 
     def __init__(self, behavior_name: str, trainer_settings: Any, *, seed: int = 0, **kwargs: Any) -> None:
         super().__init__(behavior_name, trainer_settings, seed=seed, **kwargs)

@@ -308,9 +308,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         """Each head's rewards over the buffer (strength applied), and the learned signals' episode rewards."""
         rewards: list[F32] = []
         extrinsic = self.trainer_settings.reward_signals.get("extrinsic")
-        if extrinsic is not None:  # an agent's reward and its group's, as ML-Agents' extrinsic signal has it
-            env_rewards = [t.rewards if t.group is None else t.rewards + t.group.rewards for t in trajs]
-            rewards.append(np.concatenate(env_rewards) * np.float32(extrinsic.strength))
+        if extrinsic is not None:
+            rewards.append(np.concatenate([t.extrinsic_rewards for t in trajs]) * np.float32(extrinsic.strength))
         stats: dict[str, float] = {}
         if not self.signals:
             return rewards, stats

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
+import logging
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -26,6 +27,8 @@ from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.stats import StatsReporter
 from asynctrainer.runtime.timers import hierarchical_timer
 from asynctrainer.runtime.trajectory import Trajectory
+
+logger = logging.getLogger("asynctrainer")
 
 __all__ = ["MAX_CHECKPOINT_COUNT", "RLTrainer", "Trainer", "TrainerCompanion", "checkpoint_int"]
 
@@ -211,6 +214,11 @@ class RLTrainer(Trainer[PolicyT]):
         self.update_failed = False
         #: Saved and restored with the trainer, each under ``<prefix>/`` (e.g. ``selfplay``).
         self.companions: dict[str, TrainerCompanion] = {}
+        self._warned_group_reward = False
+
+    #: Whether the trainer learns from groups as groups (POCA); the others are told once when
+    #: their agents get group rewards (which they take as part of the extrinsic reward).
+    multi_agent = False
 
     # ----- loop side -----------------------------------------------------------------------
 
@@ -246,6 +254,15 @@ class RLTrainer(Trainer[PolicyT]):
         self._maybe_write_summary(self._step + n)
         self._maybe_save_model(self._step + n)
         self._increment_step(n)
+        group = trajectory.group
+        if not (self.multi_agent or self._warned_group_reward) and group is not None and group.rewards.any():
+            self._warned_group_reward = True
+            logger.warning(
+                "Behavior '%s': an agent received a group reward, but %s is not a multi-agent trainer; "
+                "use trainer_type: poca for best results.",
+                self.behavior_name,
+                type(self).__name__,
+            )
         reporter = self.stats_reporter
         reporter.add_stat("Policy/Entropy", float(trajectory.entropies.mean()))
         reporter.add_stat("Policy/Lag", float(self.version - trajectory.oldest_version))

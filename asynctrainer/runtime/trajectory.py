@@ -81,6 +81,11 @@ class Trajectory:
         return int(self.rewards.shape[0])
 
     @property
+    def extrinsic_rewards(self) -> F32:
+        """The reward of ML-Agents' extrinsic signal at each step: the agent's own plus its group's."""
+        return self.rewards if self.group is None else self.rewards + self.group.rewards
+
+    @property
     def done_reached(self) -> bool:
         """True when the episode ended (terminated or interrupted) at the last step."""
         return self.terminated or self.interrupted

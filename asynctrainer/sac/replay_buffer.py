@@ -86,7 +86,7 @@ def transitions_from_trajectory(
         next_obs=next_obs,
         actions_continuous=np.asarray(trajectory.actions_continuous, np.float32).reshape(n, -1),
         actions_discrete=np.asarray(trajectory.actions_discrete, np.int32).reshape(n, -1),
-        rewards=np.asarray(trajectory.rewards, np.float32).reshape(n),
+        rewards=np.asarray(trajectory.extrinsic_rewards, np.float32).reshape(n),
         terminated=terminated,
         masks=masks,
         next_masks=next_masks,

@@ -160,3 +160,22 @@ def test_the_group_cumulative_reward_sums_an_episode_and_leaves_out_agents_that_
     (record,) = trainer.stats_reporter.history
     summary = record.values["Environment/Group Cumulative Reward"]
     assert summary.mean == pytest.approx(4.0) and summary.count == 1
+
+
+def test_ppo_and_sac_take_the_group_reward_as_extrinsic_and_say_once_that_poca_is_for_groups(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from asynctrainer.runtime.stats import StatsReporter
+    from asynctrainer.sac.replay_buffer import transitions_from_trajectory
+    from asynctrainer.testing.fakes import FakeTrainer
+
+    traj = group_trajectory("a", 4, 1, all_done=True, seed=1)
+    np.testing.assert_allclose(traj.extrinsic_rewards, traj.rewards + 0.5)
+    sac_rows = transitions_from_trajectory(traj, 0, 0, 0)
+    np.testing.assert_allclose(sac_rows.rewards, traj.rewards + 0.5)
+    settings = dummy_ppo_settings("G").behaviors["G"]
+    trainer = FakeTrainer("G", settings, stats_reporter=StatsReporter("G"))
+    with caplog.at_level("WARNING", logger="asynctrainer"):
+        trainer._process_trajectory(traj)
+        trainer._process_trajectory(traj)
+    assert caplog.text.count("received a group reward, but FakeTrainer is not a multi-agent trainer") == 1
