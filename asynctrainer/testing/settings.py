@@ -7,7 +7,7 @@ from typing import Any
 
 from asynctrainer.settings import RunSettings, run_settings_from_dict
 
-__all__ = ["dummy_ppo_config", "dummy_ppo_settings", "dummy_sac_settings", "make_run_settings"]
+__all__ = ["dummy_ppo_config", "dummy_ppo_settings", "dummy_sac_config", "dummy_sac_settings", "make_run_settings"]
 
 
 def make_run_settings(
@@ -64,11 +64,11 @@ def dummy_ppo_settings(*names: str, run: Mapping[str, Any] | None = None, **over
     return run_settings_from_dict({"behaviors": behaviors, **dict(run or {})})
 
 
-def dummy_sac_settings(behavior: str, **trainer: Any) -> RunSettings:
-    """ML-Agents' dummy SAC config for SimpleEnvironment: lr 5e-3 constant, batch 8, buffer_init 100,
-    buffer 5000, tau 0.01, init_entcoef 0.01, 1x16 units, summary 100, 1000 steps.
+def dummy_sac_config(**overrides: Any) -> dict[str, Any]:
+    """ML-Agents' dummy SAC behavior config for SimpleEnvironment: lr 5e-3 constant, batch 8,
+    buffer_init 100, buffer 5000, tau 0.01, init_entcoef 0.01, 1x16 units, summary 100, 1000 steps.
 
-    Keyword arguments override as for :func:`make_run_settings` (``hyperparameters`` merged).
+    Keyword arguments override the keys; ``hyperparameters`` is merged.
     """
     hyper = {
         "batch_size": 8,
@@ -79,13 +79,17 @@ def dummy_sac_settings(behavior: str, **trainer: Any) -> RunSettings:
         "tau": 0.01,
         "init_entcoef": 0.01,
     }
-    hyper.update(trainer.pop("hyperparameters", {}))
-    cfg = {
+    hyper.update(overrides.pop("hyperparameters", {}))
+    return {
         "trainer_type": "sac",
         "hyperparameters": hyper,
         "network_settings": {"hidden_units": 16, "num_layers": 1},
         "summary_freq": 100,
         "max_steps": 1000,
-        **trainer,
+        **overrides,
     }
-    return run_settings_from_dict({"behaviors": {behavior: cfg}})
+
+
+def dummy_sac_settings(behavior: str, **trainer: Any) -> RunSettings:
+    """A run config with :func:`dummy_sac_config` for ``behavior``."""
+    return run_settings_from_dict({"behaviors": {behavior: dummy_sac_config(**trainer)}})

@@ -6,44 +6,19 @@ last five episode returns passes 0.9.
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 import numpy as np
 import pytest
 
 from asynctrainer import Runner
 from asynctrainer.settings import run_settings_from_dict
-from asynctrainer.testing.settings import dummy_ppo_config
+from asynctrainer.testing.settings import dummy_ppo_config, dummy_sac_config
 from asynctrainer.testing.simple_env import SimpleEnvironment
 
 pytestmark = pytest.mark.learning
 
 
-def sac_config(**overrides: Any) -> dict[str, Any]:
-    """ML-Agents' dummy SAC config: lr 5e-3 constant, batch 8, buffer_init 100, buffer 5000,
-    tau 0.01, init_entcoef 0.01, 1×16 units, 1000 steps."""
-    hyper = {
-        "batch_size": 8,
-        "buffer_size": 5000,
-        "buffer_init_steps": 100,
-        "learning_rate": 5e-3,
-        "learning_rate_schedule": "constant",
-        "tau": 0.01,
-        "init_entcoef": 0.01,
-    }
-    hyper.update(overrides.pop("hyperparameters", {}))
-    return {
-        "trainer_type": "sac",
-        "hyperparameters": hyper,
-        "network_settings": {"hidden_units": 16, "num_layers": 1},
-        "summary_freq": 100,
-        "max_steps": 1000,
-        **overrides,
-    }
-
-
-CONFIGS = {"ppo": dummy_ppo_config, "sac": sac_config}
+CONFIGS = {"ppo": dummy_ppo_config, "sac": dummy_sac_config}
 
 
 @pytest.mark.parametrize("trainer_type", ["ppo", "sac"])
@@ -74,7 +49,7 @@ async def test_ppo_hybrid_actions_learn() -> None:
 async def test_sac_hybrid_actions_learn() -> None:
     # ML-Agents' test_hybrid_sac (recalled): step 0.8, batch 256, buffer 50000, no init steps, 2200 steps.
     env = SimpleEnvironment("Hybrid", action_sizes=(1, 1), step_size=0.8, seed=1337)
-    config = sac_config(
+    config = dummy_sac_config(
         hyperparameters={"batch_size": 256, "buffer_size": 50000, "buffer_init_steps": 0}, max_steps=2200
     )
     settings = run_settings_from_dict({"behaviors": {"Hybrid": config}})
@@ -88,7 +63,7 @@ async def test_two_behaviors_one_ppo_one_sac_both_learn() -> None:
     # channel (and strict_on_policy waits for a snapshot that never comes), so the env loop
     # stalls once that channel fills; the other trainer must finish within that slack. The
     # time limit turns such a stall into a failure instead of a hung test run.
-    settings = run_settings_from_dict({"behaviors": {"A": dummy_ppo_config(), "B": sac_config(max_steps=3000)}})
+    settings = run_settings_from_dict({"behaviors": {"A": dummy_ppo_config(), "B": dummy_sac_config(max_steps=3000)}})
     with anyio.fail_after(120):
         result = await Runner(settings, env, seed=1337, stats_writers=[]).run()
     assert result.updates["A"] > 0 and result.updates["B"] > 0
