@@ -24,6 +24,9 @@ except ``action_mask``, which masks the discrete actions (1 = allowed, as Pettin
 an ``action_mask`` in an agent's infos does the same. ``Box`` and ``Discrete`` observations are
 converted as the gymnasium adapter converts them (``envs/spaces.py``).
 
+**Environment parameters.** The run's ``environment_parameters`` (curriculum lessons included)
+go to every reset of the env, as ``reset(options=...)``.
+
 The env's calls run in a worker thread, one at a time.
 """
 
@@ -121,6 +124,7 @@ class PettingZooEnv:
         self._group_of = {name: 0 for name in self._behaviors}
         for name in (n for n in self._behaviors if sizes[n] > 1):
             self._group_of[name] = 1 + sum(1 for g in self._group_of.values() if g)
+        self._parameters: dict[str, Any] = {}
         #: The agents that asked for a decision at the last reset or step, per behavior, in order.
         self._asked: dict[str, list[str]] = {}
         self._lock = anyio.Lock()
@@ -148,6 +152,10 @@ class PettingZooEnv:
     def behavior_of(self) -> Mapping[str, str]:
         """Each agent's behavior id."""
         return dict(self._behavior_of)
+
+    def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
+        """The run's ``environment_parameters``: every reset from now on gets them as ``options``."""
+        self._parameters = dict(values)
 
     # ----- conversions ------------------------------------------------------------------------
 
@@ -218,8 +226,14 @@ class PettingZooEnv:
 
     # ----- the parallel API -------------------------------------------------------------------
 
+    def _reset_env(self, seed: int | None) -> Any:
+        """The env's reset, with the run's environment parameters as ``options`` when there are any."""
+        if self._parameters:
+            return self._env.reset(seed=seed, options=dict(self._parameters))
+        return self._env.reset(seed=seed)
+
     def _parallel_reset(self, seed: int | None) -> list[_Step]:
-        obs, infos = self._env.reset(seed=seed)
+        obs, infos = self._reset_env(seed)
         return [_Step(agent, obs[agent], 0.0, infos.get(agent, {})) for agent in self._env.agents]
 
     def _parallel_step(self, actions: Mapping[str, ActionBatch]) -> dict[str, StepBatch]:
@@ -246,7 +260,7 @@ class PettingZooEnv:
         env = self._env
         while True:
             if not env.agents:
-                env.reset()
+                self._reset_env(None)
             agent = env.agent_selection
             obs, reward, terminated, truncated, info = env.last()
             if not (terminated or truncated):
@@ -255,7 +269,7 @@ class PettingZooEnv:
             env.step(None)
 
     def _aec_reset(self, seed: int | None) -> list[_Step]:
-        self._env.reset(seed=seed)
+        self._reset_env(seed)
         return self._aec_advance([])
 
     def _aec_step(self, actions: Mapping[str, ActionBatch]) -> dict[str, StepBatch]:

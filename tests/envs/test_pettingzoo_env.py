@@ -270,3 +270,26 @@ def test_load_pettingzoo_names_what_it_could_not_load(pz_module: ModuleType) -> 
     pz_module.parallel_env = lambda: (_ for _ in ()).throw(ValueError("no map"))  # type: ignore[attr-defined]
     with pytest.raises(EnvError, match="creating the env raised ValueError: no map"):
         load_pettingzoo(f"pettingzoo:{pz_module.__name__}")
+
+
+class OptionsParallelEnv(ArrivalsParallelEnv):
+    """Records the options of every reset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.options: list[dict[str, Any] | None] = []
+
+    def reset(self, seed: int | None = None, options: dict[str, Any] | None = None) -> Any:
+        self.options.append(options)
+        return super().reset(seed, options)
+
+
+async def test_environment_parameters_reach_every_reset_as_options() -> None:
+    raw = OptionsParallelEnv()
+    env = PettingZooEnv(raw, seed=0)
+    await env.reset()
+    env.set_environment_parameters({"wall": 2.0})
+    steps = await env.reset()
+    for _ in range(3):  # to the episode's end: the env resets itself
+        steps = await env.step(discrete(steps, {"walker?team=0": [0] * len(steps["walker?team=0"].decision)}))
+    assert raw.options == [None, {"wall": 2.0}, {"wall": 2.0}]
