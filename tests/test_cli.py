@@ -432,3 +432,13 @@ def test_a_pettingzoo_group_without_settings_is_refused_naming_it(
     assert "The behavior 'player' has no entry" in err and "striker, goalie" in err
     assert "Traceback" not in err
     assert not (results / "ppo").exists()  # the default run id's directory was not made
+
+
+def test_record_demo_refuses_self_play_teams_sharing_a_name(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    results = tmp_path / "results"
+    args = [write(tmp_path, TICTACTOE_SELF_PLAY), "--env", "pettingzoo:classic/tictactoe-v3"]
+    code = main([*args, "--results-dir", str(results), "--record-demo", str(tmp_path / "demos")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "--record-demo writes one file per behavior name" in err and "Traceback" not in err
+    assert not (tmp_path / "demos").exists()

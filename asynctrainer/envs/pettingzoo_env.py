@@ -180,6 +180,14 @@ class PettingZooEnv:
         allowed = np.stack(masks)
         return None if allowed.all() else ~allowed
 
+    def _rows(self, behavior: _Behavior, steps: list[_Step]) -> tuple[list[F32], F32, npt.NDArray[np.int64]]:
+        """The observations, rewards and agent ids of some agents' reports."""
+        return (
+            self._observations(behavior, [s.obs for s in steps]),
+            np.array([s.reward for s in steps], np.float32),
+            np.array([self._ids[s.agent] for s in steps], np.int64),
+        )
+
     def _batches(self, decisions: list[_Step], terminals: list[_Step]) -> dict[str, StepBatch]:
         out: dict[str, StepBatch] = {}
         self._asked = {}
@@ -192,21 +200,12 @@ class PettingZooEnv:
             decision = DecisionSteps.empty(spec)
             if asks:
                 decision = DecisionSteps(
-                    self._observations(behavior, [s.obs for s in asks]),
-                    np.array([s.reward for s in asks], np.float32),
-                    np.array([self._ids[s.agent] for s in asks], np.int64),
-                    self._forbidden(behavior, asks),
-                    *_groups(group, len(asks)),
+                    *self._rows(behavior, asks), self._forbidden(behavior, asks), *_groups(group, len(asks))
                 )
             terminal = TerminalSteps.empty(spec)
             if ends:
-                terminal = TerminalSteps(
-                    self._observations(behavior, [s.obs for s in ends]),
-                    np.array([s.reward for s in ends], np.float32),
-                    np.array([self._ids[s.agent] for s in ends], np.int64),
-                    np.array([s.interrupted for s in ends], bool),
-                    *_groups(group, len(ends)),
-                )
+                interrupted = np.array([s.interrupted for s in ends], bool)
+                terminal = TerminalSteps(*self._rows(behavior, ends), interrupted, *_groups(group, len(ends)))
             out[name] = StepBatch(decision, terminal)
             if asks:
                 self._asked[name] = [s.agent for s in asks]

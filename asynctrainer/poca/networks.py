@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from asynctrainer.envs.spec import BehaviorSpec
+from asynctrainer.envs.spec import ActionSpec, BehaviorSpec
 from asynctrainer.nn.attention import SelfAttention
 from asynctrainer.nn.encoders import ObservationEncoder
 from asynctrainer.nn.tf_setup import keras as tf_keras
@@ -152,10 +152,10 @@ class GroupCritic:
         return out
 
 
-def flat_actions(continuous: np.ndarray, discrete: np.ndarray, branches: tuple[int, ...]) -> np.ndarray:
+def flat_actions(continuous: np.ndarray, discrete: np.ndarray, spec: ActionSpec) -> np.ndarray:
     """Actions ``[..., C]`` and ``[..., D]`` → ``[..., C + Σ branches]``: continuous as they are, each
-    discrete branch one-hot (the critic's action input)."""
-    parts = [continuous.astype(np.float32)]
-    for b, size in enumerate(branches):
-        parts.append(np.eye(size, dtype=np.float32)[discrete[..., b]])
-    return np.concatenate(parts, axis=-1)
+    discrete branch one-hot (:meth:`ActionSpec.one_hot`; the critic's action input)."""
+    lead = discrete.shape[:-1]
+    rows = discrete.reshape(int(np.prod(lead)), discrete.shape[-1])  # works for 0 branches too
+    hot = spec.one_hot(rows).reshape(*lead, spec.mask_size)
+    return np.concatenate([continuous.astype(np.float32), hot], axis=-1)

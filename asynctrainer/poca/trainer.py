@@ -182,7 +182,7 @@ class POCATrainer(PPOTrainer):
         each trajectory ``[k, M, obs]``; NaN rows where a groupmate is absent (``M`` ≥ 1)."""
         assert self.net is not None and self.critic is not None
         spec = self.net.spec
-        width, branches = spec.observation_size, spec.action_spec.discrete_branches
+        width = spec.observation_size
         most = max([1, *(t.group.max_mates for t in trajs if t.group is not None)])
         n = sum(len(t) for t in trajs)
         mates_obs = np.full((n, most, width), np.nan, np.float32)
@@ -195,7 +195,7 @@ class POCATrainer(PPOTrainer):
                 m = group.max_mates
                 mates_obs[row : row + length, :m] = group.mates_obs
                 mates_actions[row : row + length, :m] = flat_actions(
-                    group.mates_continuous, group.mates_discrete, branches
+                    group.mates_continuous, group.mates_discrete, spec.action_spec
                 )
                 next_mates[i, :m] = group.next_mates_obs
             row += length

@@ -207,7 +207,7 @@ class AgentProcessor:
         if len(terminal):
             t_obs = flatten_obs(terminal.obs, len(terminal))
             t_ids = terminal.agent_id.tolist()
-            t_groups = [0] * len(terminal) if terminal.group_id is None else terminal.group_id.tolist()
+            ending = _rows_by_group(terminal.group_id)
             for i, aid in enumerate(t_ids):
                 self._memories.pop(aid, None)  # a new episode starts from zero memory
                 state = self._agents.pop(aid, None)
@@ -215,10 +215,12 @@ class AgentProcessor:
                     continue
                 state.append(state.pending, float(terminal.reward[i]), _group_reward(terminal.group_reward, i))
                 interrupted = bool(terminal.interrupted[i])
-                # After its end: the groupmates playing on, and those ending with it (their last observations).
-                living = _others(playing.get(state.group_id), aid)
-                ending = t_obs[[j for j, g in enumerate(t_groups) if g == state.group_id and t_ids[j] != aid]]
-                mates = ending if living is None else np.concatenate([living, ending])
+                mates, living = None, None
+                if state.group_id > 0:
+                    # After its end: the groupmates playing on, and those ending with it (their last observations).
+                    living = _others(playing.get(state.group_id), aid)
+                    ended_with = t_obs[[j for j in ending.get(state.group_id, []) if j != i]]
+                    mates = ended_with if living is None else np.concatenate([living, ended_with])
                 out.append(
                     self._cut(
                         aid,
@@ -256,13 +258,12 @@ class AgentProcessor:
     def _playing(self, decision: DecisionSteps, d_obs: F32 | None, ended: set[int]) -> dict[int, tuple[list[int], F32]]:
         """Per group, the agents that play on in their episode after this step and their observations:
         deciding, not ending now, and not starting a new episode (they acted before this step)."""
-        if decision.group_id is None or d_obs is None:
+        if d_obs is None:
             return {}
         out: dict[int, tuple[list[int], F32]] = {}
         ids = decision.agent_id.tolist()
-        groups = decision.group_id.tolist()
-        for gid in {int(g) for g in groups if g > 0}:
-            rows = [i for i, g in enumerate(groups) if g == gid and ids[i] not in ended and ids[i] in self._agents]
+        for gid, members in _rows_by_group(decision.group_id).items():
+            rows = [i for i in members if ids[i] not in ended and ids[i] in self._agents]
             out[gid] = ([ids[i] for i in rows], d_obs[rows])
         return out
 
@@ -291,6 +292,7 @@ class AgentProcessor:
         """Remember what each deciding agent did (and the memory it decided with), until its reward arrives."""
         obs = flatten_obs(decision.obs, len(decision))
         groups = [0] * len(decision) if decision.group_id is None else [int(g) for g in decision.group_id.tolist()]
+        members = _rows_by_group(decision.group_id)
         for i, aid in enumerate(decision.agent_id.tolist()):
             state = self._agents.get(aid)
             if state is None:
@@ -298,7 +300,7 @@ class AgentProcessor:
             state.last_obs = obs[i]
             mates = None
             if groups[i] > 0:
-                rows = [j for j, g in enumerate(groups) if g == groups[i] and j != i]
+                rows = [j for j in members[groups[i]] if j != i]
                 mates = _Mates(obs[rows], acted.continuous_raw[rows], acted.discrete[rows])
             state.pending = _Pending(
                 obs[i],
@@ -331,6 +333,16 @@ class AgentProcessor:
     @property
     def agent_ids(self) -> list[int]:
         return list(self._agents)
+
+
+def _rows_by_group(group_id: npt.NDArray[np.int64] | None) -> dict[int, list[int]]:
+    """The rows of each group (``group_id`` > 0) of a batch; empty without groups."""
+    out: dict[int, list[int]] = {}
+    if group_id is not None:
+        for row, gid in enumerate(group_id.tolist()):
+            if gid > 0:
+                out.setdefault(int(gid), []).append(row)
+    return out
 
 
 def _group_reward(rewards: F32 | None, i: int) -> float:

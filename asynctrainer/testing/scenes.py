@@ -128,22 +128,21 @@ class SceneEnvironment:
             return None, None
         return np.full(n, group, np.int64), np.full(n, reward, np.float32)
 
-    def _decisions(self, name: str, reward: float) -> DecisionSteps:
+    def _decisions(self, name: str) -> DecisionSteps:
+        """Every agent of the behavior asks for a decision (rewards come only at episode ends)."""
         b = self.behaviors[name]
         return DecisionSteps(
-            self._obs(b),
-            np.full(b.agents, reward, np.float32),
-            self._ids[name].copy(),
-            None,
-            *self._group(name, b.agents),
+            self._obs(b), np.zeros(b.agents, np.float32), self._ids[name].copy(), None, *self._group(name, b.agents)
         )
+
+    def _playing(self) -> dict[str, StepBatch]:
+        return {
+            name: StepBatch(self._decisions(name), TerminalSteps.empty(b.spec)) for name, b in self.behaviors.items()
+        }
 
     async def reset(self) -> dict[str, StepBatch]:
         self.step_count = 0
-        return {
-            name: StepBatch(self._decisions(name, 0.0), TerminalSteps.empty(b.spec))
-            for name, b in self.behaviors.items()
-        }
+        return self._playing()
 
     async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
         for name, b in self.behaviors.items():
@@ -153,10 +152,7 @@ class SceneEnvironment:
             self.actions_taken[name] += b.agents
         self.step_count += 1
         if self.step_count < self.episode_steps:
-            return {
-                name: StepBatch(self._decisions(name, 0.0), TerminalSteps.empty(b.spec))
-                for name, b in self.behaviors.items()
-            }
+            return self._playing()
         self.step_count = 0
         self.episodes += 1
         teams = sorted({split_behavior_id(name)[1] for name in self.behaviors})
@@ -173,7 +169,7 @@ class SceneEnvironment:
                 np.zeros(b.agents, bool),
                 *self._group(name, b.agents, won),
             )
-            out[name] = StepBatch(self._decisions(name, 0.0), terminal)
+            out[name] = StepBatch(self._decisions(name), terminal)
         return out
 
     async def aclose(self) -> None:

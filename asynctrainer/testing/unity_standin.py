@@ -160,7 +160,6 @@ class UnityStandIn:
         scene: str | None = None,
     ) -> None:
         self.port = port
-        self.behavior = behavior
         self.sim: SimpleEnvironment | SceneEnvironment = (
             SimpleEnvironment(
                 behavior, num_agents=num_agents, action_sizes=action_sizes, seed=seed, masked_actions=masked_actions

@@ -293,3 +293,11 @@ async def test_environment_parameters_reach_every_reset_as_options() -> None:
     for _ in range(3):  # to the episode's end: the env resets itself
         steps = await env.step(discrete(steps, {"walker?team=0": [0] * len(steps["walker?team=0"].decision)}))
     assert raw.options == [None, {"wall": 2.0}, {"wall": 2.0}]
+
+
+def test_without_pettingzoo_installed_the_extra_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "pettingzoo", None)  # import pettingzoo now raises ImportError
+    with pytest.raises(
+        EnvError, match=r"needs PettingZoo, which is not installed: pip install 'asynctrainer\[pettingzoo\]'"
+    ):
+        load_pettingzoo("pettingzoo:classic/tictactoe-v3")

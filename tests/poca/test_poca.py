@@ -41,7 +41,7 @@ def test_returns_are_lambda_returns_of_the_value_and_advantages_subtract_the_bas
 def test_flat_actions_keep_continuous_and_one_hot_each_branch() -> None:
     cont = np.array([[[0.5], [-2.0]]], np.float32)
     disc = np.array([[[1, 0], [2, 1]]], np.int32)
-    flat = flat_actions(cont, disc, (3, 2))
+    flat = flat_actions(cont, disc, ActionSpec(1, (3, 2)))
     assert flat.shape == (1, 2, 6)
     assert flat[0].tolist() == [[0.5, 0, 1, 0, 1, 0], [-2.0, 0, 0, 1, 0, 1]]
 

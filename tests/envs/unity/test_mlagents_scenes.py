@@ -76,3 +76,14 @@ async def test_mlagents_config_trains_on_its_scene(scene: str, tmp_path: Path) -
         assert sim.actions_taken[name] == record.steps * sim.behaviors[name].agents
     if scene == "WallJump":  # the curriculum's first lessons reached the game on its side channel
         assert set(record.environment_parameters) >= {"big_wall_height", "small_wall_height"}
+
+
+async def test_an_unknown_scene_and_missing_actions_are_refused() -> None:
+    from asynctrainer.errors import SpecError
+
+    with pytest.raises(SpecError, match=r"no scene 'Tennis'.*SoccerTwos"):
+        SceneEnvironment("Tennis")
+    sim = SceneEnvironment("StrikersVsGoalie")
+    await sim.reset()
+    with pytest.raises(SpecError, match="'Striker\\?team=0' needs actions for its 2 agents"):
+        await sim.step({})
