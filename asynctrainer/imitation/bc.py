@@ -20,6 +20,7 @@ from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.imitation.losses import bc_loss
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.optim import adam_step
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.runtime.schedules import decayed_value
@@ -120,7 +121,7 @@ class BehavioralCloning:
                             sampled = t.tanh(sampled)
                     loss = bc_loss(sampled, t.gather(continuous, b), logits, t.gather(onehot, b), branches)
                 grads = tape.gradient(loss, variables)
-                optimizer.apply(grads, variables)
+                adam_step(optimizer, grads, variables)
                 return t.stack([loss, 1.0 - t.cast(t.math.is_finite(loss), f32)])
 
             return sum_over_range(n_mb, minibatch, 2) / t.cast(t.maximum(n_mb, 1), f32)

@@ -28,12 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from asynctrainer.envs.spec import BehaviorSpec
-from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.graph_loops import PerWidth, minibatch_rows, sum_over_range
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.poca.advantages import counterfactual_advantages
 from asynctrainer.poca.networks import GroupCritic, flat_actions
 from asynctrainer.ppo import loss
-from asynctrainer.ppo.trainer import PPOTrainer, apply_update
+from asynctrainer.ppo.trainer import PPOTrainer, apply_update, minibatch_width
 from asynctrainer.runtime.trajectory import Trajectory
 
 __all__ = ["POCATrainer"]
@@ -125,8 +125,8 @@ class POCATrainer(PPOTrainer):
         def baseline_fn(obs: Any, mates_obs: Any, mates_actions: Any) -> Any:
             return critic.baseline(obs, mates_obs, mates_actions)
 
-        @t.function(
-            input_signature=[
+        def signature(width: int) -> list[Any]:
+            return [
                 own,  # obs
                 t.TensorSpec([None, a.continuous_size], f32),  # continuous (raw)
                 t.TensorSpec([None, a.discrete_size], t.int32),  # discrete
@@ -134,7 +134,7 @@ class POCATrainer(PPOTrainer):
                 t.TensorSpec([None], f32),  # behavior log-probs
                 t.TensorSpec([None], f32),  # advantages (counterfactual)
                 t.TensorSpec([None, None], f32),  # λ-returns, one column per head
-                t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
+                t.TensorSpec([None, width], t.int32),  # minibatch indices [n_minibatches, width]
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
                 t.TensorSpec([], f32),  # learning rate
@@ -143,9 +143,9 @@ class POCATrainer(PPOTrainer):
                 t.TensorSpec([None, 0], f32),
                 mates,  # groupmates' observations (NaN rows: absent)
                 actions,  # groupmates' flat actions
-            ],
-            autograph=False,
-        )
+            ]
+
+        @t.function(autograph=False)
         def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr, _v, _a, _c, m_obs, m_act):  # type: ignore[no-untyped-def]
             optimizer.learning_rate = lr
             n_mb = t.shape(idx)[0]
@@ -173,7 +173,8 @@ class POCATrainer(PPOTrainer):
         self._value_fn = value_fn.get_concrete_function()
         self._baseline_fn = baseline_fn.get_concrete_function()
         self._value_sequences_fn = None
-        self._train_fn = train_fn.get_concrete_function()
+        rows = minibatch_rows(int(self.hyperparameters.batch_size), self.sequence_length)
+        self._train_fn = PerWidth(train_fn, signature, minibatch_width, rows)
 
     # ----- thread side ----------------------------------------------------------------------------
 

@@ -11,9 +11,10 @@ import numpy.typing as npt
 from asynctrainer.demos.reader import load_demonstration
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.imitation.bc import BehavioralCloning
-from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.graph_loops import PerWidth, minibatch_rows, sum_over_range
 from asynctrainer.nn.networks import ActorCritic
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.optim import adam_step
 from asynctrainer.nn.state import LearnedState
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
@@ -28,7 +29,7 @@ from asynctrainer.runtime.snapshot import PolicySnapshot
 from asynctrainer.runtime.trainer import RLTrainer
 from asynctrainer.runtime.trajectory import Trajectory
 
-__all__ = ["PPOTrainer", "apply_update"]
+__all__ = ["PPOTrainer", "apply_update", "minibatch_width"]
 
 F32 = npt.NDArray[np.float32]
 #: Global gradient-norm clip (SB3's and CleanRL's default).
@@ -53,7 +54,7 @@ def apply_update(
     t = tf()
     grads = tape.gradient(total, variables)
     grads, norm = t.clip_by_global_norm(grads, MAX_GRAD_NORM)
-    optimizer.apply(grads, variables)
+    adam_step(optimizer, grads, variables)
     return t.stack(
         [
             *losses,
@@ -63,6 +64,11 @@ def apply_update(
             *extra,
         ]
     )
+
+
+def minibatch_width(inputs: tuple[Any, ...]) -> int:
+    """The minibatch width of a PPO update's inputs (its index matrix, the 8th, is ``[minibatches, width]``)."""
+    return int(inputs[7].shape[1])
 
 
 class PPOTrainer(RLTrainer[ActorCritic]):
@@ -188,8 +194,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         def value_sequences_fn(obs: Any, memory: Any) -> Any:
             return net.value_sequences(obs, memory)
 
-        @t.function(
-            input_signature=[
+        def signature(width: int) -> list[Any]:
+            return [
                 t.TensorSpec([None, spec.observation_size], f32),  # obs
                 t.TensorSpec([None, a.continuous_size], f32),  # continuous (raw)
                 t.TensorSpec([None, a.discrete_size], t.int32),  # discrete
@@ -197,16 +203,16 @@ class PPOTrainer(RLTrainer[ActorCritic]):
                 t.TensorSpec([None], f32),  # behavior log-probs
                 t.TensorSpec([None], f32),  # advantages
                 t.TensorSpec([None, None], f32),  # returns, one column per value head
-                t.TensorSpec([None, None], t.int32),  # minibatch indices [n_minibatches, batch]
+                t.TensorSpec([None, width], t.int32),  # minibatch indices [n_minibatches, width]
                 t.TensorSpec([], f32),  # beta
                 t.TensorSpec([], f32),  # epsilon
                 t.TensorSpec([], f32),  # learning rate
                 t.TensorSpec([None], f32),  # 1 = a real step, 0 = a sequence's padding (memory only)
                 t.TensorSpec([None, m], f32),  # the actor's memory before each step (memory only)
                 t.TensorSpec([None, m], f32),  # the critic's memory before each step (memory only)
-            ],
-            autograph=False,
-        )
+            ]
+
+        @t.function(autograph=False)
         def train_fn(obs, cont, disc, masks, old_logp, adv, returns, idx, beta, epsilon, lr, valid, a_mem, c_mem):  # type: ignore[no-untyped-def]
             optimizer.learning_rate = lr  # assigned in the graph: no Python-side variable write
             n_mb = t.shape(idx)[0]
@@ -248,7 +254,8 @@ class PPOTrainer(RLTrainer[ActorCritic]):
         # would otherwise run in Python, holding the GIL the event loop needs.
         self._value_fn = value_fn.get_concrete_function()
         self._value_sequences_fn = value_sequences_fn.get_concrete_function() if m else None
-        self._train_fn = train_fn.get_concrete_function()
+        rows = minibatch_rows(int(self.hyperparameters.batch_size), self.sequence_length)
+        self._train_fn = PerWidth(train_fn, signature, minibatch_width, rows)
 
     def _make_snapshot(self, version: int) -> PolicySnapshot:
         assert self.net is not None

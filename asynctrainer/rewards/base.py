@@ -12,6 +12,7 @@ import numpy.typing as npt
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.optim import adam_step
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards.signals import SignalBatch, signal_network
@@ -178,7 +179,7 @@ class SelfSupervisedSignal(LearnedSignal):
                         t.gather(obs, b), t.gather(next_obs, b), t.gather(continuous, b), t.gather(onehot, b)
                     )
                 grads = tape.gradient(total, variables)
-                optimizer.apply(grads, variables)
+                adam_step(optimizer, grads, variables)
                 finite = t.cast(t.math.is_finite(total), f32)
                 return t.stack([*parts, 1.0 - finite])
 

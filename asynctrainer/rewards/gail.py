@@ -24,6 +24,7 @@ from asynctrainer.demos.reader import DemoTransitions
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.nn.graph_loops import sum_over_range
 from asynctrainer.nn.networks import mlp
+from asynctrainer.nn.optim import adam_step
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
 from asynctrainer.rewards import losses
@@ -207,7 +208,7 @@ class GAILSignal(LearnedSignal):
                         seed + t.cast(i, t.int64) * 7919,
                     )
                 grads = tape.gradient(total, variables)
-                optimizer.apply(grads, variables)
+                adam_step(optimizer, grads, variables)
                 return t.stack([*parts, 1.0 - t.cast(t.math.is_finite(total), f32)])
 
             out = sum_over_range(n_mb, minibatch, reported + 1) / t.cast(t.maximum(n_mb, 1), f32)

@@ -37,8 +37,9 @@ from asynctrainer.demos.reader import load_demonstration
 from asynctrainer.envs.spec import BehaviorSpec
 from asynctrainer.errors import CheckpointLoadError
 from asynctrainer.imitation.bc import BehavioralCloning
-from asynctrainer.nn.graph_loops import sum_over_range
+from asynctrainer.nn.graph_loops import PerWidth, minibatch_rows, sum_over_range
 from asynctrainer.nn.normalizer import Normalizer
+from asynctrainer.nn.optim import adam_step
 from asynctrainer.nn.state import LearnedState
 from asynctrainer.nn.tf_setup import keras as tf_keras
 from asynctrainer.nn.tf_setup import tf
@@ -196,26 +197,27 @@ class SACTrainer(RLTrainer[SACNetworks]):
             all_probs = t.concat(probs, axis=1) if probs else t.zeros([t.shape(obs)[0], 0], f32)
             return squashed, t.stack(terms, axis=1), all_probs
 
-        batch_spec = [
-            t.TensorSpec([None, None, o_size], f32),  # obs [S, B, O] (normalised)
-            t.TensorSpec([None, None, o_size], f32),  # next obs
-            t.TensorSpec([None, None, c_size], f32),  # continuous actions: raw samples u
-            t.TensorSpec([None, None, n_branches], t.int32),  # discrete actions
-            t.TensorSpec([None, None, m_size], f32),  # masks, 1 = allowed
-            t.TensorSpec([None, None, m_size], f32),  # next masks
-            t.TensorSpec([None, None, None], f32),  # rewards [S, B, K], one per stream (strength applied)
-            t.TensorSpec([None, None], f32),  # terminated (true terminals only)
-            t.TensorSpec([None, None, c_size], f32),  # noise for the actor's sample at obs
-            t.TensorSpec([None, None, c_size], f32),  # noise for the sample at next obs
-            t.TensorSpec([None], f32),  # gamma per stream [K]
-            t.TensorSpec([], f32),  # tau
-            t.TensorSpec([], f32),  # learning rate (all three optimizers)
-            t.TensorSpec([None, None, self.memory_size], f32),  # memory: the actor's at each sequence's start
-            t.TensorSpec([None, None], f32),  # valid: 0 for a row padding a sequence
-        ]
+        def batch_spec(width: int) -> list[Any]:
+            return [
+                t.TensorSpec([None, width, o_size], f32),  # obs [S, B, O] (normalised)
+                t.TensorSpec([None, width, o_size], f32),  # next obs
+                t.TensorSpec([None, width, c_size], f32),  # continuous actions: raw samples u
+                t.TensorSpec([None, width, n_branches], t.int32),  # discrete actions
+                t.TensorSpec([None, width, m_size], f32),  # masks, 1 = allowed
+                t.TensorSpec([None, width, m_size], f32),  # next masks
+                t.TensorSpec([None, width, None], f32),  # rewards [S, B, K], one per stream (strength applied)
+                t.TensorSpec([None, width], f32),  # terminated (true terminals only)
+                t.TensorSpec([None, width, c_size], f32),  # noise for the actor's sample at obs
+                t.TensorSpec([None, width, c_size], f32),  # noise for the sample at next obs
+                t.TensorSpec([None], f32),  # gamma per stream [K]
+                t.TensorSpec([], f32),  # tau
+                t.TensorSpec([], f32),  # learning rate (all three optimizers)
+                t.TensorSpec([None, None, self.memory_size], f32),  # memory: the actor's at each sequence's start
+                t.TensorSpec([None, width], f32),  # valid: 0 for a row padding a sequence
+            ]
 
         # autograph=False, as in PPO (nn/graph_loops.py).
-        @t.function(input_signature=batch_spec, autograph=False)
+        @t.function(autograph=False)
         def train_fn(  # type: ignore[no-untyped-def]
             obs,
             next_obs,
@@ -288,7 +290,7 @@ class SACTrainer(RLTrainer[SACNetworks]):
                     )
                     value_loss = q1_loss + q2_loss
                 value_grads = tape.gradient(value_loss, critic_vars)
-                value_opt.apply(value_grads, critic_vars)
+                adam_step(value_opt, value_grads, critic_vars)
                 # Actor toward the soft value of the (just updated) critics' minimum.
                 with t.GradientTape() as tape:
                     a_pi, terms, probs = sample_policy(o, masks[i], noise[i], m_now)
@@ -298,12 +300,12 @@ class SACTrainer(RLTrainer[SACNetworks]):
                     terms = real(terms)
                     pi_loss = loss.policy_loss(real(expected), terms, alpha)
                 policy_grads = tape.gradient(pi_loss, actor_vars)
-                policy_opt.apply(policy_grads, actor_vars)
+                adam_step(policy_opt, policy_grads, actor_vars)
                 # Temperatures toward the target entropies.
                 with t.GradientTape() as tape:
                     ent_loss = loss.entropy_coef_loss(log_alpha, t.stop_gradient(terms), entropy_target)
                 entropy_grads = tape.gradient(ent_loss, [log_alpha])
-                entropy_opt.apply(entropy_grads, [log_alpha])
+                adam_step(entropy_opt, entropy_grads, [log_alpha])
                 # Polyak averaging of the targets.
                 for target, source in pairs:
                     target.assign(tau * source + (1.0 - tau) * target)
@@ -329,7 +331,8 @@ class SACTrainer(RLTrainer[SACNetworks]):
             return actor.log_prob(obs, cont, disc, masks)
 
         # A concrete function skips tf.function's Python-side dispatch on every update (GIL time).
-        self._train_fn = train_fn.get_concrete_function()
+        rows = minibatch_rows(int(self.hyperparameters.batch_size), self.sequence_length)
+        self._train_fn = PerWidth(train_fn, batch_spec, lambda inputs: int(inputs[0].shape[1]), rows)
         self._log_prob_fn = log_prob_fn
 
     def log_prob(self, obs: F32, continuous: F32, discrete: npt.NDArray[np.int32], masks: F32 | None = None) -> F32:
