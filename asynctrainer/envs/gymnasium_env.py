@@ -1,9 +1,16 @@
-"""Gymnasium envs as an :class:`AsyncEnv`: N copies stepped in a worker thread.
+"""Gymnasium envs as an :class:`AsyncEnv`: N copies through gymnasium's vector API.
 
-The copies run in gymnasium's vector API with ``SAME_STEP`` autoreset, so an episode's
-final observation arrives as a terminal step and the next episode's first observation as
-a decision step *in the same step*: no transition ever spans an episode boundary.
-``terminated`` becomes a terminal step, ``truncated`` an interrupted one.
+A registered env with a vectorised implementation of its own (``vector_entry_point``:
+CartPole, Pendulum, ... step all copies in one numpy call) runs as that, unless environment
+parameters must reach each episode's reset; any other runs as N copies in a ``SyncVectorEnv``.
+Steps run in a worker thread, or on the loop while they measure fast (:mod:`.stepping`).
+
+Both autoreset modes keep every transition inside one episode. ``SAME_STEP`` (the copies):
+an episode's final observation arrives as a terminal step and the next episode's first
+observation as a decision step of the same step. ``NEXT_STEP`` (most vectorised envs): an
+ended copy's terminal step comes alone; the next step resets it, ignoring its action, and its
+first observation comes then as a decision step with no reward. ``terminated`` becomes a
+terminal step, ``truncated`` an interrupted one.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ import numpy.typing as npt
 
 from asynctrainer.envs.spaces import action_spec_of, env_actions, observation_spec_of, observations_of
 from asynctrainer.envs.spec import ActionBatch, BehaviorSpec, DecisionSteps, StepBatch, TerminalSteps
+from asynctrainer.envs.stepping import DEFAULT_INLINE_BELOW, StepPlacement
 from asynctrainer.errors import AsyncTrainerError, EnvError, SpecError
 from asynctrainer.runtime.curriculum import ParameterSampler
 from asynctrainer.settings.naming import behavior_name_for
@@ -67,6 +75,10 @@ class GymnasiumEnv:
 
     :param id_or_factory: a registered env id (``"CartPole-v1"``) or a callable returning a ``gymnasium.Env``.
     :param behavior_name: defaults to the id without its version (``CartPole-v1`` → ``CartPole``).
+    :param vectorize: ``"auto"``: an id's own vectorised env where it has one, else copies;
+        ``"copies"``: always N copies in a ``SyncVectorEnv``.
+    :param inline_below: steps measured under this many seconds run on the loop (None: always
+        in the worker thread); see :class:`~asynctrainer.envs.stepping.StepPlacement`.
     """
 
     def __init__(
@@ -77,12 +89,15 @@ class GymnasiumEnv:
         *,
         behavior_name: str | None = None,
         env_kwargs: Mapping[str, Any] | None = None,
+        vectorize: str = "auto",
+        inline_below: float | None = DEFAULT_INLINE_BELOW,
     ) -> None:
         import gymnasium
-        from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
         if num_envs < 1:
             raise EnvError(f"num_envs must be >= 1, got {num_envs}.")
+        if vectorize not in VECTORIZE:
+            raise EnvError(f"vectorize is '{vectorize}'; allowed: {', '.join(VECTORIZE)}.")
         kwargs = dict(env_kwargs or {})
         if isinstance(id_or_factory, str):
             env_id = id_or_factory
@@ -114,13 +129,17 @@ class GymnasiumEnv:
         def with_parameters() -> Any:
             return _ParameterOptions(inner(), self)
 
-        factory = with_parameters
-        try:
-            self._vec = SyncVectorEnv([factory] * num_envs, autoreset_mode=AutoresetMode.SAME_STEP)
-        except AsyncTrainerError:
-            raise
-        except Exception as exc:
-            raise EnvError(f"Could not create env {label}: {type(exc).__name__}: {exc}") from exc
+        self._copies = [with_parameters] * num_envs
+        self._label = label
+        own = None
+        if vectorize == "auto" and isinstance(id_or_factory, str):
+            own = _own_vector_env(id_or_factory, num_envs, kwargs)
+        self._vec: Any = own if own is not None else self._make_copies()
+        self._placement = StepPlacement(inline_below)
+        self._started = False
+        #: NEXT_STEP autoreset: the copies that ended in the last step (this step resets them)
+        self._resetting = np.zeros(num_envs, bool)
+        self._last_actions: Any = None
         self.num_envs = num_envs
         self.seed = seed
         self.behavior_name = behavior_name or default_name
@@ -132,16 +151,43 @@ class GymnasiumEnv:
         self._ids = np.arange(num_envs, dtype=np.int64)
         self._lock = anyio.Lock()
 
+    def _make_copies(self) -> Any:
+        from gymnasium.vector import AutoresetMode, SyncVectorEnv
+
+        try:
+            return SyncVectorEnv(self._copies, autoreset_mode=AutoresetMode.SAME_STEP)
+        except AsyncTrainerError:
+            raise
+        except Exception as exc:
+            raise EnvError(f"Could not create env {self._label}: {type(exc).__name__}: {exc}") from exc
+
     @property
     def behavior_specs(self) -> Mapping[str, BehaviorSpec]:
         return {self.behavior_name: self._spec}
+
+    @property
+    def next_step_autoreset(self) -> bool:
+        """Whether the vector env resets an ended copy on the step after its end (``NEXT_STEP``)."""
+        return bool(_autoreset_mode(self._vec).name == "NEXT_STEP")
 
     def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
         """The ``environment_parameters`` for the episodes that start from now on.
 
         Every copy's ``reset`` gets them as ``options`` (``{name: float}``, samplers drawn anew for
-        each episode); the options of an explicit reset call win over them.
+        each episode); the options of an explicit reset call win over them. An env's own
+        vectorised implementation resets its episodes without options, so parameters given
+        before the first reset make the env N copies instead.
+
+        :raises EnvError: parameters for an env's own vectorised implementation after it started.
         """
+        if values and not isinstance(self._vec, _sync_vector_env()):
+            if self._started:
+                raise EnvError(
+                    f"Env {self._label} runs as its own vectorised env, whose resets take no environment "
+                    "parameters; give them before the env starts (they then run it as copies)."
+                )
+            self._vec.close()
+            self._vec = self._make_copies()
         self._sampler = ParameterSampler(values) if values else None
 
     def parameter_options(self) -> dict[str, float]:
@@ -161,27 +207,45 @@ class GymnasiumEnv:
 
     def _reset_sync(self) -> dict[str, StepBatch]:
         obs, _ = self._vec.reset(seed=self.seed)
+        self._resetting[:] = False
         decision = DecisionSteps([self._obs(obs)], np.zeros(self.num_envs, np.float32), self._ids.copy())
         return {self.behavior_name: StepBatch(decision, TerminalSteps.empty(self._spec))}
 
     def _step_sync(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
         batch = actions.get(self.behavior_name)
-        if batch is None or len(batch.agent_id) != self.num_envs:
-            raise SpecError(f"Env '{self.behavior_name}' needs one action for each of its {self.num_envs} copies.")
-        obs, reward, terminated, truncated, info = self._vec.step(self._env_actions(batch))
+        asking = self._ids[~self._resetting]
+        if batch is None and not len(asking):  # every copy resets in this step: no decision was asked
+            a = self._spec.action_spec
+            batch = ActionBatch(
+                np.zeros((0, a.continuous_size), np.float32), np.zeros((0, a.discrete_size), np.int32), asking
+            )
+        if batch is None or not np.array_equal(np.sort(batch.agent_id), asking):
+            raise SpecError(
+                f"Env '{self.behavior_name}' needs one action for each of its copies that asked for a "
+                f"decision ({asking.tolist()}); got {None if batch is None else batch.agent_id.tolist()}."
+            )
+        env_actions_now = self._env_actions(batch)
+        if self._resetting.any():  # those copies reset this step and ignore their action: repeat their last
+            full = self._last_actions.copy()
+            full[batch.agent_id] = env_actions_now
+            env_actions_now = full
+        elif not np.array_equal(batch.agent_id, self._ids):
+            full = np.empty_like(env_actions_now)
+            full[batch.agent_id] = env_actions_now
+            env_actions_now = full
+        self._last_actions = env_actions_now
+        obs, reward, terminated, truncated, info = self._vec.step(env_actions_now)
         reward32: F32 = np.asarray(reward, np.float32)
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
         next_obs = self._obs(obs)
-        done = np.logical_or(terminated, truncated)
+        if self.next_step_autoreset:
+            return self._next_step_batch(next_obs, reward32, terminated, truncated)
+        done = terminated | truncated
         if done.any():
             final = info["final_obs"]
             ended = np.flatnonzero(done)
             t_obs = self._obs(np.stack([final[i] for i in ended]))
-            terminal = TerminalSteps(
-                [t_obs],
-                reward32[ended],
-                self._ids[ended],
-                np.asarray(truncated, bool)[ended] & ~np.asarray(terminated, bool)[ended],
-            )
+            terminal = TerminalSteps([t_obs], reward32[ended], self._ids[ended], truncated[ended] & ~terminated[ended])
             decision_reward = np.where(done, 0.0, reward32).astype(np.float32)
         else:
             terminal = TerminalSteps.empty(self._spec)
@@ -189,16 +253,67 @@ class GymnasiumEnv:
         decision = DecisionSteps([next_obs], decision_reward, self._ids.copy())
         return {self.behavior_name: StepBatch(decision, terminal)}
 
+    def _next_step_batch(self, obs: F32, reward: F32, terminated: Any, truncated: Any) -> dict[str, StepBatch]:
+        """A ``NEXT_STEP`` step: copies that ended give terminal steps (their observation is the
+        final one) and ask for no decision; copies reset by this step start with no reward."""
+        resetting = self._resetting
+        done = (terminated | truncated) & ~resetting
+        terminal = (
+            TerminalSteps([obs[done]], reward[done], self._ids[done], (truncated & ~terminated)[done])
+            if done.any()
+            else TerminalSteps.empty(self._spec)
+        )
+        asking = ~done
+        decision_reward = np.where(resetting, np.float32(0.0), reward)[asking]
+        decision = DecisionSteps([obs[asking]], decision_reward.astype(np.float32), self._ids[asking])
+        self._resetting = done
+        return {self.behavior_name: StepBatch(decision, terminal)}
+
     async def reset(self) -> dict[str, StepBatch]:
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._reset_sync)
+            self._started = True
+            return await self._placement.reset(self._reset_sync)
 
     async def step(self, actions: dict[str, ActionBatch]) -> dict[str, StepBatch]:
         async with self._lock:
-            return await anyio.to_thread.run_sync(self._step_sync, actions)
+            return await self._placement.step(lambda: self._step_sync(actions))
 
     async def aclose(self) -> None:
         self._vec.close()
+
+
+#: The values of ``GymnasiumEnv(vectorize=...)``.
+VECTORIZE = ("auto", "copies")
+
+
+def _sync_vector_env() -> type:
+    from gymnasium.vector import SyncVectorEnv
+
+    return SyncVectorEnv
+
+
+def _autoreset_mode(vec: Any) -> Any:
+    """A vector env's ``AutoresetMode`` (gymnasium's default, ``NEXT_STEP``, where it names none)."""
+    from gymnasium.vector import AutoresetMode
+
+    return AutoresetMode(vec.metadata.get("autoreset_mode", AutoresetMode.NEXT_STEP))
+
+
+def _own_vector_env(env_id: str, num_envs: int, kwargs: Mapping[str, Any]) -> Any:
+    """``env_id``'s own vectorised env (``vector_entry_point``), or None when it has none, it
+    does not take ``kwargs``, or its autoreset mode is neither ``next_step`` nor ``same_step``."""
+    import gymnasium
+
+    if gymnasium.spec(env_id).vector_entry_point is None:
+        return None
+    try:
+        vec = gymnasium.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    except Exception:  # e.g. a keyword only the single env takes: run it as copies
+        return None
+    if _autoreset_mode(vec).name not in ("NEXT_STEP", "SAME_STEP"):
+        vec.close()
+        return None
+    return vec
 
 
 def load_env(spec: str, *, num_envs: int = 1, seed: int | None = None) -> Any:

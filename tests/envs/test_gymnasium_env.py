@@ -2,16 +2,20 @@ from __future__ import annotations
 
 import importlib
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
+import anyio
 import numpy as np
 import pytest
 
 from asynctrainer.envs.gymnasium_env import GymnasiumEnv, behavior_name_for, load_env
 from asynctrainer.envs.spec import ActionBatch
-from asynctrainer.errors import EnvError
+from asynctrainer.envs.stepping import StepPlacement
+from asynctrainer.errors import EnvError, SpecError
 from asynctrainer.runtime.agent_processor import AgentProcessor
 from asynctrainer.testing.fakes import random_snapshot
 
@@ -38,24 +42,29 @@ def test_spaces_map_to_action_specs(env_id: str, continuous: int, branches: tupl
     assert spec.action_spec.discrete_branches == branches
 
 
-async def test_truncation_is_interrupted_and_no_transition_crosses_an_episode() -> None:
-    import gymnasium
-
-    env = GymnasiumEnv(lambda: gymnasium.make("CartPole-v1", max_episode_steps=7), 3, seed=0, behavior_name="C")
-    spec = env.behavior_specs["C"]
-    snap = random_snapshot("C", spec)
-    proc = AgentProcessor("C", spec, time_horizon=1000)
+@pytest.mark.parametrize("vectorize", ["auto", "copies"])
+async def test_truncation_is_interrupted_and_no_transition_crosses_an_episode(vectorize: str) -> None:
+    """The same invariants with CartPole's own vectorised env (NEXT_STEP autoreset) and with
+    copies in a SyncVectorEnv (SAME_STEP)."""
+    env = GymnasiumEnv("CartPole-v1", 3, seed=0, env_kwargs={"max_episode_steps": 7}, vectorize=vectorize)
+    assert env.next_step_autoreset is (vectorize == "auto")
+    spec = env.behavior_specs["CartPole"]
+    snap = random_snapshot("CartPole", spec)
+    proc = AgentProcessor("CartPole", spec, time_horizon=1000)
     rng = np.random.default_rng(0)
     steps = await env.reset()
     trajs = []
     for _ in range(40):
-        b = steps["C"]
+        b = steps["CartPole"]
         trajs += proc.add_steps(b.decision, b.terminal)
+        if not len(b.decision):  # every copy ended: none asks for an action (the env loop sends none)
+            steps = await env.step({})
+            continue
         out = snap.act(b.decision.obs, rng=rng)
         proc.record_actions(b.decision, out, 0)
-        steps = await env.step({"C": ActionBatch(out.continuous, out.discrete, b.decision.agent_id)})
+        steps = await env.step({"CartPole": ActionBatch(out.continuous, out.discrete, b.decision.agent_id)})
     await env.aclose()
-    assert trajs
+    assert len(trajs) >= 6
     for t in trajs:
         assert t.done_reached
         assert len(t) <= 7
@@ -63,10 +72,89 @@ async def test_truncation_is_interrupted_and_no_transition_crosses_an_episode() 
             assert t.interrupted and not t.terminated
         else:
             assert t.terminated
+        assert np.all(t.rewards == 1.0)  # CartPole pays 1 a step: no reset step's 0 is learned from
         # CartPole's dynamics: consecutive observations within a trajectory are close; a reset
         # would jump. The trajectory's next_obs continues its last step.
         seq = np.vstack([t.obs, t.next_obs[None]])
         assert np.abs(np.diff(seq[:, 0])).max() < 0.2
+        assert np.abs(t.obs[0]).max() <= 0.05  # each episode starts from a reset state
+
+
+async def test_next_step_autoreset_an_ended_copy_asks_again_after_one_step() -> None:
+    env = GymnasiumEnv("CartPole-v1", 2, seed=0, env_kwargs={"max_episode_steps": 3})
+    steps = await env.reset()
+    zero = np.zeros((2, 0), np.float32)
+    for _ in range(2):
+        steps = await env.step({"CartPole": ActionBatch(zero, np.zeros((2, 1), np.int32), np.arange(2))})
+    steps = await env.step({"CartPole": ActionBatch(zero, np.zeros((2, 1), np.int32), np.arange(2))})
+    batch = steps["CartPole"]  # step 3: both truncated, neither asks for a decision
+    assert batch.terminal.agent_id.tolist() == [0, 1] and batch.terminal.interrupted.all()
+    assert len(batch.decision) == 0
+    with pytest.raises(SpecError, match="asked for a decision"):  # an action for a copy that did not ask
+        await env.step({"CartPole": ActionBatch(zero[:1], np.zeros((1, 1), np.int32), np.arange(1))})
+    steps = await env.step({})  # no copy asked: the env loop sends no actions
+    batch = steps["CartPole"]  # the reset step: both ask again, with no reward
+    assert batch.decision.agent_id.tolist() == [0, 1] and not batch.decision.reward.any()
+    assert len(batch.terminal) == 0
+    await env.aclose()
+
+
+async def test_environment_parameters_make_a_vectorised_env_copies_before_it_starts() -> None:
+    env = GymnasiumEnv("CartPole-v1", 2, seed=0)
+    assert env.next_step_autoreset
+    env.set_environment_parameters({"low": -0.01})
+    assert not env.next_step_autoreset  # each copy's reset gets the options now
+    await env.reset()
+    await env.aclose()
+    started = GymnasiumEnv("CartPole-v1", 2, seed=0)
+    await started.reset()
+    with pytest.raises(EnvError, match="before the env starts"):
+        started.set_environment_parameters({"low": -0.01})
+    await started.aclose()
+
+
+async def test_fast_steps_move_to_the_loop_and_a_slow_one_sends_them_back() -> None:
+    loop_thread = threading.get_ident()
+    where: list[bool] = []
+    delay = [0.0]
+
+    def step() -> None:
+        where.append(threading.get_ident() == loop_thread)
+        end = time.perf_counter() + delay[0]
+        while time.perf_counter() < end:  # CPU time, which the placement measures (a sleep is not)
+            pass
+
+    placement = StepPlacement(inline_below=0.01, window=4, slow_step=0.015)
+    for _ in range(6):
+        await placement.step(step)
+    assert where == [False] * 4 + [True] * 2  # four fast steps in the thread, then on the loop
+    delay[0] = 0.02
+    await placement.step(step)  # one step over slow_step on the loop: back to the thread
+    assert not placement.on_loop and placement.fallbacks == 1
+    delay[0] = 0.0
+    for _ in range(8):
+        await placement.step(step)
+    assert where[7:] == [False] * 8 and placement.on_loop  # twice the window before the loop again
+    never = StepPlacement(inline_below=None, window=1)
+    where.clear()
+    for _ in range(3):
+        await never.step(step)
+    assert where == [False] * 3
+
+
+async def test_a_step_on_the_loop_lets_other_tasks_run() -> None:
+    placement = StepPlacement(inline_below=1.0, window=1)
+    await placement.step(lambda: None)
+    assert placement.on_loop
+    ran = []
+
+    async def other() -> None:
+        ran.append(True)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(other)
+        await placement.step(lambda: None)
+        assert ran  # the step's checkpoint ran the other task
 
 
 def test_load_env_accepts_a_factory_path() -> None:
