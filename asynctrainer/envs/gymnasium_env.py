@@ -134,7 +134,7 @@ class GymnasiumEnv:
         own = None
         if vectorize == "auto" and isinstance(id_or_factory, str):
             own = _own_vector_env(id_or_factory, num_envs, kwargs)
-        self._vec: Any = own if own is not None else self._make_copies()
+        self._use(own if own is not None else self._make_copies())
         self._placement = StepPlacement(inline_below)
         self._started = False
         #: NEXT_STEP autoreset: the copies that ended in the last step (this step resets them)
@@ -150,6 +150,10 @@ class GymnasiumEnv:
         self._spec = BehaviorSpec((observation_spec_of(single_obs),), action_spec_of(single_action))
         self._ids = np.arange(num_envs, dtype=np.int64)
         self._lock = anyio.Lock()
+
+    def _use(self, vec: Any) -> None:
+        self._vec: Any = vec
+        self._next_step = bool(_autoreset_mode(vec).name == "NEXT_STEP")
 
     def _make_copies(self) -> Any:
         from gymnasium.vector import AutoresetMode, SyncVectorEnv
@@ -168,7 +172,7 @@ class GymnasiumEnv:
     @property
     def next_step_autoreset(self) -> bool:
         """Whether the vector env resets an ended copy on the step after its end (``NEXT_STEP``)."""
-        return bool(_autoreset_mode(self._vec).name == "NEXT_STEP")
+        return self._next_step
 
     def set_environment_parameters(self, values: Mapping[str, Any]) -> None:
         """The ``environment_parameters`` for the episodes that start from now on.
@@ -187,7 +191,7 @@ class GymnasiumEnv:
                     "parameters; give them before the env starts (they then run it as copies)."
                 )
             self._vec.close()
-            self._vec = self._make_copies()
+            self._use(self._make_copies())
         self._sampler = ParameterSampler(values) if values else None
 
     def parameter_options(self) -> dict[str, float]:
@@ -225,12 +229,9 @@ class GymnasiumEnv:
                 f"decision ({asking.tolist()}); got {None if batch is None else batch.agent_id.tolist()}."
             )
         env_actions_now = self._env_actions(batch)
-        if self._resetting.any():  # those copies reset this step and ignore their action: repeat their last
-            full = self._last_actions.copy()
-            full[batch.agent_id] = env_actions_now
-            env_actions_now = full
-        elif not np.array_equal(batch.agent_id, self._ids):
-            full = np.empty_like(env_actions_now)
+        if not np.array_equal(batch.agent_id, self._ids):  # out of order, or copies resetting this step
+            # a resetting copy ignores its action: it repeats its last
+            full = self._last_actions.copy() if self._resetting.any() else np.empty_like(env_actions_now)
             full[batch.agent_id] = env_actions_now
             env_actions_now = full
         self._last_actions = env_actions_now
@@ -238,7 +239,7 @@ class GymnasiumEnv:
         reward32: F32 = np.asarray(reward, np.float32)
         terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
         next_obs = self._obs(obs)
-        if self.next_step_autoreset:
+        if self._next_step:
             return self._next_step_batch(next_obs, reward32, terminated, truncated)
         done = terminated | truncated
         if done.any():

@@ -31,6 +31,23 @@ def test_unknown_env_id_is_a_clear_error() -> None:
         GymnasiumEnv("CartPole-v9")
 
 
+def test_an_unknown_vectorize_mode_is_a_clear_error() -> None:
+    with pytest.raises(EnvError, match="vectorize is 'bogus'; allowed: auto, copies"):
+        GymnasiumEnv("CartPole-v1", 2, vectorize="bogus")
+
+
+def test_an_own_vector_env_that_refuses_the_kwargs_falls_back_to_copies(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gymnasium
+
+    def refuses(*args: object, **kwargs: object) -> None:
+        raise TypeError("unexpected keyword argument")
+
+    monkeypatch.setattr(gymnasium, "make_vec", refuses)
+    env = GymnasiumEnv("CartPole-v1", 2, seed=0)
+    assert not env.next_step_autoreset  # copies in a SyncVectorEnv, SAME_STEP
+    assert type(env._vec).__name__ == "SyncVectorEnv"
+
+
 @pytest.mark.parametrize(
     ("env_id", "continuous", "branches"),
     [("CartPole-v1", 0, (2,)), ("Pendulum-v1", 1, ()), ("MountainCarContinuous-v0", 1, ())],
