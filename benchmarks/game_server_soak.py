@@ -3,7 +3,8 @@
 The server ticks at ``--tick-hz`` for ``--clients`` scripted clients (joining, playing, leaving)
 while a Runner trains on the same loop: a fake trainer by default (the server's own costs,
 no TensorFlow; its update sleeps ``--update-ms`` in a worker thread), or PPO with ``--ppo``.
-After ``--warmup`` seconds the run has two phases of ``--seconds`` each:
+The clients run in a child process, so the resident memory measured is the server's and the
+trainer's alone. After ``--warmup`` seconds the run has two phases of ``--seconds`` each:
 
 1. ``no idle``: the clients only;
 2. ``N idle``: plus ``--idle`` connections that send half a line and nothing more (half-open
@@ -14,6 +15,8 @@ Per phase it prints the tick jitter ``|period - 1/tick_hz|`` (p50/p99/max, ms, f
 start of each tick to the next), the process's resident memory at the phase's start and end,
 and what the server holds (stored tick periods, connections). ``--out`` gets the same as JSON
 (default ``benchmarks/results/game_server_soak.json``; ``results/`` is ignored by git).
+``--tracemalloc FRAMES`` also lists the Python allocation sites that grew over each phase
+(it slows the run: its jitter is not the server's).
 
     python benchmarks/game_server_soak.py --seconds 60 --idle 200
 """
@@ -30,6 +33,7 @@ import platform
 import resource
 import sys
 import time
+import tracemalloc
 from array import array
 from collections.abc import Sequence
 from pathlib import Path
@@ -83,6 +87,20 @@ def slope_per_min(samples: list[tuple[float, float]]) -> float:
         return 0.0
     t, m = np.asarray(samples).T
     return float(np.polyfit(t - t[0], m, 1)[0] * 60.0)
+
+
+def python_growth(before: tracemalloc.Snapshot, frames: int) -> list[dict[str, Any]]:
+    """The ten allocation sites whose live Python memory grew most since ``before``."""
+    after = tracemalloc.take_snapshot()
+    ignore = [
+        tracemalloc.Filter(False, tracemalloc.__file__),
+        tracemalloc.Filter(False, "<frozen importlib._bootstrap*"),
+    ]
+    stats = after.filter_traces(ignore).compare_to(before.filter_traces(ignore), "traceback")
+    return [
+        {"kib": s.size_diff / 1024, "blocks": s.count_diff, "where": [str(f) for f in s.traceback][-frames:]}
+        for s in stats[:10]
+    ]
 
 
 class IdleConnections:
@@ -154,17 +172,20 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
     server.tick = timed_tick
     total = args.warmup + 2 * args.seconds
-    swarm = asyncio.create_task(run_swarm("127.0.0.1", port, args.clients, duration=total + 5, churn=0.1, seed=1))
+    # The clients run in a process of their own, so this process's memory is the server's.
+    clients = await asyncio.create_subprocess_exec(
+        sys.executable, __file__, "--clients-of", str(port), "--clients", str(args.clients),
+        "--idle", str(args.idle), "--idle-after", str(args.warmup + args.seconds), "--seconds", str(total + 1),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
     run = asyncio.create_task(server.run(duration=total + 2))
-    idle = IdleConnections(port, args.idle)
     rows: dict[str, dict[str, Any]] = {}
     try:
         await asyncio.sleep(args.warmup)
         for name in ("no idle", "idle"):
             phase = name
-            if name == "idle":
-                idle.start()
             before = rss_mb()
+            snapshot = tracemalloc.take_snapshot() if args.tracemalloc else None
             samples: list[tuple[float, float]] = []
             phase_end = time.perf_counter() + args.seconds
             while (left := phase_end - time.perf_counter()) > 0:
@@ -174,17 +195,21 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_start_mb": before,
                 "rss_end_mb": samples[-1][1],
                 "rss_slope_second_half_mb_per_min": slope_per_min(samples[len(samples) // 2 :]),
-                "idle_open_at_end": idle.open,
                 "connections_at_end": len(server.connections),
                 "stored_periods": int(sum(p.values().size for p in server.periods.values())),
             }
+            if snapshot is not None:
+                rows[name]["python_growth"] = python_growth(snapshot, args.tracemalloc)
         phase = "warmup"  # ticks after the phases are not measured
     finally:
-        await idle.stop()
         report = await run
-        swarm.cancel()
-        await asyncio.gather(swarm, return_exceptions=True)
+        try:
+            out, _ = await asyncio.wait_for(clients.communicate(), 30)
+        except TimeoutError:
+            clients.kill()
+            out, _ = await clients.communicate()
         await server.close()
+    client_report = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
     for name, row in rows.items():
         row["growth_mb"] = row["rss_end_mb"] - row["rss_start_mb"]
         row["jitter_ms"] = jitter_ms(starts[name], args.tick_hz)
@@ -202,8 +227,22 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             "trained_steps": report.trained_steps,
             "ticks_timed": server._ticks_timed,
         },
-        "idle_reopened": idle.reopened,
+        "clients": client_report,
     }
+
+
+async def clients_of(args: argparse.Namespace) -> None:
+    """The client process: ``--clients`` playing for ``--seconds``, ``--idle`` half-open
+    connections from ``--idle-after`` on; prints what they saw as one JSON line."""
+    port = args.clients_of
+    swarm = asyncio.create_task(run_swarm("127.0.0.1", port, args.clients, duration=args.seconds, churn=0.1, seed=1))
+    idle = IdleConnections(port, args.idle)
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(swarm), args.idle_after)
+    idle.start()
+    report = await swarm
+    await idle.stop()
+    print(json.dumps({"joins": report.joins, "idle_reopened": idle.reopened, "idle_refused": idle.refused}))
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -230,6 +269,12 @@ def print_table(result: dict[str, Any]) -> None:
         f"{s['refused_connections']} refused, {s['accept_errors']} accept errors; stored tick periods "
         f"{max(r['stored_periods'] for r in result['phases'].values())} (bounded)"
     )
+    for name, row in result["phases"].items():
+        for site in row.get("python_growth", []):
+            print(
+                f"{name:<10}{site['kib']:>+10.1f} KiB {site['blocks']:>+7} blocks  "
+                + " <- ".join(reversed(site["where"]))
+            )
     print("jitter: |tick period - target| in ms; growth: RSS over the phase; *RSS slope over its second half")
 
 
@@ -243,10 +288,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tick-hz", type=float, default=50.0)
     parser.add_argument("--update-ms", type=float, default=20.0, help="the fake trainer's update time")
     parser.add_argument("--ppo", action="store_true", help="train PPO (TensorFlow) instead of a fake trainer")
+    parser.add_argument(
+        "--tracemalloc",
+        type=int,
+        default=0,
+        metavar="FRAMES",
+        help="trace Python allocations (FRAMES deep) and print the sites that grew over each phase",
+    )
+    parser.add_argument("--clients-of", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--idle-after", type=float, default=0.0, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = parser.parse_args(argv)
+    if args.clients_of is not None:
+        asyncio.run(clients_of(args))
+        return {}
     if args.tick_hz <= 0:
         parser.error("--tick-hz must be > 0 (jitter is measured against the tick period)")
+    if args.tracemalloc:
+        tracemalloc.start(args.tracemalloc)
     result = asyncio.run(soak(args))
     print_table(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

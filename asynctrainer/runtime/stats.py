@@ -76,8 +76,9 @@ class StatsWriter(Protocol):
 
 
 #: Summaries a :class:`StatsReporter` keeps in ``history`` (the newest; a run of any length
-#: holds at most this many, so a server that trains for weeks does not grow).
-HISTORY_LIMIT = 10_000
+#: holds at most this many, a few MiB, so a server that trains for weeks does not grow: at a
+#: summary every 2 s, the last half hour). Every summary also goes to the run's stats writers.
+HISTORY_LIMIT = 1_000
 
 
 class StatsReporter:
