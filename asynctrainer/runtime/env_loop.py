@@ -49,6 +49,8 @@ class BehaviorLink:
     update_threshold: int | None = None
     #: Experiences the loop may send past the last snapshot before it waits for a new one.
     lag_bound: int | None = None
+    #: Experiences allowed on top of ``lag_bound`` before the first new policy (the trainer's warm-up).
+    warmup_steps: int = 0
     deterministic: bool = False
     training: bool = True
     #: The run's requests for a full reset of the envs (self-play, curricula), shared by its links.
@@ -209,7 +211,7 @@ async def send_trajectories(
     buffer is full. Otherwise it may run one more buffer ahead while the update runs, and
     waits only when it has sent two buffers' worth of experience since the last snapshot:
     acting overlaps updates, but the policy lag stays bounded by about one update however
-    fast the env is. A ``drop_oldest`` channel (a live server that must never wait) skips
+    fast the env is, from the first update on. A ``drop_oldest`` channel (a live server that must never wait) skips
     that bound: there, stale experience is dropped instead. ``hold_back=False`` sends without
     waiting for a snapshot (the last trajectories of an env that stopped).
     """
@@ -234,9 +236,13 @@ async def send_trajectories(
             if link._since_update >= link.update_threshold:
                 link._since_update = 0
                 crossed = True
-    # The lag bound applies once learning has started (a trainer that waits for
-    # buffer_init_steps must get them first) and never to a live server's drop_oldest channel.
-    bound = link.lag_bound if link.send.overflow == "block" and version >= 1 else None
+    # The lag bound never applies to a live server's drop_oldest channel. Before the first new
+    # policy it grows by the trainer's warm-up (SAC's buffer_init_steps must come first); without
+    # any bound then, a fast env would fill the channel with the initial policy's experience
+    # while the first update (and its tracing) runs, and learning would start from stale data.
+    bound = link.lag_bound if link.send.overflow == "block" else None
+    if bound is not None and version == 0:
+        bound += link.warmup_steps
     if hold_back and (crossed or (bound is not None and link._since_publish >= bound)):
         stats.lag_waits += 1
         await link.slot.wait_newer(version)

@@ -536,6 +536,7 @@ class Runner:
             strict_on_policy=bool(getattr(trainer_settings, "strict_on_policy", False)),
             update_threshold=trainer.update_threshold,
             lag_bound=trainer.lag_bound,
+            warmup_steps=trainer.warmup_steps,
             deterministic=self.deterministic or _network_deterministic(trainer_settings),
             training=self.training,
             resets=self.env_resets,

@@ -389,6 +389,13 @@ class RLTrainer(Trainer[PolicyT]):
         """
         return None if self.update_threshold is None else 2 * self.update_threshold
 
+    @property
+    def warmup_steps(self) -> int:
+        """Experiences this trainer takes before its first update beyond what ``lag_bound`` allows
+        (SAC's ``buffer_init_steps``): the env loop may send them on top of ``lag_bound`` before
+        the first new policy arrives. 0 by default: the first update comes within the bound."""
+        return 0
+
     # ----- checkpoint state ---------------------------------------------------------------------
 
     def _loop_state(self) -> dict[str, np.ndarray]:

@@ -395,6 +395,12 @@ class SACTrainer(RLTrainer[SACNetworks]):
         interval = int(self.hyperparameters.steps_per_update) + 1
         return 2 * max(int(self.trainer_settings.time_horizon), interval)
 
+    @property
+    def warmup_steps(self) -> int:
+        """Learning starts once ``buffer_init_steps`` were taken and a batch is in the buffer."""
+        hp = self.hyperparameters
+        return max(int(hp.buffer_init_steps), int(hp.batch_size))
+
     # ----- thread side --------------------------------------------------------------------------
 
     def _flush_pending(self) -> int:

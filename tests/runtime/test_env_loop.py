@@ -122,6 +122,29 @@ async def test_strict_on_policy_waits_for_a_new_snapshot_once_the_buffer_is_full
     receive.close()
 
 
+@pytest.mark.parametrize("warmup", [0, 24])
+async def test_before_the_first_new_policy_acting_runs_ahead_by_the_lag_bound_and_the_warmup(warmup: int) -> None:
+    # Without this bound, a fast env filled the channel with the initial policy's experience
+    # while the first update ran, and PPO learned SimpleEnvironment 6x slower (benchmarks/vs_mlagents.py).
+    env = CountingEnv(num_agents=2, episode_length=4)
+    link, receive = _link(env, lag_bound=16, warmup_steps=warmup)
+    stats = EnvLoopStats()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_loop, env, link, stats)
+        for _ in range(200):  # the channel (64) would take far more than the bound
+            await anyio.lowlevel.checkpoint()
+        assert stats.lag_waits == 1
+        sent = link.send.statistics().buffered * 4  # episodes of 4 steps, one trajectory each
+        assert 16 + warmup <= sent < 16 + warmup + 2 * 4  # stops at the first send past the bound
+        waited_at = env.steps
+        link.slot.publish(random_snapshot(env.name, link.spec, version=1, seed=1))
+        while env.steps == waited_at:
+            await anyio.lowlevel.checkpoint()
+        tg.cancel_scope.cancel()
+    link.send.close()
+    receive.close()
+
+
 def test_allowed_mask_inverts_ml_agents_forbidden_flags() -> None:
     decision = DecisionSteps(
         [np.zeros((2, 1), np.float32)],
