@@ -38,6 +38,14 @@ async def _loop(
     await run_env_loop(env, {env.name: link}, rng=np.random.default_rng(0), stats=stats, task_status=task_status)
 
 
+async def _publish_and_see_it_step(env: CountingEnv, link: BehaviorLink) -> None:
+    """Publish policy version 1 and wait until the waiting env loop steps again."""
+    waited_at = env.steps
+    link.slot.publish(random_snapshot(env.name, link.spec, version=1, seed=1))
+    while env.steps == waited_at:
+        await anyio.lowlevel.checkpoint()
+
+
 async def test_each_finished_episode_arrives_once_as_a_trajectory_with_its_return() -> None:
     env = CountingEnv(num_agents=3, episode_length=5)
     link, receive = _link(env)
@@ -114,9 +122,7 @@ async def test_strict_on_policy_waits_for_a_new_snapshot_once_the_buffer_is_full
         for _ in range(50):
             await anyio.lowlevel.checkpoint()
         assert env.steps == waited_at  # waiting for the update
-        link.slot.publish(random_snapshot(env.name, link.spec, version=1, seed=1))
-        while env.steps == waited_at:
-            await anyio.lowlevel.checkpoint()
+        await _publish_and_see_it_step(env, link)
         tg.cancel_scope.cancel()
     link.send.close()
     receive.close()
@@ -136,10 +142,7 @@ async def test_before_the_first_new_policy_acting_runs_ahead_by_the_lag_bound_an
         assert stats.lag_waits == 1
         sent = link.send.statistics().buffered * 4  # episodes of 4 steps, one trajectory each
         assert 16 + warmup <= sent < 16 + warmup + 2 * 4  # stops at the first send past the bound
-        waited_at = env.steps
-        link.slot.publish(random_snapshot(env.name, link.spec, version=1, seed=1))
-        while env.steps == waited_at:
-            await anyio.lowlevel.checkpoint()
+        await _publish_and_see_it_step(env, link)
         tg.cancel_scope.cancel()
     link.send.close()
     receive.close()
