@@ -49,8 +49,9 @@ class BehaviorLink:
     update_threshold: int | None = None
     #: Experiences the loop may send past the last snapshot before it waits for a new one.
     lag_bound: int | None = None
-    #: Experiences allowed on top of ``lag_bound`` before the first new policy (the trainer's warm-up).
-    warmup_steps: int = 0
+    #: Experiences allowed on top of ``lag_bound`` before the first new policy (the trainer's
+    #: warm-up); None: no bound before it.
+    warmup_steps: int | None = 0
     deterministic: bool = False
     training: bool = True
     #: The run's requests for a full reset of the envs (self-play, curricula), shared by its links.
@@ -237,12 +238,12 @@ async def send_trajectories(
                 link._since_update = 0
                 crossed = True
     # The lag bound never applies to a live server's drop_oldest channel. Before the first new
-    # policy it grows by the trainer's warm-up (SAC's buffer_init_steps must come first); without
-    # any bound then, a fast env would fill the channel with the initial policy's experience
-    # while the first update (and its tracing) runs, and learning would start from stale data.
+    # policy it grows by the trainer's warm-up (None: off-policy, no bound); without a bound
+    # then, a fast env would fill the channel with the initial policy's experience while the
+    # first update (and its tracing) runs, and an on-policy trainer would learn from stale data.
     bound = link.lag_bound if link.send.overflow == "block" else None
     if bound is not None and version == 0:
-        bound += link.warmup_steps
+        bound = None if link.warmup_steps is None else bound + link.warmup_steps
     if hold_back and (crossed or (bound is not None and link._since_publish >= bound)):
         stats.lag_waits += 1
         await link.slot.wait_newer(version)

@@ -390,10 +390,11 @@ class RLTrainer(Trainer[PolicyT]):
         return None if self.update_threshold is None else 2 * self.update_threshold
 
     @property
-    def warmup_steps(self) -> int:
-        """Experiences this trainer takes before its first update beyond what ``lag_bound`` allows
-        (SAC's ``buffer_init_steps``): the env loop may send them on top of ``lag_bound`` before
-        the first new policy arrives. 0 by default: the first update comes within the bound."""
+    def warmup_steps(self) -> int | None:
+        """Experiences the env loop may send on top of ``lag_bound`` before the first new policy
+        arrives: 0 by default (an on-policy trainer's first update comes within the bound); None
+        for no bound before it (an off-policy trainer, whose replay buffer takes stale
+        experience as well as fresh)."""
         return 0
 
     # ----- checkpoint state ---------------------------------------------------------------------

@@ -396,10 +396,11 @@ class SACTrainer(RLTrainer[SACNetworks]):
         return 2 * max(int(self.trainer_settings.time_horizon), interval)
 
     @property
-    def warmup_steps(self) -> int:
-        """Learning starts once ``buffer_init_steps`` were taken and a batch is in the buffer."""
-        hp = self.hyperparameters
-        return max(int(hp.buffer_init_steps), int(hp.batch_size))
+    def warmup_steps(self) -> None:
+        """Off-policy: acting is not held back before the first update (its replay buffer
+        learns from the initial policy's experience as from any other; holding it back cost
+        SAC with behavioral cloning its learning in tests/imitation)."""
+        return None
 
     # ----- thread side --------------------------------------------------------------------------
 

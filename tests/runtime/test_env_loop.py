@@ -128,6 +128,21 @@ async def test_strict_on_policy_waits_for_a_new_snapshot_once_the_buffer_is_full
     receive.close()
 
 
+async def test_an_off_policy_trainer_is_not_held_back_before_its_first_policy() -> None:
+    env = CountingEnv(num_agents=2, episode_length=4)
+    link, receive = _link(env, capacity=8, lag_bound=16, warmup_steps=None)
+    stats = EnvLoopStats()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_loop, env, link, stats)
+        for _ in range(200):
+            await anyio.lowlevel.checkpoint()
+        assert stats.lag_waits == 0
+        assert link.send.statistics().buffered == 8  # only the channel's capacity stopped it
+        tg.cancel_scope.cancel()
+    link.send.close()
+    receive.close()
+
+
 @pytest.mark.parametrize("warmup", [0, 24])
 async def test_before_the_first_new_policy_acting_runs_ahead_by_the_lag_bound_and_the_warmup(warmup: int) -> None:
     # Without this bound, a fast env filled the channel with the initial policy's experience
