@@ -209,6 +209,8 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             clients.kill()
             out, _ = await clients.communicate()
         await server.close()
+    if clients.returncode:
+        print(f"the client process exited with {clients.returncode}: its report is missing", file=sys.stderr)
     client_report = json.loads(out.decode().strip().splitlines()[-1]) if out.strip() else {}
     for name, row in rows.items():
         row["growth_mb"] = row["rss_end_mb"] - row["rss_start_mb"]

@@ -63,8 +63,7 @@ class BaseEnvAdapter(ml.BaseEnv):
 
     @staticmethod
     def _spec(spec: Any) -> ml.BehaviorSpec:
-        from mlagents_envs.base_env import DimensionProperty, ObservationType
-
+        DimensionProperty, ObservationType = ml.DimensionProperty, ml.ObservationType
         obs = [
             ml.ObservationSpec(
                 tuple(o.shape),

@@ -52,6 +52,7 @@ CASES = ("cartpole", "simple_discrete", "simple_continuous")
 #: for Python <= 3.10.12 and for pins that conflict). numpy < 1.24 for np.float / np.long,
 #: protobuf 3 for its generated code, setuptools < 81 for pkg_resources, onnx 1.15 for its export.
 #: anyio and pydantic let it import asynctrainer's env modules (``vs_envs``).
+MLAGENTS = ["mlagents==1.1.0", "mlagents-envs==1.1.0"]
 MLAGENTS_PINS = [
     "absl-py==2.5.1",
     "attrs==26.1.0",
@@ -95,14 +96,14 @@ def ensure_venv(venv: Path) -> Path:
     """ML-Agents' venv at ``venv`` (built, or rebuilt when its pins changed); its python."""
     python = venv / "bin" / "python"
     marker = venv / "vs_mlagents_pins.txt"
-    wanted = "\n".join(["mlagents==1.1.0", "mlagents-envs==1.1.0", *MLAGENTS_PINS])
+    wanted = "\n".join([*MLAGENTS, *MLAGENTS_PINS])
     if python.exists() and marker.exists() and marker.read_text() == wanted:
         return python
     print(f"building ML-Agents' venv in {venv} (a few minutes) ...", flush=True)
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q", "--no-deps"]
-    subprocess.run([*pip, "--ignore-requires-python", "mlagents==1.1.0", "mlagents-envs==1.1.0"], check=True)
+    subprocess.run([*pip, "--ignore-requires-python", *MLAGENTS], check=True)
     subprocess.run([*pip, *MLAGENTS_PINS], check=True)
     marker.write_text(wanted)
     return python

@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
+
+import pytest
 
 
 def test_import_asynctrainer_imports_no_tensorflow() -> None:
@@ -14,12 +17,23 @@ def test_import_asynctrainer_imports_no_tensorflow() -> None:
     assert out == ["False", "False"]
 
 
-def test_every_public_name_resolves_and_all_is_sorted() -> None:
-    import asynctrainer
+@pytest.mark.parametrize("package", ["asynctrainer", "asynctrainer.envs", "asynctrainer.testing"])
+def test_every_public_name_resolves_and_all_is_sorted(package: str) -> None:
+    module = importlib.import_module(package)
+    assert module.__all__ == sorted(module.__all__)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
 
-    assert asynctrainer.__all__ == sorted(asynctrainer.__all__)
-    for name in asynctrainer.__all__:
-        assert getattr(asynctrainer, name) is not None
+
+def test_simple_environment_imports_only_numpy_and_the_env_specs() -> None:
+    # benchmarks/mlagents_worker.py loads it in ML-Agents' venv (numpy 1.23, protobuf 3).
+    code = (
+        "import sys, asynctrainer.testing.simple_env;"
+        "print(sorted(m for m in sys.modules if m.startswith(('asynctrainer.', 'google.protobuf', 'pydantic'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    expected = ["asynctrainer.envs", "asynctrainer.envs.spec", "asynctrainer.errors", "asynctrainer.lazy"]
+    assert out == str([*expected, "asynctrainer.testing", "asynctrainer.testing.simple_env"])
 
 
 def test_preload_imports_tensorflow_keras_and_the_trainers_up_front() -> None:

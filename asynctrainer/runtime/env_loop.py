@@ -212,8 +212,10 @@ async def send_trajectories(
     buffer is full. Otherwise it may run one more buffer ahead while the update runs, and
     waits only when it has sent two buffers' worth of experience since the last snapshot:
     acting overlaps updates, but the policy lag stays bounded by about one update however
-    fast the env is, from the first update on. A ``drop_oldest`` channel (a live server that must never wait) skips
-    that bound: there, stale experience is dropped instead. ``hold_back=False`` sends without
+    fast the env is. Before the first new policy the bound grows by the trainer's warm-up
+    (``warmup_steps``; None, an off-policy trainer's: no bound until then). A ``drop_oldest``
+    channel (a live server that must never wait) skips the bound: there, stale experience is
+    dropped instead. ``hold_back=False`` sends without
     waiting for a snapshot (the last trajectories of an env that stopped).
     """
     if not link.training:
