@@ -35,8 +35,9 @@ The server refuses what it cannot use, with an ``error`` message, and keeps the 
 a line that is not a JSON object with a known ``type``, fields of the wrong type (``tick`` is
 an int >= 0; ``cell`` an int in ``[0, SIZE)``, not a bool), a ``goal`` before ``join``. It
 sends an ``error`` and closes the connection when a line is longer than ``MAX_LINE`` bytes,
-when a connection that has not joined sends no complete line for ``idle_timeout`` seconds (a
-joined client may stay silent: acks are optional), and when ``max_connections`` are open
+when a connection that has not joined sends no complete line for ``idle_timeout`` seconds or
+a joined one begins a line and does not end it within that time (a joined client may stay
+silent: acks are optional), and when ``max_connections`` are open
 already ("server full"). When the process runs out of file descriptors, asyncio's failing
 ``accept()`` is logged once (then at most once a minute, with a count), not once per attempt.
 
@@ -258,7 +259,8 @@ class ServerReport:
     dropped_clients: int = 0
     #: connections refused because ``max_connections`` were open
     refused_connections: int = 0
-    #: connections closed for sending no complete line within ``idle_timeout`` before joining
+    #: connections closed for sending no complete line within ``idle_timeout`` before joining,
+    #: or for leaving a line unfinished that long after joining
     idle_timeouts: int = 0
     #: lines refused with an error reply (bad JSON, unknown types, bad fields, over ``MAX_LINE``)
     bad_messages: int = 0
@@ -282,7 +284,7 @@ class GameServer:
     :param tick_hz: ticks per second; 0 runs ticks back to back (tests, benchmarks).
     :param reward_window: episodes in the moving mean return.
     :param idle_timeout: seconds a connection that has not joined may go without a complete
-        line before it is closed (None: never).
+        line, and a joined one may leave a line unfinished, before it is closed (None: never).
     :param max_connections: open connections at most; one more gets ``error`` "server full"
         and is closed (default: :func:`default_max_connections`).
     :param period_window: tick periods kept per phase for the report's percentiles.
@@ -420,12 +422,14 @@ class GameServer:
     async def _serve_client(self, client: Client, reader: asyncio.StreamReader) -> None:
         """Read and answer ``client``'s lines until it disconnects or is closed (idle, too long a line)."""
         while True:
-            timeout = self.idle_timeout if client.agent is None else None
+            joined = client.agent is not None
             try:
-                line = await asyncio.wait_for(reader.readline(), timeout)
+                line = await self._read_line(client, reader)
             except TimeoutError:
                 self.report.idle_timeouts += 1
-                self._error(client, f"no complete message for {timeout} s without joining; closing the connection")
+                why = "a message begun and not finished" if joined else "no complete message"
+                after = "" if joined else " without joining"
+                self._error(client, f"{why} for {self.idle_timeout} s{after}; closing the connection")
                 return
             except ValueError:  # asyncio.LimitOverrunError: no newline within MAX_LINE bytes
                 self.report.bad_messages += 1
@@ -439,6 +443,22 @@ class GameServer:
                 self._error(client, why)
                 continue
             self._on_message(client, message)
+
+    async def _read_line(self, client: Client, reader: asyncio.StreamReader) -> bytes:
+        """``client``'s next line (``b""`` when it disconnected).
+
+        A client that has not joined must send a whole line within ``idle_timeout``. A joined
+        client may stay silent as long as it likes (acks are optional), but a line it begins
+        must end within ``idle_timeout``: half a line would otherwise hold its slot for ever.
+
+        :raises TimeoutError: the line did not come, or did not end, in time.
+        """
+        head = b""
+        if client.agent is not None:
+            head = await reader.read(1)  # waits while the client is silent
+            if head in (b"", b"\n"):
+                return head
+        return head + await asyncio.wait_for(reader.readline(), self.idle_timeout)
 
     def _on_message(self, client: Client, message: dict[str, Any]) -> None:
         kind = message["type"]

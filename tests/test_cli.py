@@ -209,6 +209,33 @@ def test_a_bad_init_path_is_refused_naming_it_before_force_deletes_anything(
     assert _survives(results / "r1", files)
 
 
+@pytest.mark.parametrize(
+    ("env", "variable", "named"),
+    [
+        ("NoSuchEnv-v9", None, "NoSuchEnv-v9"),
+        ("CartPole-v1", ("ASYNCTRAINER_TF_THREADS", "many"), "ASYNCTRAINER_TF_THREADS"),
+        ("CartPole-v1", ("ASYNCTRAINER_LEARNER_PRIORITY", "urgent"), "ASYNCTRAINER_LEARNER_PRIORITY"),
+    ],
+    ids=["env id", "thread count", "priority"],
+)
+def test_a_bad_env_or_environment_variable_is_refused_before_force_deletes_anything(
+    env: str,
+    variable: tuple[str, str] | None,
+    named: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results = tmp_path / "results"
+    files = _marked_run(results / "r1")
+    if variable is not None:
+        monkeypatch.setenv(*variable)
+    code = main([write(tmp_path, GOOD), "--env", env, "--results-dir", str(results), "--run-id", "r1", "--force"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2 and named in err and "Traceback" not in err, err
+    assert _survives(results / "r1", files)
+
+
 @pytest.mark.parametrize("where", ["missing", "inside the run"])
 def test_a_bad_demonstration_is_refused_naming_it_before_force_deletes_anything(
     where: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -320,6 +320,27 @@ async def test_a_connection_that_never_finishes_a_line_before_joining_is_closed(
         await server.close()
 
 
+async def test_a_joined_client_that_leaves_a_line_unfinished_is_closed(game_server: ModuleType) -> None:
+    server = game_server.GameServer(tick_hz=0, log_every=0, idle_timeout=0.05)
+    await server.start(0)
+    try:
+        client = await Line.open(server.port)
+        await client.send(b'{"type":"join"}\n')
+        assert (await client.receive() or {}).get("type") == "welcome"
+        await asyncio.sleep(0.15)  # silent after joining: kept
+        assert server.report.idle_timeouts == 0 and len(server.connections) == 1
+        await client.send(b'{"type":"ack","ti')  # begun, never ended
+        reply = await client.receive()
+        assert reply is not None and "a message begun and not finished for 0.05 s" in reply["message"]
+        assert await client.receive() is None
+        assert server.report.idle_timeouts == 1
+        while server.connections:  # its slot is free again
+            await asyncio.sleep(0.01)
+        await client.close()
+    finally:
+        await server.close()
+
+
 async def test_connections_over_the_cap_are_refused_with_a_message(game_server: ModuleType) -> None:
     server = game_server.GameServer(tick_hz=0, log_every=0, max_connections=2)
     await server.start(0)

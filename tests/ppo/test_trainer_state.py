@@ -18,21 +18,18 @@ pytest.importorskip("tensorflow")
 SPEC = BehaviorSpec((ObservationSpec((3,)),), ActionSpec.create_discrete((2,)))
 
 
-def make_trainer(seed: int = 0) -> Any:
+def make_trainer(seed: int = 0, signals: dict[str, Any] | None = None) -> Any:
     from asynctrainer.ppo.trainer import PPOTrainer
 
-    settings = run_settings_from_dict(
-        {
-            "behaviors": {
-                "b": {
-                    "trainer_type": "ppo",
-                    "hyperparameters": {"batch_size": 8, "buffer_size": 16},
-                    "network_settings": {"hidden_units": 8, "num_layers": 1, "normalize": True},
-                    "max_steps": 1000,
-                }
-            }
-        }
-    )
+    behavior: dict[str, Any] = {
+        "trainer_type": "ppo",
+        "hyperparameters": {"batch_size": 8, "buffer_size": 16},
+        "network_settings": {"hidden_units": 8, "num_layers": 1, "normalize": True},
+        "max_steps": 1000,
+    }
+    if signals is not None:
+        behavior["reward_signals"] = {"extrinsic": {}, **signals}
+    settings = run_settings_from_dict({"behaviors": {"b": behavior}})
     trainer = PPOTrainer("b", settings.trainer_settings_for("b"), seed=seed)
     trainer.add_policy("b", trainer.create_policy("b", SPEC))
     return trainer
@@ -102,6 +99,23 @@ async def test_a_non_finite_loss_inside_the_train_function_fails_the_update() ->
     with pytest.raises(UpdateError, match="NaN or infinite") as info:
         await trainer._update()
     assert info.value.step == 16 and slot.latest() is first
+
+
+@pytest.mark.parametrize("signal", ["curiosity", "rnd"])
+async def test_a_reward_signal_gone_non_finite_fails_the_update(signal: str) -> None:
+    trainer = make_trainer(signals={signal: {"strength": 0.1}})
+    slot = PolicySlot("b")
+    trainer.publish_policy_queue(slot)
+    first = await trainer.initial_snapshot()
+    (learned,) = trainer.signals
+    kernel = next(v for k, v in learned.weights().items() if k.endswith("kernel"))
+    kernel.assign(np.full(kernel.shape, np.inf, np.float32))
+    rng = np.random.default_rng(3)
+    while not trainer._accept(trajectory(8, rng)):
+        pass
+    with pytest.raises(UpdateError, match="NaN or infinite") as info:
+        await trainer._update()
+    assert info.value.behavior_name == "b" and info.value.step == 16 and slot.latest() is first
 
 
 def test_a_finite_update_passes_the_check() -> None:
