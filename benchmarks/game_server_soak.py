@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ctypes
 import importlib.util
 import json
 import os
@@ -42,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from asynctrainer.runtime.stats import HISTORY_LIMIT
 from asynctrainer.testing.fakes import FakeTrainer, fake_trainer_factory
 from asynctrainer.testing.game_clients import run_swarm
 
@@ -79,6 +81,17 @@ def jitter_ms(starts: Sequence[float], tick_hz: float) -> dict[str, float]:
         "p99": float(np.percentile(dev, 99)),
         "max": float(dev.max()),
     }
+
+
+def trimmed_rss_mb() -> float | None:
+    """Resident memory after glibc's ``malloc_trim(0)`` hands freed heap pages back (None
+    elsewhere): what RSS grew by beyond it was memory freed, not memory held."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+    libc.malloc_trim(0)
+    return rss_mb()
 
 
 def slope_per_min(samples: list[tuple[float, float]]) -> float:
@@ -153,7 +166,7 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
 
         options["trainer_factory"] = fake_trainer_factory(update_seconds=args.update_ms / 1000.0, on_update=forget)
     server = gs.GameServer(
-        gs.default_settings(max_steps=10**9),
+        gs.default_settings(max_steps=10**9, summary_freq=args.summary_freq),
         tick_hz=args.tick_hz,
         log_every=0,
         idle_timeout=args.idle_timeout,
@@ -197,7 +210,9 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 "rss_slope_second_half_mb_per_min": slope_per_min(samples[len(samples) // 2 :]),
                 "connections_at_end": len(server.connections),
                 "stored_periods": int(sum(p.values().size for p in server.periods.values())),
+                "summaries_kept": summaries_kept(server),
             }
+            rows[name]["rss_trimmed_mb"] = trimmed_rss_mb()  # after the end's sample: the slope is untouched
             if snapshot is not None:
                 rows[name]["python_growth"] = python_growth(snapshot, args.tracemalloc)
         phase = "warmup"  # ticks after the phases are not measured
@@ -247,6 +262,16 @@ async def clients_of(args: argparse.Namespace) -> None:
     print(json.dumps({"joins": report.joins, "idle_reopened": idle.reopened, "idle_refused": idle.refused}))
 
 
+def summaries_kept(server: Any) -> int:
+    """The stats summaries the trainer's reporter holds (bounded: ``HISTORY_LIMIT``)."""
+    trainers = server.runner.trainers if server.runner is not None else {}
+    return sum(len(t.stats_reporter.history) for t in trainers.values())
+
+
+def fmt_mb(value: float | None) -> str:
+    return "—" if value is None else f"{value:.1f}"
+
+
 def print_table(result: dict[str, Any]) -> None:
     a = result["args"]
     print(
@@ -255,7 +280,7 @@ def print_table(result: dict[str, Any]) -> None:
     )
     header = (
         f"{'phase':<10}{'ticks':>7}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'RSS MiB':>10}{'growth':>9}"
-        f"{'MiB/min*':>10}{'conns':>7}"
+        f"{'MiB/min*':>10}{'trimmed':>9}{'conns':>7}{'stats':>7}"
     )
     print(header)
     for name, row in result["phases"].items():
@@ -263,7 +288,9 @@ def print_table(result: dict[str, Any]) -> None:
         print(
             f"{name:<10}{j.get('ticks', 0):>7}{j.get('p50', float('nan')):>9.3f}{j.get('p99', float('nan')):>9.3f}"
             f"{j.get('max', float('nan')):>9.3f}{row['rss_end_mb']:>10.1f}{row['growth_mb']:>+9.2f}"
-            f"{row['rss_slope_second_half_mb_per_min']:>+10.2f}{row['connections_at_end']:>7}"
+            f"{row['rss_slope_second_half_mb_per_min']:>+10.2f}{fmt_mb(row['rss_trimmed_mb']):>9}"
+            f"{row['connections_at_end']:>7}"
+            f"{row['summaries_kept']:>7}"
         )
     s = result["server"]
     print(
@@ -277,7 +304,11 @@ def print_table(result: dict[str, Any]) -> None:
                 f"{name:<10}{site['kib']:>+10.1f} KiB {site['blocks']:>+7} blocks  "
                 + " <- ".join(reversed(site["where"]))
             )
-    print("jitter: |tick period - target| in ms; growth: RSS over the phase; *RSS slope over its second half")
+    print(
+        "jitter: |tick period - target| in ms; growth: RSS over the phase; *RSS slope over its second half; "
+        "trimmed: RSS at the phase's end after malloc_trim(0) returned freed heap pages; "
+        f"stats: summaries the trainer keeps (at most {HISTORY_LIMIT})"
+    )
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -289,6 +320,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--clients", type=int, default=20, help="playing clients")
     parser.add_argument("--tick-hz", type=float, default=50.0)
     parser.add_argument("--update-ms", type=float, default=20.0, help="the fake trainer's update time")
+    parser.add_argument(
+        "--summary-freq",
+        type=int,
+        default=2000,
+        help="steps between stats summaries (the example's 2000: one every 2 s with 20 clients at 50 Hz, so "
+        "the bounded history fills in about 33 min; a smaller value fills it within the warm-up)",
+    )
     parser.add_argument("--ppo", action="store_true", help="train PPO (TensorFlow) instead of a fake trainer")
     parser.add_argument(
         "--tracemalloc",
