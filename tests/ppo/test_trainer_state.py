@@ -87,30 +87,26 @@ async def test_a_non_finite_loss_fails_the_update_and_nothing_is_published_or_sa
 
 async def test_a_non_finite_loss_inside_the_train_function_fails_the_update() -> None:
     trainer = make_trainer()
-    slot = PolicySlot("b")
-    trainer.publish_policy_queue(slot)
-    first = await trainer.initial_snapshot()
     # The actor's head gives NaN log-probs; the critic, and so the advantages, stay finite.
-    head = trainer.net.named_variables()["discrete_head/kernel"]
-    head.assign(np.full(head.shape, np.nan, np.float32))
-    rng = np.random.default_rng(2)
-    while not trainer._accept(trajectory(8, rng)):
-        pass
-    with pytest.raises(UpdateError, match="NaN or infinite") as info:
-        await trainer._update()
-    assert info.value.step == 16 and slot.latest() is first
+    await _poisoned_update_fails(trainer, trainer.net.named_variables()["discrete_head/kernel"], np.nan)
 
 
 @pytest.mark.parametrize("signal", ["curiosity", "rnd"])
 async def test_a_reward_signal_gone_non_finite_fails_the_update(signal: str) -> None:
     trainer = make_trainer(signals={signal: {"strength": 0.1}})
+    (learned,) = trainer.signals
+    kernel = next(v for k, v in learned.weights().items() if k.endswith("kernel"))
+    await _poisoned_update_fails(trainer, kernel, np.inf)
+
+
+async def _poisoned_update_fails(trainer: Any, variable: Any, value: float) -> None:
+    """With ``variable`` all ``value`` after the first policy, the first update fails naming the
+    behavior and its step, and the first policy stays published."""
     slot = PolicySlot("b")
     trainer.publish_policy_queue(slot)
     first = await trainer.initial_snapshot()
-    (learned,) = trainer.signals
-    kernel = next(v for k, v in learned.weights().items() if k.endswith("kernel"))
-    kernel.assign(np.full(kernel.shape, np.inf, np.float32))
-    rng = np.random.default_rng(3)
+    variable.assign(np.full(variable.shape, value, np.float32))
+    rng = np.random.default_rng(2)
     while not trainer._accept(trajectory(8, rng)):
         pass
     with pytest.raises(UpdateError, match="NaN or infinite") as info:
