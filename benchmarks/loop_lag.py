@@ -15,6 +15,7 @@ Two settings are compared by running the script twice, since their effect on a p
 ``--switch-interval none`` leaves the GIL switch interval at the interpreter's 5 ms instead of
 the Runner's 50 µs (``--switch-interval 0.0005`` sets another), and
 ``ASYNCTRAINER_LEARNER_PRIORITY=normal`` leaves TensorFlow's threads at normal priority.
+``--vectorize copies`` runs CartPole as 8 copies instead of gymnasium's own vectorised env.
 
 Prints a table and writes JSON. The goal on the 2-core machine: p99 <= 2 ms, max <= 10 ms.
 The last column is the machine's steal time (/proc/stat) during each row: CPU time the
@@ -29,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import platform
@@ -42,7 +44,7 @@ from stall_trace import StallTrace, steal_ms
 
 from asynctrainer import Runner, load_demonstration
 from asynctrainer.demos.recording_env import RecordingEnv
-from asynctrainer.envs.gymnasium_env import GymnasiumEnv
+from asynctrainer.envs.gymnasium_env import VECTORIZE, GymnasiumEnv
 from asynctrainer.runtime.scheduling import SHORT_SWITCH_INTERVAL
 from asynctrainer.settings import load_run_settings, run_settings_from_dict
 from asynctrainer.startup import preload
@@ -89,12 +91,13 @@ async def idle(seconds: float) -> dict[str, float]:
     return summary(lags) | {"steal_ms_per_s": (steal_ms() - steal) / seconds}
 
 
-async def training(
+async def train_cartpole(
     steps: int,
     checkpoint_interval: int | None = None,
     results_dir: str | None = None,
     switch_interval: float | None = SHORT_SWITCH_INTERVAL,
     record_to: Path | None = None,
+    vectorize: str = "auto",
 ) -> dict[str, Any]:
     data = load_run_settings(CONFIG).to_yaml_dict()
     behavior = data["behaviors"]["CartPole"]
@@ -102,7 +105,7 @@ async def training(
     if checkpoint_interval:
         behavior["checkpoint_interval"] = checkpoint_interval
     settings = run_settings_from_dict(data)
-    env: Any = GymnasiumEnv("CartPole-v1", 8, seed=0)
+    env: Any = GymnasiumEnv("CartPole-v1", 8, seed=0, vectorize=vectorize)
     if record_to is not None:
         env = RecordingEnv(env, {"CartPole": record_to})
     lags: list[float] = []
@@ -152,12 +155,19 @@ async def main() -> None:
     )
     parser.add_argument("--out", default="benchmarks/out/loop_lag.json")
     parser.add_argument(
+        "--vectorize",
+        choices=VECTORIZE,
+        default="auto",
+        help="GymnasiumEnv's vectorize: 'auto' runs CartPole as gymnasium's own vector env, 'copies' as 8 copies",
+    )
+    parser.add_argument(
         "--trace-stalls",
         action="store_true",
         help="instead of the table: preload, train with checkpoints, and print what each stall was waiting on",
     )
     args = parser.parse_args()
     interval = None if args.switch_interval == "none" else float(args.switch_interval)
+    training = functools.partial(train_cartpole, vectorize=args.vectorize)
     if args.trace_stalls:
         preload()
         with tempfile.TemporaryDirectory() as tmp, StallTrace() as trace:
@@ -195,6 +205,7 @@ async def main() -> None:
         "goal": "p99 <= 2 ms, max <= 10 ms",
         "learner_priority": os.environ.get("ASYNCTRAINER_LEARNER_PRIORITY", "idle"),
         "switch_interval": interval,
+        "vectorize": args.vectorize,
     }
     print(f"training: {train['steps']} steps, {train['updates']} updates in {train['wall_s']:.1f} s")
     print(
