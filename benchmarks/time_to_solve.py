@@ -279,6 +279,9 @@ def write_readme_table(
     readme = ROOT / "README.md"
     text = readme.read_text(encoding="utf-8")
     begin, end = f"<!-- {task.marker}:begin -->\n", f"\n<!-- {task.marker}:end -->"
+    if begin not in text:
+        print(f"README has no {task.marker} markers: not updated")
+        return
     head, rest = text.split(begin, 1)
     _, tail = rest.split(end, 1)
 
