@@ -63,13 +63,12 @@ class BaseEnvAdapter(ml.BaseEnv):
 
     @staticmethod
     def _spec(spec: Any) -> ml.BehaviorSpec:
-        DimensionProperty, ObservationType = ml.DimensionProperty, ml.ObservationType
         obs = [
             ml.ObservationSpec(
                 tuple(o.shape),
-                tuple(DimensionProperty(int(d)) for d in o.dimension_properties)
-                or (DimensionProperty.NONE,) * len(o.shape),  # a vector's, as Unity sends it
-                ObservationType.GOAL_SIGNAL if o.observation_type == "goal_signal" else ObservationType.DEFAULT,
+                tuple(ml.DimensionProperty(int(d)) for d in o.dimension_properties)
+                or (ml.DimensionProperty.NONE,) * len(o.shape),  # a vector's, as Unity sends it
+                ml.ObservationType.GOAL_SIGNAL if o.observation_type == "goal_signal" else ml.ObservationType.DEFAULT,
                 o.name,
             )
             for o in spec.observation_specs

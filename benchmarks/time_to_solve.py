@@ -53,7 +53,8 @@ class Task:
         """What both frameworks build their envs from: an id or a function."""
         if not self.memory:
             return "CartPole-v1"
-        sys.path.insert(0, str(ROOT / "examples"))
+        if str(ROOT / "examples") not in sys.path:
+            sys.path.insert(0, str(ROOT / "examples"))
         from cartpole_no_velocity import make_env
 
         return make_env  # type: ignore[no-any-return]

@@ -424,7 +424,7 @@ class GameServer:
         while True:
             joined = client.agent is not None
             try:
-                line = await self._read_line(client, reader)
+                line = await self._read_line(reader, joined)
             except TimeoutError:
                 self.report.idle_timeouts += 1
                 why = "a message begun and not finished" if joined else "no complete message"
@@ -444,8 +444,8 @@ class GameServer:
                 continue
             self._on_message(client, message)
 
-    async def _read_line(self, client: Client, reader: asyncio.StreamReader) -> bytes:
-        """``client``'s next line (``b""`` when it disconnected).
+    async def _read_line(self, reader: asyncio.StreamReader, joined: bool) -> bytes:
+        """A client's next line (``b""`` when it disconnected).
 
         A client that has not joined must send a whole line within ``idle_timeout``. A joined
         client may stay silent as long as it likes (acks are optional), but a line it begins
@@ -454,7 +454,7 @@ class GameServer:
         :raises TimeoutError: the line did not come, or did not end, in time.
         """
         head = b""
-        if client.agent is not None:
+        if joined:
             head = await reader.read(1)  # waits while the client is silent
             if head in (b"", b"\n"):
                 return head
