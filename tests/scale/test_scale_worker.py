@@ -127,7 +127,10 @@ async def test_worker_builds_gymnasium_envs_by_id_as_one_vector_env() -> None:
     info = await worker.start(message("CartPole", 0, spec))
     assert info["copies"] == 1
     batch = await worker.sample(30, 1000)
-    assert batch["decisions"] == 3 * batch["env_steps"]
+    # The three copies step together; a copy whose episode ended decides nothing in the step
+    # that resets it (gymnasium's next-step autoreset).
+    ended = sum(trajectory_from_dict(d).done_reached for d in batch["trajectories"])
+    assert 3 * batch["env_steps"] - ended <= batch["decisions"] <= 3 * batch["env_steps"]
     await worker.close()
 
 
